@@ -1,0 +1,40 @@
+# passbridge — build, test, benchmark.
+#   make test    installs missing Debian packages (as root), then vet + the whole suite
+#   make build   builds ./bin/passbridge
+#   make bench   runs the benchmarks (see bench/README.md)
+#   make lint    go vet, gofmt, staticcheck, govulncheck
+
+GO       ?= go
+PKG      := github.com/passbridge/passbridge
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT)
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all build test test-deps vet bench lint fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/passbridge ./cmd/passbridge
+
+test-deps:
+	./scripts/install-test-deps
+
+vet:
+	$(GO) vet ./...
+
+# Under make test a missing server binary is a failure, never a silent skip.
+test: test-deps vet
+	PASSBRIDGE_TEST_REQUIRE_SERVERS=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+bench: test-deps
+	PASSBRIDGE_TEST_REQUIRE_SERVERS=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+
+lint: vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@v1.1.4 ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,127 @@
+// Package config loads passbridge's one YAML configuration file: decoded
+// strictly (an unknown key is an error naming the file and line), every key
+// overridable by a PASSBRIDGE_... environment variable, secrets read from
+// *_file keys or the environment and never printed.
+package config
+
+// Config is the whole configuration. The YAML keys are the contract documented
+// in README.md; the Go field names follow them.
+type Config struct {
+	Database   Database   `yaml:"database"`
+	UsersTable UsersTable `yaml:"users_table"`
+	Directory  Directory  `yaml:"directory"`
+	Schedule   Schedule   `yaml:"schedule"`
+	Portal     Portal     `yaml:"portal"`
+	Admin      Admin      `yaml:"admin"`
+	Migrate    Migrate    `yaml:"migrate"`
+	Log        Log        `yaml:"log"`
+
+	// Source is the file the configuration came from ("" for the demo).
+	Source string `yaml:"-"`
+	// Demo is set when passbridge runs its embedded demo.
+	Demo bool `yaml:"-"`
+}
+
+// Database is the application's own database, which passbridge writes to.
+type Database struct {
+	Driver string `yaml:"driver"` // sqlite | postgres | mysql
+	// DSN is a driver-specific data source name. It usually holds a
+	// password, so it is a Secret: config check prints it masked.
+	DSN     Secret `yaml:"dsn"`
+	DSNFile string `yaml:"dsn_file"`
+	// MaxOpenConns bounds the pool (0: driver default, SQLite: 1 writer).
+	MaxOpenConns int `yaml:"max_open_conns"`
+	// ConnectTimeout is how long Open keeps retrying before it gives up.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+}
+
+// UsersTable names the application's existing users table and its columns.
+// Empty column names mean "this table has no such column".
+type UsersTable struct {
+	Schema      string `yaml:"schema"`
+	Name        string `yaml:"name"`
+	Key         string `yaml:"key"`
+	Username    string `yaml:"username"`
+	Email       string `yaml:"email"`
+	DisplayName string `yaml:"display_name"`
+	Password    string `yaml:"password"`
+	Active      string `yaml:"active"`
+	TOTP        string `yaml:"totp"`
+}
+
+// Directory is the LDAP / Active Directory source of identities.
+type Directory struct {
+	URLs               []string   `yaml:"urls"`
+	Kind               string     `yaml:"kind"` // ad | openldap | freeipa
+	BindDN             string     `yaml:"bind_dn"`
+	BindPassword       Secret     `yaml:"bind_password"`
+	BindPasswordFile   string     `yaml:"bind_password_file"`
+	CAFile             string     `yaml:"ca_file"`
+	StartTLS           bool       `yaml:"start_tls"`
+	InsecureSkipVerify bool       `yaml:"insecure_skip_verify"`
+	ConnectTimeout     Duration   `yaml:"connect_timeout"`
+	Timeout            Duration   `yaml:"timeout"`
+	BaseDN             string     `yaml:"base_dn"`
+	UserFilter         string     `yaml:"user_filter"`
+	Group              string     `yaml:"group"`
+	PageSize           int        `yaml:"page_size"`
+	Attributes         Attributes `yaml:"attributes"`
+	Match              []string   `yaml:"match"`     // email | username, in order
+	Provision          string     `yaml:"provision"` // link | create
+	MaxDeletions       Threshold  `yaml:"max_deletions"`
+}
+
+// Attributes maps identity fields to directory attribute names. Empty fields
+// take the preset of the directory kind.
+type Attributes struct {
+	ID          string `yaml:"id"`
+	Username    string `yaml:"username"`
+	Email       string `yaml:"email"`
+	DisplayName string `yaml:"display_name"`
+	Department  string `yaml:"department"`
+	Disabled    string `yaml:"disabled"`
+}
+
+// Schedule holds cron specs (5 fields or @every) for the two kinds of sync.
+type Schedule struct {
+	Incremental string `yaml:"incremental"`
+	Full        string `yaml:"full"`
+}
+
+// Portal is the employee-facing enrollment portal.
+type Portal struct {
+	Listen          string   `yaml:"listen"`
+	PublicURL       string   `yaml:"public_url"`
+	RPID            string   `yaml:"rp_id"`
+	RPName          string   `yaml:"rp_name"`
+	Origins         []string `yaml:"origins"`
+	AdminGroup      string   `yaml:"admin_group"`
+	TLSCertFile     string   `yaml:"tls_cert_file"`
+	TLSKeyFile      string   `yaml:"tls_key_file"`
+	SessionLifetime Duration `yaml:"session_lifetime"`
+}
+
+// Admin is the operator surface: health, readiness, metrics and the admin API.
+type Admin struct {
+	// Listen is a separate listener for /healthz, /readyz, /metrics and
+	// /api; empty serves them on the portal listener.
+	Listen        string   `yaml:"listen"`
+	Token         Secret   `yaml:"token"`
+	TokenFile     string   `yaml:"token_file"`
+	ReadyMaxAge   Duration `yaml:"ready_max_sync_age"`
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+}
+
+// Migrate controls `passbridge migrate`.
+type Migrate struct {
+	// Prefix names every table passbridge adds ("passbridge_credentials").
+	Prefix      string   `yaml:"prefix"`
+	LockTimeout Duration `yaml:"lock_timeout"`
+	Retries     int      `yaml:"retries"`
+}
+
+// Log controls log output; the command-line flags override it.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // auto | text | json
+}

@@ -1,0 +1,228 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Preset is what a directory kind calls its attributes.
+type Preset struct {
+	Attributes Attributes
+	UserFilter string
+}
+
+// Presets are the attribute names per directory kind. The stable ID is the
+// directory's own immutable identifier, never the DN.
+var Presets = map[string]Preset{
+	"ad": {
+		Attributes: Attributes{ID: "objectGUID", Username: "sAMAccountName", Email: "mail",
+			DisplayName: "displayName", Department: "department", Disabled: "userAccountControl"},
+		UserFilter: "(&(objectCategory=person)(objectClass=user))",
+	},
+	"openldap": {
+		Attributes: Attributes{ID: "entryUUID", Username: "uid", Email: "mail",
+			DisplayName: "displayName", Department: "departmentNumber", Disabled: "pwdAccountLockedTime"},
+		UserFilter: "(objectClass=inetOrgPerson)",
+	},
+	"freeipa": {
+		Attributes: Attributes{ID: "nsUniqueId", Username: "uid", Email: "mail",
+			DisplayName: "displayName", Department: "departmentNumber", Disabled: "nsAccountLock"},
+		UserFilter: "(objectClass=inetOrgPerson)",
+	},
+}
+
+func applyPresets(d *Directory) {
+	p, ok := Presets[d.Kind]
+	if !ok {
+		return // Validate reports the kind
+	}
+	a := &d.Attributes
+	fill := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	fill(&a.ID, p.Attributes.ID)
+	fill(&a.Username, p.Attributes.Username)
+	fill(&a.Email, p.Attributes.Email)
+	fill(&a.DisplayName, p.Attributes.DisplayName)
+	fill(&a.Department, p.Attributes.Department)
+	fill(&a.Disabled, p.Attributes.Disabled)
+	fill(&d.UserFilter, p.UserFilter)
+}
+
+// Validate checks every key and reports all problems at once, each naming
+// the key and what is expected.
+func Validate(cfg *Config) error {
+	var errs []string
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, key+": "+fmt.Sprintf(format, args...))
+	}
+	oneOf := func(key, got string, allowed ...string) {
+		if !slices.Contains(allowed, got) {
+			bad(key, "must be one of %s (got %q)", strings.Join(allowed, ", "), got)
+		}
+	}
+
+	oneOf("database.driver", cfg.Database.Driver, "sqlite", "postgres", "mysql")
+	if cfg.Database.DSN == "" {
+		bad("database.dsn", "is required (or database.dsn_file, or PASSBRIDGE_DATABASE_DSN)")
+	}
+	if cfg.Database.MaxOpenConns < 0 {
+		bad("database.max_open_conns", "must be 0 (driver default) or more")
+	}
+
+	ut := cfg.UsersTable
+	if ut.Name == "" {
+		bad("users_table.name", "is required: the application's existing users table")
+	}
+	if ut.Key == "" {
+		bad("users_table.key", "is required: the table's primary key column")
+	}
+	if ut.Username == "" && ut.Email == "" {
+		bad("users_table", "needs at least one of username and email to link identities to rows")
+	}
+
+	d := cfg.Directory
+	oneOf("directory.kind", d.Kind, "ad", "openldap", "freeipa")
+	if len(d.URLs) == 0 {
+		bad("directory.urls", "needs at least one ldap:// or ldaps:// URL")
+	}
+	for i, raw := range d.URLs {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") || u.Host == "" {
+			bad(fmt.Sprintf("directory.urls[%d]", i), "expected ldap://host[:port] or ldaps://host[:port] (got %q)", raw)
+			continue
+		}
+		if u.Scheme == "ldaps" && d.StartTLS {
+			bad("directory.start_tls", "cannot be combined with an ldaps:// URL (%s): pick one", raw)
+		}
+	}
+	if d.BaseDN == "" {
+		bad("directory.base_dn", "is required: the subtree that holds the users")
+	}
+	if d.PageSize < 1 || d.PageSize > 100000 {
+		bad("directory.page_size", "must be between 1 and 100000 (got %d)", d.PageSize)
+	}
+	if len(d.Match) == 0 {
+		bad("directory.match", "needs at least one of email, username")
+	}
+	for i, m := range d.Match {
+		oneOf(fmt.Sprintf("directory.match[%d]", i), m, "email", "username")
+		if m == "email" && ut.Email == "" {
+			bad(fmt.Sprintf("directory.match[%d]", i), "matches on email but users_table.email is empty")
+		}
+		if m == "username" && ut.Username == "" {
+			bad(fmt.Sprintf("directory.match[%d]", i), "matches on username but users_table.username is empty")
+		}
+	}
+	oneOf("directory.provision", d.Provision, "link", "create")
+	if d.Timeout <= 0 || d.ConnectTimeout <= 0 {
+		bad("directory.timeout", "and directory.connect_timeout must be positive durations")
+	}
+
+	if cfg.Portal.Listen != "" {
+		if _, _, err := net.SplitHostPort(cfg.Portal.Listen); err != nil {
+			bad("portal.listen", "expected host:port or :port (got %q)", cfg.Portal.Listen)
+		}
+	}
+	if cfg.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(cfg.Admin.Listen); err != nil {
+			bad("admin.listen", "expected host:port or :port (got %q)", cfg.Admin.Listen)
+		}
+	}
+	for i, o := range cfg.Portal.Origins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" {
+			bad(fmt.Sprintf("portal.origins[%d]", i), "expected an origin such as https://passkeys.corp.example (got %q)", o)
+		}
+	}
+	if (cfg.Portal.TLSCertFile == "") != (cfg.Portal.TLSKeyFile == "") {
+		bad("portal.tls_cert_file", "and portal.tls_key_file must be set together")
+	}
+
+	if cfg.Migrate.Prefix == "" || strings.ContainsAny(cfg.Migrate.Prefix, " .\"`'") {
+		bad("migrate.prefix", "must be a plain identifier prefix such as passbridge_ (got %q)", cfg.Migrate.Prefix)
+	}
+	if cfg.Migrate.Retries < 0 {
+		bad("migrate.retries", "must be 0 or more")
+	}
+	oneOf("log.level", cfg.Log.Level, "debug", "info", "warn", "error")
+	oneOf("log.format", cfg.Log.Format, "auto", "text", "json")
+
+	if len(errs) == 0 {
+		return nil
+	}
+	where := cfg.Source
+	if where == "" {
+		where = "configuration"
+	}
+	return fmt.Errorf("%s is not valid:\n  %w", where, errors.New(strings.Join(errs, "\n  ")))
+}
+
+// Effective renders the configuration as YAML with every secret masked,
+// including the password inside database.dsn (the rest of the DSN, host and
+// database, stays visible because that is what an operator checks).
+func (c *Config) Effective() ([]byte, error) {
+	var doc yaml.Node
+	if err := doc.Encode(c); err != nil {
+		return nil, err
+	}
+	if n := lookupNode(&doc, "database", "dsn"); n != nil && c.Database.DSN != "" {
+		n.Value = MaskDSN(c.Database.DSN.Reveal())
+	}
+	return yaml.Marshal(&doc)
+}
+
+func lookupNode(n *yaml.Node, path ...string) *yaml.Node {
+	for _, key := range path {
+		if n.Kind == yaml.DocumentNode {
+			n = n.Content[0]
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = n.Content[i+1]
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		n = next
+	}
+	return n
+}
+
+// MaskDSN hides the password in a DSN of any of the three drivers' forms:
+// URLs (postgres://u:p@h/db), key=value (password=p) and MySQL (u:p@tcp(h)/db).
+func MaskDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			return strings.Replace(u.String(), "xxxxx", mask, 1)
+		}
+		return dsn
+	}
+	if strings.Contains(dsn, "password=") {
+		parts := strings.Fields(dsn)
+		for i, p := range parts {
+			if strings.HasPrefix(p, "password=") {
+				parts[i] = "password=" + mask
+			}
+		}
+		return strings.Join(parts, " ")
+	}
+	// MySQL: user:pass@proto(addr)/db
+	if at := strings.LastIndex(dsn, "@"); at > 0 {
+		if colon := strings.Index(dsn[:at], ":"); colon >= 0 {
+			return dsn[:colon+1] + mask + dsn[at:]
+		}
+	}
+	return dsn
+}

@@ -1,0 +1,141 @@
+// Package testsrv starts throwaway real servers for tests, from the binaries
+// of Debian packages: PostgreSQL, MariaDB, OpenLDAP slapd, a Samba AD domain
+// controller and headless Chromium. Each server starts at most once per test
+// package, lazily on first use, in a temporary directory on a loopback
+// address, and is always stopped: a package that uses testsrv has
+//
+//	func TestMain(m *testing.M) { os.Exit(testsrv.Run(m)) }
+//
+// When a binary is missing the test is skipped with the package to install,
+// except under `make test` (PASSBRIDGE_TEST_REQUIRE_SERVERS=1), where it fails.
+package testsrv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	stopMu sync.Mutex
+	stops  []func()
+)
+
+// onStop registers fn to run when the test binary ends (LIFO).
+func onStop(fn func()) {
+	stopMu.Lock()
+	defer stopMu.Unlock()
+	stops = append(stops, fn)
+}
+
+func stopAll() {
+	stopMu.Lock()
+	fns := stops
+	stops = nil
+	stopMu.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
+}
+
+// Run runs the tests and then stops every server they started, also when the
+// test binary is interrupted.
+func Run(m *testing.M) int {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		if _, ok := <-sig; ok {
+			stopAll()
+			os.Exit(130)
+		}
+	}()
+	code := m.Run()
+	signal.Stop(sig)
+	close(sig)
+	stopAll()
+	return code
+}
+
+// Required reports whether missing servers must fail rather than skip.
+func Required() bool { return os.Getenv("PASSBRIDGE_TEST_REQUIRE_SERVERS") == "1" }
+
+// extraBinDirs are searched after PATH: Debian puts server binaries in sbin
+// and PostgreSQL's in a versioned lib directory.
+var extraBinDirs = []string{"/usr/sbin", "/sbin", "/usr/lib/postgresql/15/bin", "/usr/local/sbin"}
+
+// Binary finds an executable or skips (fails under make test) naming the
+// Debian package that provides it.
+func Binary(tb testing.TB, name, debianPackage string) string {
+	tb.Helper()
+	if p, err := LookBinary(name); err == nil {
+		return p
+	}
+	msg := fmt.Sprintf("%s not found: install the Debian package %s (make test installs it when run as root)", name, debianPackage)
+	if Required() {
+		tb.Fatal(msg)
+	}
+	tb.Skip(msg)
+	return ""
+}
+
+// LookBinary finds an executable in PATH or the usual server directories.
+func LookBinary(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, d := range extraBinDirs {
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: not found", name)
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// WaitTCP waits until addr accepts connections or ctx ends.
+func WaitTCP(ctx context.Context, addr string) error {
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not accept connections: %w", addr, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// TempDir makes a directory that outlives single tests (servers are shared
+// by a whole package) and is removed when the test binary ends.
+func TempDir(tb testing.TB, pattern string) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "passbridge-"+pattern+"-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	onStop(func() { os.RemoveAll(dir) })
+	return dir
+}
