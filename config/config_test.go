@@ -1,0 +1,220 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const validYAML = `database:
+  driver: postgres
+  dsn: postgres://passbridge:s3cret-pw@db.corp.example:5432/erp?sslmode=verify-full
+users_table:
+  name: users
+  key: id
+directory:
+  urls: [ldaps://dc1.corp.example:636, ldaps://dc2.corp.example:636]
+  kind: ad
+  bind_dn: CN=svc-passbridge,OU=Service,DC=corp,DC=example
+  bind_password_file: BINDPW
+  base_dn: DC=corp,DC=example
+  max_deletions: 25
+portal:
+  rp_id: passkeys.corp.example
+  origins: [https://passkeys.corp.example]
+`
+
+// write puts a config file (and the bind password file it names) in a temp dir.
+func write(t *testing.T, body string) string {
+	t.Helper()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "bindpw")
+	if err := os.WriteFile(pw, []byte("b1nd-pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "passbridge.yaml")
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(body, "BINDPW", pw)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadValid(t *testing.T) {
+	cfg, err := Load(write(t, validYAML), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Directory.BindPassword.Reveal() != "b1nd-pw" {
+		t.Errorf("bind password from file = %q, want trailing newline trimmed", cfg.Directory.BindPassword.Reveal())
+	}
+	if cfg.Directory.Attributes.ID != "objectGUID" || cfg.Directory.UserFilter == "" {
+		t.Errorf("AD preset not applied: %+v", cfg.Directory.Attributes)
+	}
+	if cfg.Directory.MaxDeletions.IsPct || cfg.Directory.MaxDeletions.Count != 25 {
+		t.Errorf("max_deletions = %+v, want count 25", cfg.Directory.MaxDeletions)
+	}
+	if cfg.Schedule.Full != "0 2 * * *" {
+		t.Errorf("default schedule lost: %q", cfg.Schedule.Full)
+	}
+}
+
+func TestUnknownKeyNamesFileLineAndKey(t *testing.T) {
+	p := write(t, strings.Replace(validYAML, "  kind: ad\n", "  kind: ad\n  bind_passwrod: x\n", 1))
+	_, err := Load(p, nil)
+	if err == nil {
+		t.Fatal("misspelled key accepted")
+	}
+	want := p + `:10: unknown key "bind_passwrod" in directory`
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not contain %q", err, want)
+	}
+}
+
+func TestBadYAML(t *testing.T) {
+	for name, body := range map[string]string{
+		"syntax":     "database: [unclosed\n",
+		"wrong type": "directory:\n  page_size: lots\n",
+		"duration":   "directory:\n  timeout: soon\n",
+		"threshold":  "directory:\n  max_deletions: 5 percent\n",
+		"two docs":   validYAML + "---\nlog: {level: info}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := write(t, body)
+			_, err := Load(p, nil)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), p) {
+				t.Errorf("error does not name the file: %v", err)
+			}
+		})
+	}
+}
+
+func TestValidationNamesKeyAndExpectation(t *testing.T) {
+	body := strings.NewReplacer("kind: ad", "kind: novell", "driver: postgres", "driver: oracle",
+		"https://passkeys.corp.example]", "passkeys.corp.example]").Replace(validYAML)
+	_, err := Load(write(t, body), nil)
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{
+		`directory.kind: must be one of ad, openldap, freeipa (got "novell")`,
+		`database.driver: must be one of sqlite, postgres, mysql (got "oracle")`,
+		`portal.origins[0]: expected an origin`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	env := []string{
+		"PASSBRIDGE_DIRECTORY_URLS=ldaps://a.example:636, ldaps://b.example:636",
+		"PASSBRIDGE_DIRECTORY_PAGE_SIZE=500",
+		"PASSBRIDGE_DIRECTORY_START_TLS=false",
+		"PASSBRIDGE_DIRECTORY_MAX_DELETIONS=2%",
+		"PASSBRIDGE_PORTAL_SESSION_LIFETIME=2h",
+		"PASSBRIDGE_DATABASE_DSN=postgres://u:envpw@h/db",
+		"PASSBRIDGE_CONFIG=ignored-by-load",
+		"PASSBRIDGE_TEST_REQUIRE_SERVERS=1",
+		"HOME=/root",
+	}
+	cfg, err := Load(write(t, validYAML), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Directory.URLs; len(got) != 2 || got[1] != "ldaps://b.example:636" {
+		t.Errorf("urls = %q", got)
+	}
+	if cfg.Directory.PageSize != 500 || cfg.Portal.SessionLifetime.D().Hours() != 2 {
+		t.Errorf("page size %d, lifetime %v", cfg.Directory.PageSize, cfg.Portal.SessionLifetime)
+	}
+	if !cfg.Directory.MaxDeletions.IsPct || cfg.Directory.MaxDeletions.Percent != 2 {
+		t.Errorf("max_deletions = %+v", cfg.Directory.MaxDeletions)
+	}
+	if cfg.Database.DSN.Reveal() != "postgres://u:envpw@h/db" {
+		t.Errorf("dsn not overridden")
+	}
+}
+
+func TestEnvErrors(t *testing.T) {
+	_, err := Load(write(t, validYAML), []string{"PASSBRIDGE_DIRECTORY_PAGESIZE=5", "PASSBRIDGE_DIRECTORY_START_TLS=maybe"})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"PASSBRIDGE_DIRECTORY_PAGESIZE is not a configuration key", "PASSBRIDGE_DIRECTORY_START_TLS (directory.start_tls): expected true or false"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+}
+
+func TestSecretFileAndInlineBothSetIsError(t *testing.T) {
+	body := strings.Replace(validYAML, "  bind_password_file:", "  bind_password: inline\n  bind_password_file:", 1)
+	if _, err := Load(write(t, body), nil); err == nil || !strings.Contains(err.Error(), "both set") {
+		t.Fatalf("err = %v", err)
+	}
+	body = strings.Replace(validYAML, "BINDPW", "/nonexistent/bindpw", 1)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	os.WriteFile(p, []byte(body), 0o600)
+	if _, err := Load(p, nil); err == nil || !strings.Contains(err.Error(), "directory.bind_password_file") {
+		t.Fatalf("missing secret file: err = %v", err)
+	}
+}
+
+func TestEffectiveMasksSecrets(t *testing.T) {
+	cfg, err := Load(write(t, validYAML), []string{"PASSBRIDGE_ADMIN_TOKEN=adm1n-t0ken"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cfg.Effective()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	for _, secret := range []string{"s3cret-pw", "b1nd-pw", "adm1n-t0ken"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("effective config leaks %q:\n%s", secret, s)
+		}
+	}
+	for _, want := range []string{"db.corp.example:5432/erp", "bind_password: '********'", "token: '********'", "max_deletions: \"25\""} {
+		if !strings.Contains(s, want) {
+			t.Errorf("effective config lacks %q:\n%s", want, s)
+		}
+	}
+	// The effective output is itself a valid configuration shape.
+	var back Config = Default()
+	if err := decodeStrict("effective", out, &back); err != nil {
+		t.Errorf("effective output does not decode strictly: %v", err)
+	}
+}
+
+func TestMaskDSN(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://app:pw@db:5432/erp":           "postgres://app:********@db:5432/erp",
+		"host=db user=app password=pw dbname=erp": "host=db user=app password=******** dbname=erp",
+		"app:pw@tcp(db:3306)/erp?parseTime=true":  "app:********@tcp(db:3306)/erp?parseTime=true",
+		"file:/var/lib/passbridge/demo.db":        "file:/var/lib/passbridge/demo.db",
+	} {
+		if got := MaskDSN(in); got != want {
+			t.Errorf("MaskDSN(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestThreshold(t *testing.T) {
+	pct := Threshold{Percent: 5, IsPct: true}
+	if pct.Exceeded(5, 100) || !pct.Exceeded(6, 100) {
+		t.Error("5% of 100")
+	}
+	if !pct.Exceeded(1, 0) {
+		t.Error("any deletion out of an empty total exceeds a percentage")
+	}
+	if (Threshold{Count: 3}).Exceeded(3, 10) || !(Threshold{Count: 3}).Exceeded(4, 10) {
+		t.Error("count 3")
+	}
+}
