@@ -297,6 +297,7 @@ func (m *migrator) run(ctx context.Context, conn *sql.Conn, i int, s Step) error
 	start := time.Now()
 	m.hook("before", i, s)
 	if tb, ok := s.(*TakeBaseline); ok {
+		tb.bl.afterChunk = func(c int) { m.hook("chunk", c, s) }
 		rows, chunks, err := tb.bl.take(ctx, conn)
 		if err != nil {
 			return err

@@ -411,6 +411,9 @@ func inspectMySQL(ctx context.Context, q querier, ut config.UsersTable, u *Users
 			rows.Close()
 			return err
 		}
+		if c.Default == "NULL" { // MariaDB writes no default as NULL, and a 'NULL' string quoted
+			c.Default = ""
+		}
 		u.Columns = append(u.Columns, c)
 	}
 	rows.Close()
