@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -379,16 +380,10 @@ func (s *Server) recoverHandler(op string, reply func(code int, diag string)) {
 // Microsoft controls it decodes, and those (change notification, show
 // deleted, link TTL) would change the answer, so they are refused as if
 // critical rather than silently ignored.
-func criticalUnsupported(controls []gldap.Control, allowed ...string) string {
+func criticalUnsupported(controls []gldap.Control, supported ...string) string {
 	for _, c := range controls {
 		oid := c.GetControlType()
-		ok := false
-		for _, a := range allowed {
-			if a == oid {
-				ok = true
-			}
-		}
-		if ok {
+		if slices.Contains(supported, oid) {
 			continue
 		}
 		switch c := c.(type) {
@@ -397,7 +392,7 @@ func criticalUnsupported(controls []gldap.Control, allowed ...string) string {
 				return oid
 			}
 		case *gldap.ControlManageDsaIT:
-			if c.Criticality && !ok {
+			if c.Criticality {
 				return oid
 			}
 		case *gldap.ControlMicrosoftNotification, *gldap.ControlMicrosoftShowDeleted, *gldap.ControlMicrosoftServerLinkTTL:
@@ -548,10 +543,6 @@ func (s *Server) handleOther(w *gldap.ResponseWriter, r *gldap.Request) {
 		app, code, diag = gldap.ApplicationAddResponse, gldap.ResultUnwillingToPerform, "the demo directory is read-only"
 	} else if _, err := r.GetDeleteMessage(); err == nil {
 		app, code, diag = gldap.ApplicationDelResponse, gldap.ResultUnwillingToPerform, "the demo directory is read-only"
-	} else if _, err := r.GetSearchMessage(); err == nil {
-		app, code = gldap.ApplicationSearchResultDone, gldap.ResultOperationsError
-	} else if _, err := r.GetSimpleBindMessage(); err == nil {
-		app, code = gldap.ApplicationBindResponse, gldap.ResultOperationsError
 	}
 	_ = w.Write(r.NewResponse(gldap.WithApplicationCode(app), gldap.WithResponseCode(code),
 		gldap.WithDiagnosticMessage(diag), gldap.WithMatchedDN("")))

@@ -963,3 +963,43 @@ func TestStartRefusesNonLoopback(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkPagedSearch(b *testing.B) {
+	d := demoDirectory(b)
+	s := startServer(b, d, Config{})
+	c := bound(b, s)
+	req := ldap.NewSearchRequest(baseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		"(&(objectClass=inetOrgPerson)(memberOf:1.2.840.113556.1.4.1941:="+pilotDN+"))", []string{"*", "+"}, nil)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req.Controls = nil
+		res, err := c.SearchWithPaging(req, 5)
+		if err != nil || len(res.Entries) == 0 {
+			b.Fatalf("%v, %d entries", err, len(res.Entries))
+		}
+	}
+}
+
+func BenchmarkBind(b *testing.B) {
+	s := startServer(b, demoDirectory(b), Config{})
+	c := dial(b, s)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := c.Bind(smithDN, employeePW); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLoadAndStart(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		d := demoDirectory(b)
+		s, err := Start(context.Background(), d, Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Stop(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
