@@ -151,4 +151,3 @@ func portalURL(cfg *config.Config, addr net.Addr) string {
 	}
 	return scheme + "://localhost:" + strings.TrimPrefix(port, ":")
 }
-
