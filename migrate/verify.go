@@ -6,7 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
-	"strings"
+	"io"
 	"time"
 )
 
@@ -329,35 +329,37 @@ func (m *migrator) verify(ctx context.Context) (*VerifyReport, error) {
 	return rep, nil
 }
 
-// WriteText prints a verify report.
-func (r *VerifyReport) WriteText(w *strings.Builder) {
+// WriteText prints a verify report for people.
+func (r *VerifyReport) WriteText(w io.Writer) error {
+	ew := &errWriter{w: w}
 	if r.OK {
-		w.WriteString("verify: OK\n")
+		ew.printf("verify: OK\n")
 	} else {
-		w.WriteString("verify: FAILED\n")
+		ew.printf("verify: FAILED\n")
 	}
 	for _, p := range r.Problems {
-		w.WriteString("  schema: " + p + "\n")
+		ew.printf("  schema: %s\n", p)
 	}
 	if len(r.Problems) == 0 {
-		w.WriteString("  schema: every step applied, no drift\n")
+		ew.printf("  schema: every step applied, no drift\n")
 	}
 	if r.NoBaseline != "" {
-		w.WriteString("  passwords: " + r.NoBaseline + "\n")
+		ew.printf("  passwords: %s\n", r.NoBaseline)
 	}
 	if p := r.Passwords; p != nil {
-		fmt.Fprintf(w, "  passwords: column %s, baseline of %s: %d rows in %d chunks\n", p.Column, p.TakenAt.Format(time.RFC3339), p.BaselineRows, p.Chunks)
-		fmt.Fprintf(w, "    unchanged %d, changed %d, deleted %d; added since the baseline %d (not a violation); %d rows now\n",
+		ew.printf("  passwords: column %s, baseline taken %s: %d rows in %d chunks\n", p.Column, p.TakenAt.Format(time.RFC3339), p.BaselineRows, p.Chunks)
+		ew.printf("    unchanged %d, changed %d, deleted %d; added since the baseline %d (not a violation); %d rows now\n",
 			p.Unchanged, p.Changed, p.Deleted, p.Added, p.CurrentRows)
 		for _, c := range p.BadChunks {
-			fmt.Fprintf(w, "    chunk %d, keys %s..%s (%d rows at baseline): checksum differs, %d changed, %d deleted\n",
+			ew.printf("    chunk %d, keys %s .. %s (%d rows at baseline): checksum differs; %d changed, %d deleted\n",
 				c.Chunk, c.FirstKey, c.LastKey, c.BaselineRows, c.Changed, c.Deleted)
 		}
 		for _, v := range p.Rows {
-			fmt.Fprintf(w, "    key %s: %s\n", v.Key, v.Kind)
+			ew.printf("    key %s: %s\n", v.Key, v.Kind)
 		}
 		if n := p.Changed + p.Deleted; n > int64(len(p.Rows)) && len(p.Rows) > 0 {
-			fmt.Fprintf(w, "    (first %d of %d listed)\n", len(p.Rows), n)
+			ew.printf("    (the first %d of %d are listed)\n", len(p.Rows), n)
 		}
 	}
+	return ew.err
 }

@@ -46,6 +46,7 @@ With no --config and no passbridge.yaml, 'passbridge run' starts an embedded dem
 		newVersionCmd(g),
 		newConfigCmd(g),
 		newRunCmd(g),
+		newMigrateCmd(g),
 	)
 	return root
 }
