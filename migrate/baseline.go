@@ -130,18 +130,20 @@ func (b *baseliner) readSQL(first bool) string {
 
 // summarySQL computes a chunk's summary from the baseline rows table.
 func (b *baseliner) summarySQL() string {
-	k := b.keyText("user_key")
+	// Qualified: in PostgreSQL, ORDER BY user_key would sort by the text
+	// output column (also named user_key), putting 9999 after 10000.
+	k, rk := b.keyText("user_key"), b.keyText("r.user_key")
 	switch b.eng {
 	case Postgres:
 		return "INSERT INTO " + b.chunks + " (chunk, first_key, last_key, row_count, checksum, taken_at) SELECT ?," +
-			" (SELECT " + k + " FROM " + b.rows + " WHERE chunk = ? ORDER BY user_key LIMIT 1)," +
-			" (SELECT " + k + " FROM " + b.rows + " WHERE chunk = ? ORDER BY user_key DESC LIMIT 1)," +
+			" (SELECT " + rk + " FROM " + b.rows + " r WHERE r.chunk = ? ORDER BY r.user_key LIMIT 1)," +
+			" (SELECT " + rk + " FROM " + b.rows + " r WHERE r.chunk = ? ORDER BY r.user_key DESC LIMIT 1)," +
 			" count(*), encode(sha256(convert_to(string_agg(" + k + " || ':' || coalesce(fingerprint, '-'), ',' ORDER BY user_key), 'UTF8')), 'hex'), now()" +
 			" FROM " + b.rows + " WHERE chunk = ?"
 	case MySQL:
 		return "INSERT INTO " + b.chunks + " (chunk, first_key, last_key, row_count, checksum, taken_at) SELECT ?," +
-			" (SELECT " + k + " FROM " + b.rows + " WHERE chunk = ? ORDER BY user_key LIMIT 1)," +
-			" (SELECT " + k + " FROM " + b.rows + " WHERE chunk = ? ORDER BY user_key DESC LIMIT 1)," +
+			" (SELECT " + rk + " FROM " + b.rows + " r WHERE r.chunk = ? ORDER BY r.user_key LIMIT 1)," +
+			" (SELECT " + rk + " FROM " + b.rows + " r WHERE r.chunk = ? ORDER BY r.user_key DESC LIMIT 1)," +
 			" COUNT(*), SHA2(GROUP_CONCAT(CONCAT(" + k + ", ':', COALESCE(fingerprint, '-')) ORDER BY user_key SEPARATOR ','), 256), UTC_TIMESTAMP(6)" +
 			" FROM " + b.rows + " WHERE chunk = ?"
 	}
@@ -346,7 +348,7 @@ func nullableString(v any) any {
 }
 
 func (b *baseliner) sqliteSummary(ctx context.Context, tx *sql.Tx, n int) error {
-	rows, err := tx.QueryContext(ctx, "SELECT "+b.keyText("user_key")+", fingerprint FROM "+b.rows+" WHERE chunk = ? ORDER BY user_key", n)
+	rows, err := tx.QueryContext(ctx, "SELECT "+b.keyText("r.user_key")+", r.fingerprint FROM "+b.rows+" r WHERE r.chunk = ? ORDER BY r.user_key", n)
 	if err != nil {
 		return err
 	}
