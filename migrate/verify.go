@@ -116,7 +116,7 @@ func (m *migrator) verifyPasswords(ctx context.Context, q querier) (*PasswordRep
 		if len(rep.Rows) >= maxRowViolations {
 			break
 		}
-		v, err := m.rowViolations(ctx, q, n, maxRowViolations-len(rep.Rows))
+		v, err := m.rowViolations(ctx, q, n, base[n].first, base[n].last, maxRowViolations-len(rep.Rows))
 		if err != nil {
 			return nil, err
 		}
@@ -227,13 +227,22 @@ func (m *migrator) sqliteChunksNow(ctx context.Context, q querier, join, k strin
 }
 
 // rowViolations lists the changed and deleted rows of one chunk.
-func (m *migrator) rowViolations(ctx context.Context, q querier, chunk, limit int) ([]RowViolation, error) {
+func (m *migrator) rowViolations(ctx context.Context, q querier, chunk int, first, last string, limit int) ([]RowViolation, error) {
 	b := m.bl
-	join := " FROM " + b.rows + " b LEFT JOIN " + b.users + " u ON u." + b.key + " = b.user_key WHERE b.chunk = ?"
+	// The chunk's key range, through the primary key; a chunk with no
+	// summary (tampering) is searched by number.
+	cond, args := "b.chunk = ?", []any{chunk}
+	if first != "" && last != "" {
+		cond, args = "b.user_key >= ? AND b.user_key <= ?", []any{b.keyArg(first), b.keyArg(last)}
+		if m.eng == Postgres {
+			cond = "b.user_key >= CAST(? AS " + b.keyType + ") AND b.user_key <= CAST(? AS " + b.keyType + ")"
+		}
+	}
+	join := " FROM " + b.rows + " b LEFT JOIN " + b.users + " u ON u." + b.key + " = b.user_key WHERE " + cond
 	k := b.keyText("b.user_key")
 	var out []RowViolation
 	if m.eng == SQLite {
-		rows, err := q.QueryContext(ctx, "SELECT "+k+", b.fingerprint, u."+b.key+" IS NOT NULL, u."+b.pw+join+" ORDER BY b.user_key", chunk)
+		rows, err := q.QueryContext(ctx, "SELECT "+k+", b.fingerprint, u."+b.key+" IS NOT NULL, u."+b.pw+join+" ORDER BY b.user_key", args...)
 		if err != nil {
 			return nil, err
 		}
@@ -262,7 +271,7 @@ func (m *migrator) rowViolations(ctx context.Context, q querier, chunk, limit in
 	}
 	query := "SELECT " + k + ", CASE WHEN u." + b.key + " IS NULL THEN 'deleted' ELSE 'changed' END" + join +
 		" AND (u." + b.key + " IS NULL OR " + differs + ") ORDER BY b.user_key LIMIT " + fmt.Sprint(limit)
-	rows, err := q.QueryContext(ctx, m.eng.rebind(query), chunk)
+	rows, err := q.QueryContext(ctx, m.eng.rebind(query), args...)
 	if err != nil {
 		return nil, err
 	}
