@@ -99,8 +99,8 @@ func (m *migrator) session(ctx context.Context, fn func(conn *sql.Conn) error) e
 
 	for _, q := range m.sessionSQL() {
 		if _, err := conn.ExecContext(ctx, q); err != nil {
-			if m.eng == Postgres && strings.Contains(q, "client_connection_check_interval") {
-				continue // PostgreSQL before 14
+			if m.eng == Postgres && (strings.Contains(q, "client_connection_check_interval") || strings.Contains(q, "plan_cache_mode")) {
+				continue // older PostgreSQL (before 14 and 12): an optimization only
 			}
 			return fmt.Errorf("%s: %w", q, err)
 		}
@@ -132,6 +132,9 @@ func (m *migrator) sessionSQL() []string {
 			"SET statement_timeout = 0",
 			// A killed passbridge stops its server-side statement too.
 			"SET client_connection_check_interval = 1000",
+			// Plans for the values at hand: a generic plan for "key > $1"
+			// could scan a whole table per baseline chunk.
+			"SET plan_cache_mode = force_custom_plan",
 		}
 	case MySQL:
 		secs := max(int64(math.Ceil(m.lockTimeout().Seconds())), 1) // whole seconds only

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -29,7 +30,12 @@ import (
 
 // defaultChunk is the number of rows per baseline chunk: one short
 // statement each, small enough never to hold a snapshot for long.
-const defaultChunk = 10000
+const defaultChunk = 2000
+
+// baselinePause paces the baseline: after each chunk it waits this
+// fraction of the time the chunk took, so that it never takes more than
+// two thirds of one core from the application's database server.
+const baselinePause = 0.5
 
 type baseliner struct {
 	eng       Engine
@@ -123,10 +129,19 @@ func (b *baseliner) after(first bool) string {
 	return " WHERE u." + b.key + " > ?"
 }
 
-// pgFillSQL copies one chunk's fingerprints inside PostgreSQL.
-func (b *baseliner) pgFillSQL(first bool) string {
-	return "INSERT INTO " + b.rows + " (user_key, chunk, fingerprint) SELECT u." + b.key + ", ?, " + b.fp("u") +
-		" FROM " + b.users + " u" + b.after(first) + " ORDER BY u." + b.key + " LIMIT " + strconv.Itoa(b.chunk)
+// pgChunkSQL takes one chunk inside PostgreSQL in a single statement: it
+// copies the chunk's fingerprints and writes the chunk's summary from the
+// rows it just inserted (no second scan), returning the chunk's last key.
+// Arguments: the chunk number, then the previous last key unless first.
+func (b *baseliner) pgChunkSQL(first bool) string {
+	k := "ins.user_key::text"
+	return "WITH ins AS (INSERT INTO " + b.rows + " (user_key, chunk, fingerprint) SELECT u." + b.key + ", ?, " + b.fp("u") +
+		" FROM " + b.users + " u" + b.after(first) + " ORDER BY u." + b.key + " LIMIT " + strconv.Itoa(b.chunk) +
+		" RETURNING user_key, chunk, fingerprint)" +
+		" INSERT INTO " + b.chunks + " (chunk, first_key, last_key, row_count, checksum, taken_at)" +
+		" SELECT min(ins.chunk), (SELECT " + k + " FROM ins ORDER BY ins.user_key LIMIT 1), (SELECT " + k + " FROM ins ORDER BY ins.user_key DESC LIMIT 1)," +
+		" count(*), encode(sha256(convert_to(string_agg(" + k + " || ':' || coalesce(ins.fingerprint, '-'), ',' ORDER BY ins.user_key), 'UTF8')), 'hex'), now()" +
+		" FROM ins HAVING count(*) > 0 RETURNING last_key, row_count"
 }
 
 func (b *baseliner) readSQL(first bool) string {
@@ -145,14 +160,12 @@ func (b *baseliner) chunkCond(first bool) string {
 	if first {
 		return "r.chunk = ?"
 	}
-	if b.eng == Postgres {
-		return "r.user_key > CAST(? AS " + b.keyType + ")"
-	}
 	return "r.user_key > ?"
 }
 
-// summarySQL computes a chunk's summary from the baseline rows table. Its
-// arguments are the chunk number, then chunkCond's argument three times.
+// summarySQL computes a chunk's summary from the baseline rows table
+// (MySQL; PostgreSQL does it in pgChunkSQL). Its arguments are the chunk
+// number, then chunkCond's argument three times.
 func (b *baseliner) summarySQL(first bool) string {
 	// Qualified: in PostgreSQL, ORDER BY user_key would sort by the text
 	// output column (also named user_key), putting 9999 after 10000.
@@ -161,9 +174,6 @@ func (b *baseliner) summarySQL(first bool) string {
 		" (SELECT " + rk + " FROM " + b.rows + " r WHERE " + cond + " ORDER BY r.user_key LIMIT 1)," +
 		" (SELECT " + rk + " FROM " + b.rows + " r WHERE " + cond + " ORDER BY r.user_key DESC LIMIT 1),"
 	switch b.eng {
-	case Postgres:
-		return head + " count(*), encode(sha256(convert_to(string_agg(" + rk + " || ':' || coalesce(r.fingerprint, '-'), ',' ORDER BY r.user_key), 'UTF8')), 'hex'), now()" +
-			" FROM " + b.rows + " r WHERE " + cond
 	case MySQL:
 		return head + " COUNT(*), SHA2(GROUP_CONCAT(CONCAT(" + rk + ", ':', COALESCE(r.fingerprint, '-')) ORDER BY r.user_key SEPARATOR ','), 256), UTC_TIMESTAMP(6)" +
 			" FROM " + b.rows + " r WHERE " + cond
@@ -176,9 +186,8 @@ func (b *baseliner) describe() []string {
 	switch b.eng {
 	case Postgres:
 		return []string{
-			fmt.Sprintf("-- for each chunk of %d rows in key order, in its own short transaction:", b.chunk),
-			b.eng.rebind(b.pgFillSQL(false)),
-			b.eng.rebind(b.summarySQL(false)),
+			fmt.Sprintf("-- for each chunk of %d rows in key order, one statement in its own short transaction:", b.chunk),
+			b.eng.rebind(b.pgChunkSQL(false)),
 		}
 	case MySQL:
 		return []string{
@@ -229,6 +238,7 @@ func (b *baseliner) take(ctx context.Context, conn *sql.Conn) (rows int64, chunk
 		return 0, 0, fmt.Errorf("baseline: %w", err)
 	}
 	for ; ; n++ {
+		t0 := time.Now()
 		got, lastKey, err := b.takeChunk(ctx, conn, n, last)
 		if err != nil {
 			return rows, chunks, fmt.Errorf("baseline chunk %d: %w", n, err)
@@ -244,6 +254,15 @@ func (b *baseliner) take(ctx context.Context, conn *sql.Conn) (rows int64, chunk
 		last = sql.NullString{String: lastKey, Valid: true}
 		if got < int64(b.chunk) {
 			break
+		}
+		if err := sleep(ctx, time.Duration(float64(time.Since(t0))*baselinePause)); err != nil {
+			return rows, chunks, err
+		}
+	}
+	if b.eng == Postgres {
+		// Statistics for verify's join over the whole baseline.
+		if _, err := conn.ExecContext(ctx, "ANALYZE "+b.rows); err != nil {
+			return rows, chunks, fmt.Errorf("baseline: %w", err)
 		}
 	}
 	return rows, chunks, nil
@@ -264,13 +283,15 @@ func (b *baseliner) takeChunk(ctx context.Context, conn *sql.Conn, n int, last s
 	var got int64
 	switch b.eng {
 	case Postgres:
-		res, err := tx.ExecContext(ctx, b.eng.rebind(b.pgFillSQL(first)), append([]any{n}, args...)...)
+		var lastKey string
+		err := tx.QueryRowContext(ctx, b.eng.rebind(b.pgChunkSQL(first)), append([]any{n}, args...)...).Scan(&lastKey, &got)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, "", nil // past the last key
+		}
 		if err != nil {
 			return 0, "", err
 		}
-		if got, err = res.RowsAffected(); err != nil {
-			return 0, "", err
-		}
+		return got, lastKey, tx.Commit()
 	default:
 		// A plain SELECT: InnoDB reads a snapshot without locking rows
 		// (an INSERT ... SELECT would lock every row it reads).
@@ -279,7 +300,7 @@ func (b *baseliner) takeChunk(ctx context.Context, conn *sql.Conn, n int, last s
 			return 0, "", err
 		}
 		got = int64(len(keys))
-		const batch = 2000 // 6000 placeholders: within every driver's limit
+		const batch = 500 // small statements: short latch and lock holds on the server
 		for i := 0; i < len(keys); i += batch {
 			j := min(i+batch, len(keys))
 			var sb strings.Builder

@@ -112,9 +112,11 @@ type Plan struct {
 	Engine Engine      `json:"engine"`
 	Users  *UsersTable `json:"users_table"`
 	// LockTimeout is migrate.lock_timeout; Retries migrate.retries.
-	LockTimeout string       `json:"lock_timeout"`
-	Retries     int          `json:"retries"`
-	Steps       []StepStatus `json:"steps"`
+	LockTimeout string `json:"lock_timeout"`
+	Retries     int    `json:"retries"`
+	// Session is what apply sets on its connection before the first step.
+	Session []string     `json:"session"`
+	Steps   []StepStatus `json:"steps"`
 	// Unknown are history rows that match no step of this plan (a step of
 	// another passbridge version, or another prefix's change).
 	Unknown []HistoryEntry `json:"unknown_history,omitempty"`
@@ -197,7 +199,7 @@ func (m *migrator) plan(ctx context.Context, q querier) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Engine: m.eng, Users: m.users, LockTimeout: m.cfg.Migrate.LockTimeout.String(), Retries: m.cfg.Migrate.Retries}
+	p := &Plan{Engine: m.eng, Users: m.users, LockTimeout: m.lockTimeout().String(), Retries: m.cfg.Migrate.Retries, Session: m.sessionSQL()}
 	known := map[string]bool{}
 	for i, s := range m.steps {
 		st, detail := s.check(env)

@@ -452,7 +452,7 @@ func (p *planner) takeBaseline() Step {
 	s.stepBase = stepBase{
 		id: "take-baseline " + p.users.Name + "." + p.ut.Password, kind: "take-baseline", object: p.prefix + baselineTable,
 		sql:  p.bl.describe(),
-		risk: fmt.Sprintf("reads %s in key order, %d rows per short read-only statement (no locks beyond a plain SELECT); writes only to %s and %s", p.users.Name, p.bl.chunk, p.prefix+baselineTable, p.prefix+baselineRowsTable),
+		risk: fmt.Sprintf("reads %s in key order, %d rows per short read-only statement (no locks beyond a plain SELECT), pausing between chunks; writes only to %s and %s", p.users.Name, p.bl.chunk, p.prefix+baselineTable, p.prefix+baselineRowsTable),
 		undo: nil, undoRisk: "removed with the baseline tables",
 		tx: false, bookkeeping: true,
 	}

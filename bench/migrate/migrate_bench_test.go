@@ -31,6 +31,9 @@ func TestMain(m *testing.M) { os.Exit(testsrv.Run(m)) }
 // rows is the size of the users table.
 const rows = 1_000_000
 
+// controlTime is how long the control run measures the writer alone.
+const controlTime = 30 * time.Second
+
 // result is one migration under load.
 type result struct {
 	engine, variant string
@@ -51,7 +54,9 @@ var (
 // concurrent writer, and prints the figures side by side.
 func BenchmarkMigrateUnderLoad(b *testing.B) {
 	for _, eng := range []string{"postgres", "mysql"} {
-		for _, variant := range []string{"passbridge", "naive"} {
+		// "none" is the control: the same writer for the same time with no
+		// migration, to tell the machine's own noise from the migration's.
+		for _, variant := range []string{"passbridge", "naive", "none"} {
 			b.Run(eng+"/"+variant, func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					r := runOnce(b, eng, variant)
@@ -130,10 +135,14 @@ func runOnce(b *testing.B, eng, variant string) result {
 	b.StartTimer()
 	t0 := time.Now()
 	var merr error
-	if variant == "passbridge" {
-		_, merr = migrate.Apply(ctx, db, &cfg, migrate.Options{})
-	} else {
+	var rep *migrate.Report
+	switch variant {
+	case "passbridge":
+		rep, merr = migrate.Apply(ctx, db, &cfg, migrate.Options{})
+	case "naive":
 		merr = naive(ctx, db, eng, &cfg)
+	default:
+		time.Sleep(controlTime)
 	}
 	total := time.Since(t0)
 	b.StopTimer()
@@ -155,6 +164,9 @@ func runOnce(b *testing.B, eng, variant string) result {
 		}
 	}
 	r := result{engine: map[string]string{"postgres": "PostgreSQL 15", "mysql": "MariaDB 10.11"}[eng], variant: variant, total: total}
+	if variant == "none" {
+		r.variant = "none (control: writer alone)"
+	}
 	// The updates that overlapped the migration count.
 	var during []time.Duration
 	end := t0.Add(total)
@@ -174,6 +186,34 @@ func runOnce(b *testing.B, eng, variant string) result {
 			r.over200ms++
 		}
 	}
+	if rep != nil {
+		// Where the time went, and which step each long update overlapped.
+		at := t0
+		type span struct {
+			id       string
+			from, to time.Time
+		}
+		var spans []span
+		for _, s := range rep.Steps {
+			d := time.Duration(s.DurationMS) * time.Millisecond
+			spans = append(spans, span{s.ID, at, at.Add(d)})
+			if d > 500*time.Millisecond {
+				b.Logf("%s: step %s took %s", eng, s.ID, d)
+			}
+			at = at.Add(d)
+		}
+		for _, s := range lat {
+			if s.d > 100*time.Millisecond && s.at.Before(end) && s.at.Add(s.d).After(t0) {
+				step := "between steps"
+				for _, sp := range spans {
+					if s.at.Before(sp.to) && s.at.Add(s.d).After(sp.from) {
+						step = sp.id
+					}
+				}
+				b.Logf("%s: an update took %s at +%s, during %s", eng, s.d.Round(time.Millisecond), s.at.Sub(t0).Round(time.Millisecond), step)
+			}
+		}
+	}
 	return r
 }
 
@@ -190,6 +230,10 @@ func tuneMariaDB(b *testing.B, m *testsrv.MDB) {
 		if _, err := admin.ExecContext(context.Background(), q); err != nil {
 			b.Logf("%s: %v (continuing with the server's setting)", q, err)
 		}
+	}
+	var pool, redo int64
+	if err := admin.QueryRowContext(context.Background(), "SELECT @@innodb_buffer_pool_size, @@innodb_log_file_size").Scan(&pool, &redo); err == nil {
+		b.Logf("MariaDB: innodb_buffer_pool_size %d MiB, innodb_log_file_size %d MiB", pool>>20, redo>>20)
 	}
 }
 
