@@ -90,6 +90,12 @@ type SlapdOptions struct {
 	// cn=SeedGroupCN(j),ou=groups,...: user i is in group i%Groups, and
 	// memberOf is written too (slapadd runs no overlays).
 	Groups int
+	// ProductionCheckpoint makes syncprov save its contextCSN only every 100
+	// writes or 10 minutes, as production servers do, instead of after every
+	// write. After Kill a client's newer cookie is then refused with
+	// "consumer state is newer than provider!" (53, unwillingToPerform)
+	// until the next write: the real crash behaviour, for tests of it.
+	ProductionCheckpoint bool
 }
 
 // SeedUID is the uid of the i-th seeded user.
@@ -221,7 +227,7 @@ func startSlapd(opts SlapdOptions) (s *LDAP, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	cfg, err := s.configLDIF(cert, dataDir)
+	cfg, err := s.configLDIF(cert, dataDir, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -315,7 +321,7 @@ func (s *LDAP) probe() error {
 // TLSConfig trusts only this server's CA.
 func (s *LDAP) TLSConfig() *tls.Config { return s.CA.TLSConfig(s.Host) }
 
-func (s *LDAP) configLDIF(cert *ServerCert, dataDir string) (string, error) {
+func (s *LDAP) configLDIF(cert *ServerCert, dataDir string, opts SlapdOptions) (string, error) {
 	adminHash, err := ssha(s.AdminPassword)
 	if err != nil {
 		return "", err
@@ -323,6 +329,12 @@ func (s *LDAP) configLDIF(cert *ServerCert, dataDir string) (string, error) {
 	configHash, err := ssha(s.ConfigPassword)
 	if err != nil {
 		return "", err
+	}
+	// Saving the contextCSN after every write keeps cookies valid across
+	// Kill; see SlapdOptions.ProductionCheckpoint.
+	checkpoint := "1 1"
+	if opts.ProductionCheckpoint {
+		checkpoint = "100 10"
 	}
 	var b strings.Builder
 	w := newLDIFWriter(&b)
@@ -408,7 +420,7 @@ func (s *LDAP) configLDIF(cert *ServerCert, dataDir string) (string, error) {
 	w.entry("olcOverlay={3}syncprov,olcDatabase={1}mdb,cn=config",
 		attr{"objectClass", []string{"olcOverlayConfig", "olcSyncProvConfig"}},
 		attr{"olcOverlay", []string{"{3}syncprov"}},
-		attr{"olcSpCheckpoint", []string{"100 10"}},
+		attr{"olcSpCheckpoint", []string{checkpoint}},
 		attr{"olcSpSessionlog", []string{"10000"}},
 	)
 	if err := w.flush(); err != nil {

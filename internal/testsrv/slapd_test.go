@@ -259,7 +259,19 @@ func TestSlapdSyncrepl(t *testing.T) {
 	if !delta.deletes || len(delta.idSet) != 1 || delta.idSet[0] != frankUUID {
 		t.Fatalf("delete: deletes=%v idSet=%v, want [%s]", delta.deletes, delta.idSet, frankUUID)
 	}
-	t.Logf("cookie %s", delta.cookie)
+
+	// memberof maintains memberOf without touching the user's entryCSN, so a
+	// membership change shows up in the delta as the group, not the user.
+	grp := s.AddGroup(t, ou, "grp", erin)
+	before := refreshOnly(t, c, ou, delta.cookie)
+	s.AddMember(t, grp, gina)
+	if got := s.Entry(t, gina, "memberOf").GetAttributeValues("memberOf"); len(got) != 1 || got[0] != grp {
+		t.Fatalf("gina memberOf %v", got)
+	}
+	after := refreshOnly(t, c, ou, before.cookie)
+	if len(after.entries) != 0 {
+		t.Fatalf("memberOf change reported users %v: the sync engineers rely on it not doing so", after.entries)
+	}
 }
 
 func TestSlapdKillRestartFreeze(t *testing.T) {
@@ -267,6 +279,13 @@ func TestSlapdKillRestartFreeze(t *testing.T) {
 	ou := s.NewOU(t)
 	u := s.AddUser(t, ou, "henry", nil)
 	uuid := s.UUID(t, u)
+
+	c := serviceConn(t, s, false)
+	before := refreshOnly(t, c, ou, nil)
+	gone := s.AddUser(t, ou, "gone", nil)
+	goneUUID := s.UUID(t, gone)
+	mid := refreshOnly(t, c, ou, before.cookie)
+	s.Delete(t, gone)
 
 	s.Kill(t)
 	if s.Running() {
@@ -278,6 +297,15 @@ func TestSlapdKillRestartFreeze(t *testing.T) {
 	s.Restart(t)
 	if got := s.UUID(t, u); got != uuid {
 		t.Fatalf("after restart entryUUID %s, want %s", got, uuid)
+	}
+	// The session log is in memory: after a restart a delete is reported by
+	// a present phase (the UUIDs still there, refreshDeletes false), and the
+	// client removes everything not listed.
+	c = serviceConn(t, s, false)
+	r := refreshOnly(t, c, ou, mid.cookie)
+	if r.deletes || len(r.idSet) != 1 || r.idSet[0] != uuid || len(r.entries) != 0 {
+		t.Fatalf("delta after restart: deletes=%v idSet=%v entries=%v; want present [%s] (deleted %s)",
+			r.deletes, r.idSet, r.entries, uuid, goneUUID)
 	}
 
 	s.Freeze(t)
@@ -343,6 +371,37 @@ func TestSlapdSeedAndStop(t *testing.T) {
 	}
 	if err := WaitTCP(ctxTimeout(t, 200*time.Millisecond), strings.TrimPrefix(s.URL, "ldap://")); err == nil {
 		t.Fatal("slapd port still accepts connections after Stop")
+	}
+}
+
+func TestSlapdProductionCheckpointAfterKill(t *testing.T) {
+	s := StartSlapd(t, SlapdOptions{ProductionCheckpoint: true})
+	ou := s.NewOU(t)
+	s.AddUser(t, ou, "ivan", nil)
+	judy := s.AddUser(t, ou, "judy", nil)
+	c := serviceConn(t, s, false)
+	r := refreshOnly(t, c, ou, nil)
+	// After a delete no entry carries the newest CSN, so the contextCSN
+	// that slapd rebuilds from the entries at start is older than the cookie.
+	s.Delete(t, judy)
+	r = refreshOnly(t, c, ou, r.cookie)
+	c.Close()
+	s.Kill(t)
+	s.Restart(t)
+	c = serviceConn(t, s, false)
+	req := ldap.NewSearchRequest(ou, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=*)", []string{"1.1"}, nil)
+	resp := c.Syncrepl(t.Context(), req, 16, ldap.SyncRequestModeRefreshOnly, r.cookie, false)
+	for resp.Next() {
+	}
+	err := resp.Err()
+	if !ldap.IsErrorWithCode(err, ldap.LDAPResultUnwillingToPerform) || !strings.Contains(err.Error(), "newer than provider") {
+		t.Fatalf("cookie after a crash: want unwillingToPerform 'consumer state is newer than provider', got %v", err)
+	}
+	// The next write moves the contextCSN past the cookie again.
+	s.AddUser(t, ou, "ken", nil)
+	if r2 := refreshOnly(t, c, ou, r.cookie); len(r2.entries) != 1 {
+		t.Fatalf("delta after the next write: %v", r2.entries)
 	}
 }
 
