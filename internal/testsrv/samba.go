@@ -50,7 +50,7 @@ const (
 const sambaAddrFirst, sambaAddrLast = 20, 60
 
 // sambaRecipe changes whenever the cached template would come out different.
-const sambaRecipe = "1"
+const sambaRecipe = "2"
 
 // AD is a running Samba Active Directory domain controller on its own
 // loopback address, with LDAP (389, StartTLS) and LDAPS (636) using a
@@ -772,11 +772,72 @@ func provisionSamba(ctx context.Context, dir string) error {
 		"--description=passbridge directory sync (read-only)"); err != nil {
 		return err
 	}
-	if err := run("dsacl", "set", "-s", conf, "-H", db, "--action=allow", "--car=get-changes",
-		"--objectdn="+SambaBaseDN, "--trusteedn=CN="+SambaBindUser+",CN=Users,"+SambaBaseDN); err != nil {
+	// samba-tool dsacl cannot reach CN=Deleted Objects (it does not ask
+	// for deleted objects), so both grants use Samba's Python bindings.
+	python, err := sambaPython(tool)
+	if err != nil {
 		return err
 	}
+	cmd := exec.CommandContext(ctx, python, "-c", sambaGrantScript, conf, "CN="+SambaBindUser+",CN=Users,"+SambaBaseDN)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("grant the service account its rights: %w\n%s", err, tailString(string(out), 3000))
+	}
 	return nil
+}
+
+// sambaGrantScript gives the service account (argv[2]) what a directory
+// sync tool needs on a real AD: "Replicating Directory Changes" on the
+// domain, for DirSync, and List Contents + Read Property on CN=Deleted
+// Objects (dsacls "CN=Deleted Objects,..." /G svc:LCRP), without which
+// Samba's DirSync and Show Deleted searches hide deletions from it.
+const sambaGrantScript = `
+import sys, ldb
+from samba.samdb import SamDB
+from samba.auth import system_session
+from samba.param import LoadParm
+from samba.ndr import ndr_unpack, ndr_pack
+from samba.dcerpc import security
+conf, trustee = sys.argv[1], sys.argv[2]
+lp = LoadParm()
+lp.load(conf)
+db = SamDB(url=lp.private_path("sam.ldb"), session_info=system_session(), lp=lp)
+sid = ndr_unpack(security.dom_sid, db.search(base=trustee, scope=ldb.SCOPE_BASE, attrs=["objectSid"])[0]["objectSid"][0])
+GET_CHANGES = "1131f6aa-9c07-11d1-f79f-00c04fc2dcd2"
+def grant(dn, ace):
+    ctl = ["show_deleted:1", "sd_flags:1:4"]
+    res = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"], controls=ctl)
+    sd = ndr_unpack(security.descriptor, res[0]["nTSecurityDescriptor"][0])
+    sd.dacl_add(ace)
+    m = ldb.Message()
+    m.dn = ldb.Dn(db, dn)
+    m["nTSecurityDescriptor"] = ldb.MessageElement(ndr_pack(sd), ldb.FLAG_MOD_REPLACE, "nTSecurityDescriptor")
+    db.modify(m, controls=ctl)
+base = str(db.domain_dn())
+def ace(sddl):
+    return security.descriptor.from_sddl("D:" + sddl, sid).dacl.aces[0]
+grant(base, ace("(OA;;CR;%s;;%s)" % (GET_CHANGES, sid)))
+grant("CN=Deleted Objects," + base, ace("(A;;LCRP;;;%s)" % sid))
+`
+
+// sambaPython is the interpreter samba-tool runs with: the one that has
+// Samba's bindings (PATH may lead to another python3).
+func sambaPython(sambaTool string) (string, error) {
+	f, err := os.Open(sambaTool)
+	if err != nil {
+		return "", fmt.Errorf("samba python: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, 256)
+	n, _ := io.ReadFull(f, buf)
+	line, _, _ := strings.Cut(string(buf[:n]), "\n")
+	fields := strings.Fields(strings.TrimPrefix(line, "#!"))
+	if !strings.HasPrefix(line, "#!") || len(fields) == 0 {
+		return "", fmt.Errorf("samba python: %s has no #! line", sambaTool)
+	}
+	if filepath.Base(fields[0]) == "env" && len(fields) > 1 {
+		return exec.LookPath(fields[1])
+	}
+	return fields[0], nil
 }
 
 func tailString(s string, n int) string {
