@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -169,6 +170,37 @@ func (p *proc) logTail() string {
 		b = b[len(b)-max:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// serverDir makes a fresh temporary directory passbridge-<kind>-* that
+// records the test binary's pid. Directories of test binaries that died
+// without cleaning up (killed, or timed out by go test) are removed first:
+// their servers died with them (Pdeathsig).
+func serverDir(kind string) (string, error) {
+	prefix := "passbridge-" + kind + "-"
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
+	for _, d := range old {
+		b, err := os.ReadFile(filepath.Join(d, "owner.pid"))
+		if err != nil {
+			continue // not ours, or being created right now
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", fmt.Errorf("%s dir: %w", kind, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("%s dir: %w", kind, err)
+	}
+	return dir, nil
 }
 
 func isClosed(ch <-chan struct{}) bool {

@@ -171,9 +171,9 @@ func startSamba() (s *AD, err error) {
 			claim.release()
 		}
 	}()
-	dir, err := os.MkdirTemp("", "passbridge-samba-")
+	dir, err := serverDir("samba")
 	if err != nil {
-		return nil, fmt.Errorf("samba dir: %w", err)
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -675,7 +675,7 @@ func sambaTemplate(ctx context.Context) (dir string, provisioned bool, err error
 	cache := os.Getenv("PASSBRIDGE_TEST_SAMBA_CACHE")
 	if cache == "off" {
 		// Provision a fresh domain every time, for measuring it.
-		tmp, err := os.MkdirTemp("", "passbridge-samba-template-")
+		tmp, err := serverDir("samba-template")
 		if err != nil {
 			return "", false, err
 		}
@@ -929,6 +929,9 @@ type addrClaim struct {
 	release func()
 }
 
+// addrMark in a lock file says that a test binary added the address to lo.
+const addrMark = "added"
+
 func claimSambaAddr(ctx context.Context) (*addrClaim, error) {
 	ipTool, err := LookBinary("ip")
 	if err != nil {
@@ -950,18 +953,39 @@ func claimSambaAddr(ctx context.Context) (*addrClaim, error) {
 			f.Close()
 			continue
 		}
-		out, err := exec.CommandContext(ctx, ipTool, "addr", "add", ip+"/32", "dev", "lo").CombinedOutput()
-		added := err == nil
-		if err != nil && !strings.Contains(string(out), "File exists") {
+		present, err := onLoopback(ctx, ipTool, ip)
+		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("ip addr add %s/32 dev lo: %w: %s", ip, err, strings.TrimSpace(string(out)))
+			return nil, err
+		}
+		added := false
+		if present {
+			// Ours if a test binary that died before its cleanup said so in
+			// the lock file; otherwise someone else's, left alone at Stop.
+			mark := make([]byte, 16)
+			n, _ := f.ReadAt(mark, 0)
+			added = strings.HasPrefix(string(mark[:n]), addrMark)
+		} else {
+			out, err := exec.CommandContext(ctx, ipTool, "addr", "add", ip+"/32", "dev", "lo").CombinedOutput()
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("ip addr add %s/32 dev lo: %w: %s", ip, err, strings.TrimSpace(string(out)))
+			}
+			added = true
+		}
+		if added {
+			if err := f.Truncate(0); err == nil {
+				_, _ = f.WriteAt([]byte(addrMark+"\n"), 0)
+			}
 		}
 		c := &addrClaim{ip: ip, lock: f, added: added}
 		var once sync.Once
 		c.release = func() {
 			once.Do(func() {
 				if c.added {
-					_ = exec.Command(ipTool, "addr", "del", ip+"/32", "dev", "lo").Run()
+					if exec.Command(ipTool, "addr", "del", ip+"/32", "dev", "lo").Run() == nil {
+						_ = f.Truncate(0)
+					}
 				}
 				f.Close()
 			})
@@ -969,6 +993,16 @@ func claimSambaAddr(ctx context.Context) (*addrClaim, error) {
 		return c, nil
 	}
 	return nil, fmt.Errorf("no free loopback address for a Samba DC in 127.0.0.%d-%d", sambaAddrFirst, sambaAddrLast)
+}
+
+// onLoopback reports whether ip is configured on lo: Samba binds only to
+// addresses it finds on an interface.
+func onLoopback(ctx context.Context, ipTool, ip string) (bool, error) {
+	out, err := exec.CommandContext(ctx, ipTool, "-o", "-4", "addr", "show", "dev", "lo").Output()
+	if err != nil {
+		return false, fmt.Errorf("ip addr show dev lo: %w", err)
+	}
+	return strings.Contains(string(out), " "+ip+"/"), nil
 }
 
 func portInUse(ip string, port int) bool {

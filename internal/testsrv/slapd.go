@@ -173,9 +173,9 @@ func startSlapd(opts SlapdOptions) (s *LDAP, err error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "passbridge-slapd-")
+	dir, err := serverDir("slapd")
 	if err != nil {
-		return nil, fmt.Errorf("slapd dir: %w", err)
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
