@@ -111,10 +111,50 @@ func (p *proc) signalGroup(sig syscall.Signal) error {
 	switch sig {
 	case syscall.SIGSTOP:
 		p.frozen = true
+		// kill returns before every thread has stopped: a thread already
+		// running may still answer a request. Wait until all are stopped.
+		return waitStopped(p.cmd.Process.Pid, 10*time.Second)
 	case syscall.SIGCONT:
 		p.frozen = false
 	}
 	return nil
+}
+
+// waitStopped waits until every thread of pid is in the stopped state.
+func waitStopped(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		stopped, err := allThreadsStopped(pid)
+		if err != nil || stopped {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d did not stop within %s", pid, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func allThreadsStopped(pid int) (bool, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		return false, fmt.Errorf("threads of process %d: not found", pid)
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			return false, nil // a thread just exited; look again
+		}
+		// The state follows the command name, which is in parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			return false, fmt.Errorf("parse %s", t)
+		}
+		if st := b[i+2]; st != 'T' && st != 't' {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // kill ends the process abruptly (SIGKILL) and waits until it is gone.

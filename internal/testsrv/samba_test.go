@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -321,6 +322,25 @@ func TestSambaKillRestartStop(t *testing.T) {
 	}
 	if err := adBind(s, s.LDAPSURL, "henry@"+s.DNSDomain, DefaultUserPassword); err != nil {
 		t.Fatalf("user bind after restart: %v", err)
+	}
+
+	s.Freeze(t)
+	nc, err := net.Dial("tcp", net.JoinHostPort(s.Addr, "389"))
+	if err != nil {
+		t.Fatalf("dial a frozen DC (the kernel still accepts): %v", err)
+	}
+	fc := ldap.NewConn(nc, false)
+	fc.Start()
+	fc.SetTimeout(300 * time.Millisecond)
+	_, err = fc.Search(ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=*)", []string{"dsServiceName"}, nil))
+	fc.Close()
+	if err == nil {
+		t.Fatal("a frozen DC answered")
+	}
+	s.Thaw(t)
+	if err := adBind(s, s.LDAPSURL, s.BindUPN, s.BindPassword); err != nil {
+		t.Fatalf("bind after thaw: %v", err)
 	}
 
 	pid, dir, addr, added := s.proc.pid(), s.dir, s.Addr, s.addr.added

@@ -3,6 +3,8 @@ package testsrv
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -309,15 +311,18 @@ func TestSlapdKillRestartFreeze(t *testing.T) {
 	}
 
 	s.Freeze(t)
-	c, err := ldap.DialURL(s.URL)
+	nc, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "ldap://"))
 	if err != nil {
 		t.Fatalf("dial a frozen slapd (the kernel still accepts): %v", err)
 	}
-	c.SetTimeout(300 * time.Millisecond)
-	err = c.Bind(s.BindDN, s.BindPassword)
-	c.Close()
+	fc := ldap.NewConn(nc, false)
+	fc.Start()
+	fc.SetTimeout(300 * time.Millisecond)
+	err = fc.Bind(s.BindDN, s.BindPassword)
+	fc.Close()
 	if err == nil {
-		t.Fatal("bind to a frozen slapd succeeded")
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.proc.pid()))
+		t.Fatalf("bind to a frozen slapd succeeded; local %s remote %s; stat %s", nc.LocalAddr(), nc.RemoteAddr(), b)
 	}
 	s.Thaw(t)
 	if got := s.UUID(t, u); got != uuid {
