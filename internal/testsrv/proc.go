@@ -25,11 +25,10 @@ type proc struct {
 	// dies with the test binary even when that is killed.
 	keepStdin bool
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	done   chan struct{}
-	frozen bool
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan struct{}
 }
 
 // start runs the process; the caller waits for it to be ready.
@@ -72,7 +71,7 @@ func (p *proc) start() error {
 		logf.Close()
 		close(done)
 	}()
-	p.cmd, p.stdin, p.done, p.frozen = cmd, stdin, done, false
+	p.cmd, p.stdin, p.done = cmd, stdin, done
 	return nil
 }
 
@@ -108,14 +107,10 @@ func (p *proc) signalGroup(sig syscall.Signal) error {
 	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signal %s: %w", p.name, err)
 	}
-	switch sig {
-	case syscall.SIGSTOP:
-		p.frozen = true
+	if sig == syscall.SIGSTOP {
 		// kill returns before every thread has stopped: a thread already
 		// running may still answer a request. Wait until all are stopped.
 		return waitStopped(p.cmd.Process.Pid, 10*time.Second)
-	case syscall.SIGCONT:
-		p.frozen = false
 	}
 	return nil
 }

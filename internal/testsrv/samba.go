@@ -55,7 +55,30 @@ const sambaRecipe = "2"
 // AD is a running Samba Active Directory domain controller on its own
 // loopback address, with LDAP (389, StartTLS) and LDAPS (636) using a
 // throwaway CA. Simple binds need TLS, as on a real DC: Samba answers a
-// plain simple bind with strongerAuthRequired.
+// plain simple bind with strongerAuthRequired (8). Binds accept a UPN
+// (alice@corp.example), a DN or CORP\alice; failures are invalidCredentials
+// (49) with "data 52e" (wrong password) or "data 533" (disabled).
+//
+// What directory sync code meets here, as on Windows AD:
+//   - DirSync (1.2.840.113556.1.4.841) works only with the naming context
+//     root as base (DC=corp,DC=example); below it Samba answers
+//     insufficientAccessRights (50). Incremental answers carry only the
+//     changed attributes plus objectGUID and instanceType; memberOf is a
+//     back link and never appears (watch the groups' member instead). The
+//     response flag is non-zero while more data is pending.
+//   - Deletes are tombstones under DeletedObjectsDN ("CN=x\0ADEL:<guid>"),
+//     isDeleted TRUE, same objectGUID, most attributes stripped; DirSync and
+//     searches with the Show Deleted control (OIDShowDeleted) return them.
+//     The service account was granted List Contents + Read Property on
+//     CN=Deleted Objects for that, as a real deployment must do.
+//   - A restored (reanimated) user comes back enabled but without password,
+//     userPrincipalName, mail or group memberships: see Restore.
+//   - highestCommittedUSN (rootDSE) and uSNChanged are per-DC counters; they
+//     only mean something together with the DC's invocationId (see
+//     InvocationID), which a DirSync cookie embeds.
+//   - Every DC is a copy of one provisioned template: all share the domain
+//     SID, the built-in objects' GUIDs and the invocationId. Two DCs are
+//     two separate domains, not replicas of each other.
 type AD struct {
 	Addr     string // 127.0.0.x, the DC's own address
 	LDAPURL  string // ldap://127.0.0.x:389, use StartTLS
@@ -667,7 +690,11 @@ func encodeADPassword(password string) string {
 // version and this file's recipe: the DC's address lives in smb.conf,
 // which each copy writes afresh.
 func sambaTemplate(ctx context.Context) (dir string, provisioned bool, err error) {
-	version, err := exec.CommandContext(ctx, "samba", "--version").Output()
+	sambaBin, err := LookBinary("samba")
+	if err != nil {
+		return "", false, err
+	}
+	version, err := exec.CommandContext(ctx, sambaBin, "--version").Output()
 	if err != nil {
 		return "", false, fmt.Errorf("samba --version: %w", err)
 	}
@@ -924,8 +951,7 @@ func flockWait(ctx context.Context, path string) (unlock func(), err error) {
 // that test binaries running in parallel never pick the same one.
 type addrClaim struct {
 	ip      string
-	lock    *os.File
-	added   bool
+	added   bool // by a test binary: delete it from lo at release
 	release func()
 }
 
@@ -978,7 +1004,7 @@ func claimSambaAddr(ctx context.Context) (*addrClaim, error) {
 				_, _ = f.WriteAt([]byte(addrMark+"\n"), 0)
 			}
 		}
-		c := &addrClaim{ip: ip, lock: f, added: added}
+		c := &addrClaim{ip: ip, added: added}
 		var once sync.Once
 		c.release = func() {
 			once.Do(func() {

@@ -50,6 +50,19 @@ const (
 // Anyone bound may read everything but passwords; the service account has
 // no size or time limit (other users get slapd's default of 500 entries per
 // unpaged search). Tests put their own entries under NewOU.
+//
+// What directory sync code meets here (RFC 4533 refreshOnly with cookies):
+//   - A round without changes may end without a new cookie: keep the old.
+//   - Deletes since the cookie come as a syncIdSet with refreshDeletes TRUE
+//     (from syncprov's in-memory session log). After a restart that log is
+//     empty and slapd runs a present phase instead: a syncIdSet of the
+//     UUIDs still there, refreshDeletes FALSE; everything not listed is gone.
+//   - memberof maintains memberOf without changing the user's entryCSN, so
+//     membership changes show up as the group's entry, never the user's.
+//   - Disable writes pwdAccountLockedTime, which does change the entry.
+//   - With SlapdOptions.ProductionCheckpoint, a cookie newer than the
+//     contextCSN saved before a crash is refused with unwillingToPerform
+//     (53) "consumer state is newer than provider!" until the next write.
 type LDAP struct {
 	URL        string // ldap://127.0.0.1:port, StartTLS capable
 	LDAPSURL   string // ldaps://127.0.0.1:port
