@@ -193,33 +193,33 @@ func (s *LDAP) StartReplica(tb testing.TB) *LDAP {
 	return r
 }
 
-// WaitReplicated waits until the replica r has every change its provider
+// WaitReplicated waits until the replica s has every change its provider
 // had when WaitReplicated was called (their contextCSNs match).
-func (r *LDAP) WaitReplicated(tb testing.TB) {
+func (s *LDAP) WaitReplicated(tb testing.TB) {
 	tb.Helper()
-	if r.provider == nil {
-		tb.Fatalf("WaitReplicated: %s is not a replica", r.URL)
+	if s.provider == nil {
+		tb.Fatalf("WaitReplicated: %s is not a replica", s.URL)
 	}
 	ctx, cancel := context.WithTimeout(tb.Context(), 60*time.Second)
 	defer cancel()
-	if err := r.waitReplicated(ctx); err != nil {
-		tb.Fatalf("replica %s: %v", r.URL, err)
+	if err := s.waitReplicated(ctx); err != nil {
+		tb.Fatalf("replica %s: %v", s.URL, err)
 	}
 }
 
-func (r *LDAP) waitReplicated(ctx context.Context) error {
-	want, err := r.provider.contextCSN()
+func (s *LDAP) waitReplicated(ctx context.Context) error {
+	want, err := s.provider.contextCSN()
 	if err != nil {
 		return fmt.Errorf("provider contextCSN: %w", err)
 	}
 	for {
-		got, err := r.contextCSN()
+		got, err := s.contextCSN()
 		if err == nil && got == want {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("not caught up with %s (contextCSN %q, want %q, err %v): %w", r.provider.URL, got, want, err, ctx.Err())
+			return fmt.Errorf("not caught up with %s (contextCSN %q, want %q, err %v): %w", s.provider.URL, got, want, err, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
