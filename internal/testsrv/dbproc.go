@@ -170,7 +170,6 @@ func dbTempDir(pattern string) (string, error) {
 	return dir, nil
 }
 
-
 // dbRandomHex returns n random bytes as hex: passwords that need no quoting
 // in SQL literals, DSNs or URLs.
 func dbRandomHex(n int) string {

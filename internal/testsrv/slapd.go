@@ -886,4 +886,3 @@ func (s *LDAP) UUID(tb testing.TB, dn string) string {
 	}
 	return u
 }
-
