@@ -474,4 +474,3 @@ func compareGeneralizedTime(a, b string) int {
 	}
 	return ta.Compare(tb)
 }
-
