@@ -110,6 +110,8 @@ func (a *Agent) apiSync(c echo.Context) error {
 		return c.Request().Context().Err()
 	}
 	switch {
+	case errors.Is(res.err, ErrClosed):
+		return echo.NewHTTPError(http.StatusServiceUnavailable, res.err.Error())
 	case errors.Is(res.err, ErrBusy):
 		return echo.NewHTTPError(http.StatusConflict, res.err.Error())
 	case errors.Is(res.err, errAlreadyDone):

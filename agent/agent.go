@@ -264,6 +264,7 @@ func (a *Agent) Run(ctx context.Context, ready func(Addrs)) error {
 	grace := cfg.Admin.ShutdownGrace.D()
 	a.log.Info("shutting down", "grace", grace)
 	a.sched.stop()
+	a.runner.Close()
 	deadline, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 
@@ -339,7 +340,9 @@ func (a *Agent) catchUp() {
 	// from: begin with a full one.
 	req := SyncRequest{Full: last[KindFull].IsZero(), Trigger: TriggerStartup, DoneIf: since}
 	a.log.Info("no recent successful sync: syncing now", "kind", req.Kind(), "last_success", newest)
-	a.sched.wg.Add(1)
+	if !a.sched.enter() {
+		return
+	}
 	defer a.sched.wg.Done()
 	a.sched.run(req, since, 0)
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -84,6 +85,11 @@ func (a *Agent) readiness(ctx context.Context) Readiness {
 		ctx, cancel := context.WithTimeout(ctx, readyDBTimeout)
 		defer cancel()
 		if err := a.db.Ping(ctx); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && a.runner.Current() != nil && cfg.Database.Driver == "sqlite" {
+				// SQLite has one connection, and the running sync has it.
+				set("database", Check{OK: true, Detail: "busy: the running sync holds the SQLite connection"})
+				return
+			}
 			a.metrics.DBError("probe")
 			set("database", Check{Error: "database unreachable: " + err.Error()})
 			return

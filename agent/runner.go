@@ -58,6 +58,9 @@ type lockError struct{ err error }
 func (e *lockError) Error() string { return "take the sync lock: " + e.err.Error() }
 func (e *lockError) Unwrap() error { return e.err }
 
+// ErrClosed means the daemon is shutting down and starts no new sync.
+var ErrClosed = errors.New("shutting down: no new sync is started")
+
 // errAlreadyDone means the tick (or retry) this request belongs to was
 // already served by some replica: nothing to do.
 var errAlreadyDone = errors.New("already done")
@@ -143,6 +146,7 @@ type Runner struct {
 	syncer Syncer
 
 	mu      sync.Mutex
+	closed  bool
 	running *Running
 	done    chan struct{} // closed when the running sync returns
 }
@@ -178,6 +182,13 @@ func (r *Runner) Current() *Running {
 	return &c
 }
 
+// Close makes every later Run fail with ErrClosed; a run in flight goes on.
+func (r *Runner) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+}
+
 // Wait blocks until no sync runs in this process or ctx ends.
 func (r *Runner) Wait(ctx context.Context) error {
 	r.mu.Lock()
@@ -200,6 +211,10 @@ func (r *Runner) Wait(ctx context.Context) error {
 func (r *Runner) Run(ctx context.Context, req SyncRequest) (Outcome, error) {
 	kind := req.Kind()
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return Outcome{}, ErrClosed
+	}
 	if r.running != nil {
 		cur := *r.running
 		r.mu.Unlock()

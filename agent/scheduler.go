@@ -128,9 +128,23 @@ func (s *scheduler) currentPlans() []Plan {
 	return append([]Plan(nil), s.plans...)
 }
 
+// enter registers a job in flight, unless the scheduler has stopped: after
+// stop returns no job starts, so shutdown can wait for those that did.
+func (s *scheduler) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
 // fire serves one tick of plan p.
 func (s *scheduler) fire(p Plan) {
-	s.wg.Add(1)
+	if !s.enter() {
+		return
+	}
 	defer s.wg.Done()
 	now := time.Now()
 	tick := schedule.Prev(p.sched, now)
@@ -174,7 +188,7 @@ func (s *scheduler) run(req SyncRequest, since time.Time, attempt int) {
 		s.m.SyncSkipped(kind, reason)
 		s.log.Info("sync tick skipped: a sync is already running", "kind", kind, "trigger", req.Trigger, "reason", err.Error())
 		return
-	case s.runCtx.Err() != nil:
+	case s.runCtx.Err() != nil, errors.Is(err, ErrClosed):
 		return // shutting down
 	case out.Status == metrics.ResultRefused:
 		return // the deletion guard: retrying gives the same answer
