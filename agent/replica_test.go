@@ -24,12 +24,13 @@ import (
 // wiring as `passbridge run` (store, migrate, the directory engine, the
 // agent, SIGTERM handling), so that tests can kill it for real.
 const (
-	replicaEnv     = "PASSBRIDGE_TEST_AGENT_REPLICA" // the config file
 	replicaNodeEnv = "PASSBRIDGE_TEST_AGENT_NODE"
 	replicaAddrEnv = "PASSBRIDGE_TEST_AGENT_ADDR_FILE"
 )
 
-func replicaMain() int {
+func init() { replicaMain = runReplica }
+
+func runReplica() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -160,7 +160,8 @@ func (s *scheduler) fire(p Plan) {
 
 func (s *scheduler) fullDueAt(tick time.Time) bool {
 	for _, p := range s.currentPlans() {
-		if p.Kind == KindFull && p.sched != nil && schedule.Prev(p.sched, tick).Equal(tick) {
+		// Is tick one of the full schedule's own instants?
+		if p.Kind == KindFull && p.sched != nil && p.sched.Next(tick.Add(-time.Nanosecond)).Equal(tick) {
 			return true
 		}
 	}
