@@ -297,3 +297,56 @@ func TestRunsPagination(t *testing.T) {
 	}
 	_ = metrics.ResultSucceeded
 }
+
+// /readyz is unready while no sync has ever succeeded, and says so.
+func TestReadyzWithoutSuccessfulSync(t *testing.T) {
+	cfg := testConfig(t, newDatabase(t, onSQLite), nil, "")
+	cfg.Schedule.Incremental = "*/5 * * * *"
+	db := openApp(t, cfg)
+	r := startAgent(t, cfg, db, newGateSyncer(db, cfg, "n1"), Options{NoCatchUp: true})
+	var rd Readiness
+	if code := getJSON(t, "GET", r.base+"/readyz", false, "", &rd); code != 503 {
+		t.Fatalf("/readyz %d, want 503: %+v", code, rd)
+	}
+	if c := rd.Checks["sync"]; c.OK || !strings.Contains(c.Error, "no successful sync yet") {
+		t.Fatalf("sync check: %+v", c)
+	}
+	if code := getJSON(t, "POST", r.base+"/api/v1/sync", true, `{"full":true}`, nil); code != 200 {
+		t.Fatalf("sync: %d", code)
+	}
+	if code := getJSON(t, "GET", r.base+"/readyz", false, "", &rd); code != 200 {
+		t.Fatalf("/readyz after a sync: %d %+v", code, rd)
+	}
+}
+
+// Two daemons in one process on one PostgreSQL (then MariaDB) elect one
+// runner per tick through the database lock and the shared history.
+func TestTwoAgentsOneRunPerTick(t *testing.T) {
+	for _, kind := range []dbKind{onPostgres, onMariaDB} {
+		t.Run(string(kind), func(t *testing.T) {
+			cfg := testConfig(t, newDatabase(t, kind), nil, "")
+			cfg.Schedule.Full = "@every 1s"
+			dbA := openApp(t, cfg)
+			dbB := openApp(t, cfg) // a pool of its own, as another host would have
+			startAgent(t, cfg, dbA, newGateSyncer(dbA, cfg, "a"), Options{NoCatchUp: true, Node: "a"})
+			b := startAgent(t, cfg, dbB, newGateSyncer(dbB, cfg, "b"), Options{NoCatchUp: true, Node: "b"})
+			waitFor(t, 60*time.Second, "6 runs", func() bool { return len(runRows(t, dbA, cfg)) >= 6 })
+			ticks := map[int64]string{}
+			for _, r := range runRows(t, dbA, cfg) {
+				s := r.StartedAt.Unix()
+				if prev, dup := ticks[s]; dup {
+					t.Errorf("tick %s ran on %s and on %s", r.StartedAt.Truncate(time.Second), prev, r.Node)
+				}
+				ticks[s] = r.Node
+			}
+			// A replica whose tick fires late (after the winner has
+			// finished and released the lock) finds the tick served.
+			runs := runRows(t, dbA, cfg)
+			served := runs[len(runs)-1].StartedAt.Truncate(time.Second)
+			_, err := b.a.Runner().Run(context.Background(), SyncRequest{Full: true, Trigger: TriggerSchedule, Tick: served})
+			if !errors.Is(err, errAlreadyDone) && !errors.Is(err, ErrBusy) {
+				t.Errorf("late replica on a served tick: %v, want already done", err)
+			}
+		})
+	}
+}

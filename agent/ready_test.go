@@ -59,27 +59,6 @@ func TestReadyzFollowsTheDirectory(t *testing.T) {
 	}
 }
 
-// /readyz is unready while no sync has ever succeeded, and says so.
-func TestReadyzWithoutSuccessfulSync(t *testing.T) {
-	cfg := testConfig(t, newDatabase(t, onSQLite), nil, "")
-	cfg.Schedule.Incremental = "*/5 * * * *"
-	db := openApp(t, cfg)
-	r := startAgent(t, cfg, db, newGateSyncer(db, cfg, "n1"), Options{NoCatchUp: true})
-	var rd Readiness
-	if code := getJSON(t, "GET", r.base+"/readyz", false, "", &rd); code != 503 {
-		t.Fatalf("/readyz %d, want 503: %+v", code, rd)
-	}
-	if c := rd.Checks["sync"]; c.OK || !strings.Contains(c.Error, "no successful sync yet") {
-		t.Fatalf("sync check: %+v", c)
-	}
-	if code := getJSON(t, "POST", r.base+"/api/v1/sync", true, `{"full":true}`, nil); code != 200 {
-		t.Fatalf("sync: %d", code)
-	}
-	if code := getJSON(t, "GET", r.base+"/readyz", false, "", &rd); code != 200 {
-		t.Fatalf("/readyz after a sync: %d %+v", code, rd)
-	}
-}
-
 // A /metrics scrape after a scripted set of runs has every series with the
 // values the runs imply.
 func TestMetricsAfterScriptedRuns(t *testing.T) {
