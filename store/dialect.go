@@ -538,6 +538,16 @@ func (d Dialect) open(dsn string, log *slog.Logger) (*sql.DB, target, error) {
 		// and SQLite, not only those whose values changed: "0 rows" then
 		// reliably means "no such row".
 		cfg.ClientFoundRows = true
+		// The driver writes and reads DATETIME as cfg.Loc (UTC unless the
+		// DSN says loc=...). The session must agree, or NOW() and
+		// CURRENT_TIMESTAMP defaults would be the server's local time
+		// read back as UTC, and TIMESTAMP columns would convert wrongly.
+		if _, set := cfg.Params["time_zone"]; !set && cfg.Loc == time.UTC {
+			if cfg.Params == nil {
+				cfg.Params = map[string]string{}
+			}
+			cfg.Params["time_zone"] = "'+00:00'"
+		}
 		// The driver's own complaints (a connection killed under it) go
 		// to passbridge's log instead of stderr.
 		if log != nil {

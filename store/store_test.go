@@ -169,6 +169,12 @@ func TestOpenAndPing(t *testing.T) {
 		if db.Describe() == "" || !strings.HasPrefix(db.Describe(), string(db.Dialect().Kind())) {
 			t.Errorf("Describe() = %q", db.Describe())
 		}
+		if db.Dialect().Kind() == Postgres {
+			var app string
+			if err := db.GetContext(ctx, &app, "SELECT current_setting('application_name')"); err != nil || app != "passbridge" {
+				t.Errorf("application_name %q (%v), want passbridge", app, err)
+			}
+		}
 		if db.Dialect().Kind() == SQLite {
 			// The DSN defaults reached the connection.
 			for pragma, want := range map[string]string{"journal_mode": "wal", "foreign_keys": "1", "busy_timeout": "5000"} {
@@ -916,4 +922,31 @@ func TestSQLiteDSN(t *testing.T) {
 	if _, _, err := sqliteDSN("x.db?%zz"); err == nil {
 		t.Error("a malformed query was accepted")
 	}
+}
+
+func TestDatabaseTimestampsAreUTC(t *testing.T) {
+	// The test servers do not run in UTC: a CURRENT_TIMESTAMP default must
+	// still read back as the same instant as a time written from Go.
+	eachDialect(t, func(t *testing.T, db *DB) {
+		ctx := context.Background()
+		d := db.Dialect()
+		ty := d.Types()
+		mustExec(t, db, fmt.Sprintf("CREATE TABLE ev (id %s, written %s NOT NULL, created %s NOT NULL DEFAULT %s)%s",
+			ty.ID, ty.Timestamp, ty.Timestamp, d.CurrentTimestamp(), d.TableOptions()))
+		id, err := d.InsertID(ctx, db, "INSERT INTO ev (written) VALUES (?)", "id", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Written time.Time `db:"written"`
+			Created time.Time `db:"created"`
+		}
+		if err := Get(ctx, db, &got, "SELECT written, created FROM ev WHERE id = ?", id); err != nil {
+			t.Fatal(err)
+		}
+		// Not a timing assertion: a time zone mistake is off by hours.
+		if diff := got.Created.Sub(got.Written).Abs(); diff > 30*time.Minute {
+			t.Errorf("database default %v and written %v are %v apart: a time zone is wrong", got.Created, got.Written, diff)
+		}
+	})
 }

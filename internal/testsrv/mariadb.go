@@ -19,7 +19,8 @@ import (
 )
 
 // MDB is a throwaway MariaDB server on 127.0.0.1, shared by the tests of one
-// package. Tests get their own database from NewDatabase.
+// package. Tests get their own database from NewDatabase. Its time zone is
+// +05:30, not UTC, as production servers often are not.
 type MDB struct {
 	Host string // 127.0.0.1
 	Port int
@@ -208,7 +209,9 @@ func (m *MDB) start(ctx context.Context, server string, cred *syscall.Credential
 		"--max-connections=200",
 		"--performance-schema=OFF",
 		"--skip-log-bin",
-		"--default-time-zone=+00:00",
+		// Not UTC, as many production servers: code that assumes the
+		// server's clock is UTC fails here too.
+		"--default-time-zone=+05:30",
 	)
 	proc, err := startDBProc("mariadbd", exec.Command(server, args...), logPath, cred, syscall.SIGKILL)
 	if err != nil {

@@ -20,7 +20,9 @@ import (
 )
 
 // PG is a throwaway PostgreSQL 15 server on 127.0.0.1, shared by the tests
-// of one package. Tests get their own database from NewDatabase.
+// of one package. Tests get their own database from NewDatabase. Its
+// default session time zone is Asia/Kolkata, not UTC, as production servers
+// often are not.
 type PG struct {
 	Host string // 127.0.0.1
 	Port int
@@ -199,7 +201,9 @@ func (p *PG) start(ctx context.Context, server string, cred *syscall.Credential)
 		"-c", "logging_collector=off",
 		"-c", "log_min_messages=warning",
 		"-c", "log_timezone=UTC",
-		"-c", "timezone=UTC",
+		// Not UTC, as many production servers: code that assumes the
+		// session time zone is UTC fails here too.
+		"-c", "timezone=Asia/Kolkata",
 	)
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	// SIGQUIT is immediate shutdown: what the kernel sends if the test
