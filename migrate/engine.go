@@ -107,15 +107,17 @@ func (e Engine) columnType(c Column, keyType string) string {
 		case MySQL:
 			return "tinyint(1)"
 		}
-		return "INTEGER"
+		return "BOOLEAN"
 	case Time:
+		// The same types as store.Dialect.Types: modernc.org/sqlite reads
+		// a column declared TIMESTAMP back as time.Time.
 		switch e {
 		case Postgres:
 			return "timestamptz"
 		case MySQL:
 			return "datetime(6)"
 		}
-		return "DATETIME"
+		return "TIMESTAMP"
 	case Str:
 		if e == SQLite {
 			return "TEXT"
@@ -124,7 +126,7 @@ func (e Engine) columnType(c Column, keyType string) string {
 	case Text:
 		switch e {
 		case MySQL:
-			return "mediumtext"
+			return "longtext"
 		case SQLite:
 			return "TEXT"
 		}
@@ -142,7 +144,7 @@ func (e Engine) columnType(c Column, keyType string) string {
 		case Postgres:
 			return "bytea"
 		case MySQL:
-			return "mediumblob"
+			return "longblob"
 		}
 		return "BLOB"
 	}
@@ -204,6 +206,8 @@ func (e Engine) family(rawType string) string {
 		switch {
 		case strings.Contains(t, "int"):
 			return "int"
+		case strings.Contains(t, "bool"):
+			return "bool"
 		case strings.Contains(t, "date") || strings.Contains(t, "time"):
 			return "time"
 		case strings.Contains(t, "char") || strings.Contains(t, "clob") || strings.Contains(t, "text"):
@@ -219,10 +223,10 @@ func (e Engine) family(rawType string) string {
 func (e Engine) logicalFamily(c Column, keyType string) string {
 	switch c.Type {
 	case Bool:
-		if e == Postgres {
-			return "bool"
+		if e == MySQL {
+			return "int" // BOOLEAN is tinyint(1)
 		}
-		return "int"
+		return "bool"
 	case UserKey:
 		return e.family(keyType)
 	}
