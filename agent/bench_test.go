@@ -1,5 +1,3 @@
-//go:build agentdeps
-
 package agent
 
 import (

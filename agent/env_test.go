@@ -146,24 +146,68 @@ func prepareApp(ctx context.Context, db *store.DB, cfg *config.Config) error {
 	return ensureTables(ctx, db, cfg)
 }
 
-// ensureTables creates the two passbridge tables the daemon reads, as
-// migrate/schema.go describes them.
-// TODO(agent): replace with migrate.EnsureApplied once it lands.
+// ensureTables creates passbridge's tables from migrate.Tables, as the
+// migration does, when they are not there yet.
+// TODO(agent): replace with migrate.EnsureApplied once it is on main.
 func ensureTables(ctx context.Context, db *store.DB, cfg *config.Config) error {
+	var n int
+	if store.Get(ctx, db, &n, "SELECT COUNT(*) FROM "+migrate.NamesFor(cfg).SyncRuns) == nil {
+		return nil
+	}
 	d := db.Dialect()
-	ty := d.Types()
-	n := migrate.NamesFor(cfg)
-	q := d.Quote
-	for _, ddl := range []string{
-		"CREATE TABLE IF NOT EXISTS " + n.SyncRuns + " (" + q("id") + " " + ty.ID + ", " + q("kind") + " " + d.VarChar(16) + " NOT NULL, " +
-			q("trigger") + " " + d.VarChar(16) + " NOT NULL, " + q("dry_run") + " " + ty.Bool + " NOT NULL DEFAULT FALSE, " +
-			q("status") + " " + d.VarChar(16) + " NOT NULL, " + q("node") + " " + d.VarChar(255) + ", " +
-			q("started_at") + " " + ty.Timestamp + " NOT NULL, " + q("finished_at") + " " + ty.Timestamp + " NULL, " +
-			q("entries") + " " + ty.BigInt + " NOT NULL DEFAULT 0, " + q("summary") + " " + ty.Text + ", " + q("error") + " " + ty.Text + ")" + d.TableOptions(),
-		"CREATE TABLE IF NOT EXISTS " + n.Identities + " (" + q("id") + " " + ty.ID + ", " + q("state") + " " + d.VarChar(16) + " NOT NULL)" + d.TableOptions(),
-	} {
+	types := d.Types()
+	for _, t := range migrate.Tables {
+		var cols []string
+		for _, c := range t.Columns {
+			var def string
+			switch c.Type {
+			case migrate.ID:
+				cols = append(cols, d.Quote(c.Name)+" "+types.ID)
+				continue
+			case migrate.UserKey, migrate.Ref, migrate.Int:
+				def = types.BigInt
+			case migrate.Bool:
+				def = types.Bool
+			case migrate.Time:
+				def = types.Timestamp
+			case migrate.Str:
+				def = d.VarChar(c.Size)
+			case migrate.Text:
+				def = types.Text
+			case migrate.Bytes:
+				def = d.VarBinary(c.Size)
+			case migrate.Blob:
+				def = types.Binary
+			}
+			if !c.Nullable {
+				def += " NOT NULL"
+			}
+			if c.Default != "" {
+				def += " DEFAULT " + c.Default
+			}
+			cols = append(cols, d.Quote(c.Name)+" "+def)
+		}
+		if t.PrimaryKey != "id" {
+			cols = append(cols, "PRIMARY KEY ("+d.Quote(t.PrimaryKey)+")")
+		}
+		name := cfg.Migrate.Prefix + t.Name
+		ddl := "CREATE TABLE " + d.Table(cfg.UsersTable.Schema, name) + " (" + strings.Join(cols, ", ") + ")" + d.TableOptions()
 		if _, err := db.ExecContext(ctx, ddl); err != nil {
-			return fmt.Errorf("create passbridge tables: %w", err)
+			return fmt.Errorf("%s: %w", ddl, err)
+		}
+		for _, ix := range t.Indexes {
+			var qc []string
+			for _, c := range ix.Columns {
+				qc = append(qc, d.Quote(c))
+			}
+			u := ""
+			if ix.Unique {
+				u = "UNIQUE "
+			}
+			q := "CREATE " + u + "INDEX " + d.Quote(name+"_"+ix.Name) + " ON " + d.Table(cfg.UsersTable.Schema, name) + " (" + strings.Join(qc, ", ") + ")"
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("%s: %w", q, err)
+			}
 		}
 	}
 	return nil

@@ -141,6 +141,9 @@ type Runner struct {
 	locker  Locker
 	ledger  runLedger
 	node    string
+	// engineLock is the lock the sync engine itself takes for writing
+	// runs (so that `passbridge sync` started by hand is excluded too).
+	engineLock string
 
 	syncMu sync.RWMutex
 	syncer Syncer
@@ -249,12 +252,8 @@ func (r *Runner) Run(ctx context.Context, req SyncRequest) (Outcome, error) {
 		} else if done {
 			return Outcome{}, errAlreadyDone
 		}
-		// Holding the lock, no run can be live anywhere: a row still
-		// "running" belongs to a process that died mid-run.
-		if n, err := r.ledger.MarkAbandoned(ctx, r.node); err != nil {
-			r.log.Warn("cannot close abandoned sync runs", "err", err)
-		} else if n > 0 {
-			r.log.Warn("closed sync runs left running by a stopped process", "runs", n)
+		if err := r.closeAbandoned(ctx); err != nil {
+			return Outcome{}, err
 		}
 	}
 
@@ -291,6 +290,32 @@ func (r *Runner) Run(ctx context.Context, req SyncRequest) (Outcome, error) {
 	}
 	r.log.Info("sync finished", "kind", kind, "dry_run", req.DryRun, "trigger", req.Trigger, "result", result, "took", took.Round(time.Millisecond))
 	return out, nil
+}
+
+// closeAbandoned marks runs left "running" by a process that died as
+// failed. With both the daemon's lock and the engine's lock held, no run
+// can be live anywhere (a sync started by hand takes the engine's lock). The
+// engine's lock is released before the run, which takes it itself; if a
+// hand-started sync slips in between, the engine refuses to overlap it.
+func (r *Runner) closeAbandoned(ctx context.Context) error {
+	if r.engineLock == "" || r.locker == nil {
+		return nil
+	}
+	release, ok, err := r.locker.TryLock(ctx, r.engineLock)
+	if err != nil {
+		r.metrics.DBError("lock")
+		return &lockError{err}
+	}
+	if !ok {
+		return &BusyError{OtherReplica: true}
+	}
+	defer release()
+	if n, err := r.ledger.MarkAbandoned(ctx, r.node); err != nil {
+		r.log.Warn("cannot close abandoned sync runs", "err", err)
+	} else if n > 0 {
+		r.log.Warn("closed sync runs left running by a stopped process", "runs", n)
+	}
+	return nil
 }
 
 // servedAlready tells whether another replica (or this one, earlier) has
