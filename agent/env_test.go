@@ -183,7 +183,11 @@ func ensureTables(ctx context.Context, db *store.DB, cfg *config.Config) error {
 				def += " NOT NULL"
 			}
 			if c.Default != "" {
-				def += " DEFAULT " + c.Default
+				dflt := c.Default
+				if c.Type == migrate.Bool && d.Kind() == store.Postgres {
+					dflt = map[string]string{"0": "FALSE", "1": "TRUE"}[dflt]
+				}
+				def += " DEFAULT " + dflt
 			}
 			cols = append(cols, d.Quote(c.Name)+" "+def)
 		}
