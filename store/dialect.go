@@ -218,7 +218,8 @@ func (d Dialect) Types() Types {
 }
 
 // VarChar is text of at most n characters that can be indexed (MySQL
-// cannot index LONGTEXT). SQLite does not enforce the length.
+// cannot index LONGTEXT; its index keys hold at most 3072 bytes, so 768
+// utf8mb4 characters). SQLite does not enforce the length.
 func (d Dialect) VarChar(n int) string {
 	if n <= 0 {
 		return d.Types().Text

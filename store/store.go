@@ -3,50 +3,78 @@
 // PostgreSQL (pgx) or MySQL/MariaDB (go-sql-driver/mysql), through sqlx.
 //
 // Open connects, retrying until database.connect_timeout, and returns a DB,
-// which is an *sqlx.DB plus the Dialect of the database:
+// an *sqlx.DB plus the Dialect of the database:
 //
 //	db, err := store.Open(ctx, cfg.Database, log)
+//	if err != nil { ... }     // names driver, host, database; never the password
 //	defer db.Close()
 //	d := db.Dialect()
 //
-// Writing SQL. Statements use ? placeholders and go through Rebind, which
-// turns them into $1, $2 on PostgreSQL. The package functions Exec, Get and
-// Select rebind for you and take a DB, a transaction or a connection alike:
+// # Writing SQL
 //
-//	err := store.Get(ctx, db, &n, "SELECT COUNT(*) FROM "+d.Table(schema, "users")+" WHERE "+d.Quote("email")+" = ?", email)
+// Statements use ? placeholders and go through Rebind, which makes them $1,
+// $2 on PostgreSQL. The functions Exec, Get and Select rebind for you and
+// take a DB, a transaction or a connection alike (Querier); the methods of
+// the embedded *sqlx.DB do not rebind. sqlx named queries (:name) and
+// sqlx.In work on every dialect.
 //
-// Names come from configuration and go through Dialect.Quote,
-// QuoteQualified or Table, never into SQL as they are; values are always
-// arguments. Everything that differs between the databases is in the
-// Dialect (dialect.go): column Types for DDL, Upsert, InsertID, ForUpdate,
-// CurrentTimestamp, TableOptions. IsUniqueViolation and IsRetryable classify
-// errors of any of the three drivers.
+//	err := store.Get(ctx, db, &n, "SELECT COUNT(*) FROM "+d.Table(cfg.Schema, cfg.Name)+
+//		" WHERE "+d.Quote(cfg.Email)+" = ?", email)
 //
-// Transactions. InTx runs a function in a transaction, committing when it
-// returns nil and rolling back on an error or a panic. Inside it, use the
-// *sqlx.Tx only: SQLite has a single connection by default, so a query on
-// db from inside the function would wait for the transaction forever.
-// SQLite transactions begin IMMEDIATE: they take the write lock at once
-// (waiting up to busy_timeout), so they cannot fail halfway with "database
-// is locked"; FOR UPDATE is neither needed nor available there.
+// Names (tables, columns, schemas) come from configuration: they go into SQL
+// only through Dialect.Quote, QuoteQualified or Table, after
+// Dialect.CheckIdentifier; values are always arguments. Everything that
+// differs between the databases is in the Dialect (dialect.go): column Types
+// and VarChar/VarBinary for DDL, TableOptions, CurrentTimestamp, Upsert,
+// InsertID (new ids), ForUpdate (row locks), and the session settings behind
+// WithLockTimeout and TryLock. IsUniqueViolation and IsRetryable classify
+// errors of all three drivers.
 //
-// Locks. TryLock takes a named lock that excludes every other holder of the
-// same name on the same database, across processes and hosts: the leader
-// election of the scheduled sync. On PostgreSQL it is a session advisory
-// lock and on MySQL GET_LOCK, both held on a dedicated connection (one pool
-// slot) and released by the server if passbridge dies. SQLite is
-// single-host: the lock is process-local plus an flock on a file beside the
-// database, so a `passbridge sync` run by hand also sees the daemon's lock.
-// WithLockTimeout runs DDL on one connection whose lock waits are bounded
-// (lock_timeout, lock_wait_timeout, busy_timeout), so that a migration
-// waiting behind the application's long transaction fails with an
-// IsRetryable error instead of blocking the application's own queries
-// behind it.
+// # Transactions
 //
-// Times. Write time.Time values (not strings) to Timestamp columns; they
-// read back as time.Time on every dialect (MySQL DSNs get parseTime=true;
-// MySQL DATETIME holds UTC). On MySQL, RowsAffected counts matched rows
-// (clientFoundRows), as on the others.
+// InTx runs a function in a transaction: commit when it returns nil,
+// rollback when it returns an error or panics. Inside it use the *sqlx.Tx
+// only: SQLite has a single connection by default, so a query on db from
+// inside the function would wait for the transaction forever. SQLite
+// transactions begin IMMEDIATE (they take the write lock at once, waiting up
+// to busy_timeout, so they cannot fail halfway with "database is locked");
+// read-only ones (InTxOpts with ReadOnly) begin deferred. ForUpdate is empty
+// on SQLite, which needs no row locks.
+//
+// # Locks
+//
+// TryLock takes a named lock that excludes every other holder of the name on
+// the same database, across processes and hosts: leader election for the
+// scheduled sync. On PostgreSQL it is a session advisory lock and on MySQL
+// GET_LOCK (named after the database, as GET_LOCK names are server-wide),
+// each held on a dedicated connection, which takes one slot of the pool, and
+// released by the server if passbridge dies. SQLite is single-host: the lock
+// is process-local plus an flock on a file beside the database
+// (app.db.passbridge-NAME.lock), so that `passbridge sync` run by hand sees
+// the daemon's lock. WithLockTimeout runs DDL on one connection whose lock
+// waits are bounded (lock_timeout, lock_wait_timeout and
+// innodb_lock_wait_timeout, busy_timeout), so that a migration stuck behind
+// the application's long transaction fails with an IsRetryable error
+// instead of queueing the application's own queries behind it.
+//
+// # Connections
+//
+// The pool holds up to database.max_open_conns connections: 10 by default
+// for servers, 1 for SQLite (a file may have more: readers then run beside
+// the writer; an in-memory database always has 1). SQLite DSNs get, unless
+// they set them: busy_timeout 5s, journal_mode WAL (a persistent change to
+// the file), foreign_keys on, _txlock=immediate, times written as UTC text.
+// MySQL DSNs always get parseTime=true and clientFoundRows=true
+// (RowsAffected counts matched rows, as on the others) and, unless they set
+// loc or time_zone, a UTC session, so that DATETIME values and
+// CURRENT_TIMESTAMP defaults are UTC. PostgreSQL sessions are named
+// "passbridge" in pg_stat_activity.
+//
+// # Times
+//
+// Write time.Time values, not strings, to Timestamp columns; they read back
+// as time.Time on every dialect, with microsecond precision (SQLite keeps
+// nanoseconds).
 package store
 
 import (
