@@ -6,14 +6,14 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/passbridge/passbridge/store"
 )
 
 // Report is what apply or rollback did, step by step.
@@ -81,6 +81,11 @@ func (m *migrator) apply(ctx context.Context) (*Report, error) {
 // session runs fn on one dedicated connection that holds the migration
 // lock and whose lock waits are bounded by migrate.lock_timeout.
 func (m *migrator) session(ctx context.Context, fn func(conn *sql.Conn) error) error {
+	lock, err := m.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	conn, err := m.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("get a connection: %w", err)
@@ -92,9 +97,6 @@ func (m *migrator) session(ctx context.Context, fn func(conn *sql.Conn) error) e
 		conn.Close()
 	}()
 
-	if err := m.lock(ctx, conn); err != nil {
-		return err
-	}
 	for _, q := range m.sessionSQL() {
 		if _, err := conn.ExecContext(ctx, q); err != nil {
 			if m.eng == Postgres && strings.Contains(q, "client_connection_check_interval") {
@@ -147,43 +149,31 @@ func (m *migrator) printSessionSQL() {
 	}
 }
 
-// lock takes the migration lock so that two runs never interleave. A run
-// killed in the middle of a long statement keeps it until the server ends
-// that statement: wait for it rather than fail.
-func (m *migrator) lock(ctx context.Context, conn *sql.Conn) error {
-	var q string
-	var key any
-	switch m.eng {
-	case Postgres:
-		h := fnv.New64a()
-		h.Write([]byte("passbridge:migrate:" + m.users.Schema + ":" + m.cfg.Migrate.Prefix))
-		q, key = "SELECT pg_try_advisory_lock($1)", int64(h.Sum64())
-	case MySQL:
-		h := fnv.New64a()
-		h.Write([]byte(m.users.Schema + ":" + m.cfg.Migrate.Prefix))
-		q, key = "SELECT GET_LOCK(?, 0)", fmt.Sprintf("passbridge:migrate:%x", h.Sum64())
-	default:
-		return nil // SQLite: every step is one IMMEDIATE write transaction
-	}
+// lock takes the migration lock (store's named lock: a PostgreSQL advisory
+// lock, MySQL GET_LOCK, an flock beside an SQLite file) so that two runs
+// never interleave. A run killed in the middle of a long statement keeps
+// it until the server ends that statement: wait for it rather than fail.
+func (m *migrator) lock(ctx context.Context) (*store.Lock, error) {
+	name := "migrate:" + m.users.Schema + ":" + m.cfg.Migrate.Prefix
 	waited := false
 	for {
-		var got sql.NullBool
-		if err := conn.QueryRowContext(ctx, q, key).Scan(&got); err != nil {
-			return fmt.Errorf("take the migration lock: %w", err)
+		l, ok, err := m.sdb.TryLock(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("take the migration lock: %w", err)
 		}
-		if got.Valid && got.Bool {
+		if ok {
 			if waited {
 				m.log.Info("migration lock acquired")
 			}
-			return nil
+			return l, nil
 		}
 		if !waited {
 			m.log.Warn("another passbridge migrate holds the migration lock (or a killed one whose statement is still running on the server): waiting")
-			fmt.Fprintln(m.out, "waiting for the migration lock held by another passbridge migrate session...")
+			fmt.Fprintln(m.out, "waiting for the migration lock held by another passbridge migrate...")
 			waited = true
 		}
 		if err := sleep(ctx, time.Second); err != nil {
-			return fmt.Errorf("waiting for the migration lock: %w", err)
+			return nil, fmt.Errorf("waiting for the migration lock: %w", err)
 		}
 	}
 }
@@ -307,6 +297,7 @@ func (m *migrator) run(ctx context.Context, conn *sql.Conn, i int, s Step) error
 	start := time.Now()
 	m.hook("before", i, s)
 	if tb, ok := s.(*TakeBaseline); ok {
+		tb.bl.afterChunk = func(c int) { m.hook("chunk", c, s) }
 		rows, chunks, err := tb.bl.take(ctx, conn)
 		if err != nil {
 			return err
@@ -362,18 +353,7 @@ func (m *migrator) progress(i int, s Step, res *StepResult) {
 
 // retryable reports a lost lock race: lock timeout, deadlock, serialization
 // failure, SQLite busy.
-func retryable(err error) bool {
-	var pe *pgconn.PgError
-	var me *mysql.MySQLError
-	switch {
-	case errors.As(err, &pe):
-		return pe.Code == "55P03" || pe.Code == "40P01" || pe.Code == "40001"
-	case errors.As(err, &me):
-		return me.Number == 1205 || me.Number == 1213
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "database is locked") || strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "(5)") && strings.Contains(msg, "locked")
-}
+func retryable(err error) bool { return store.IsRetryable(err) }
 
 // blockerHint tells a DBA how to find what holds the lock.
 func (m *migrator) blockerHint() string {

@@ -42,6 +42,8 @@ type baseliner struct {
 	rows      string // quoted, qualified <prefix>schema_baseline_rows
 	chunks    string // quoted, qualified <prefix>schema_baseline
 	chunk     int
+	// afterChunk is called after each committed chunk (tests).
+	afterChunk func(n int)
 }
 
 func newBaseliner(eng Engine, schema string, users *UsersTable, pw ColumnInfo, prefix string, chunk int) *baseliner {
@@ -213,6 +215,9 @@ func (b *baseliner) take(ctx context.Context, conn *sql.Conn) (rows int64, chunk
 		}
 		rows += got
 		chunks++
+		if b.afterChunk != nil {
+			b.afterChunk(n)
+		}
 		last = sql.NullString{String: lastKey, Valid: true}
 		if got < int64(b.chunk) {
 			break

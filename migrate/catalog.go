@@ -165,7 +165,7 @@ func (c *catalog) loadPostgres(ctx context.Context, q querier, prefix string) er
 			EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
 				WHERE p.index_relid = x.indexrelid AND p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())),
 			pg_get_indexdef(x.indexrelid),
-			array_to_string(ARRAY(SELECT pg_get_indexdef(x.indexrelid, k, true) FROM generate_subscripts(x.indkey, 1) k
+			array_to_string(ARRAY(SELECT pg_get_indexdef(x.indexrelid, k + 1, true) FROM generate_subscripts(x.indkey, 1) k
 				WHERE k < x.indnkeyatts ORDER BY k), chr(31))
 		FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
 		JOIN pg_namespace n ON n.oid = i.relnamespace

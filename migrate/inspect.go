@@ -99,13 +99,6 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// Inspect reads the existing users table from the catalog. It checks that
-// every configured column exists and that the key can be referenced by a
-// foreign key, and says what to fix when not.
-func Inspect(ctx context.Context, db *sql.DB, eng Engine, ut config.UsersTable) (*UsersTable, error) {
-	return inspect(ctx, db, eng, ut)
-}
-
 func inspect(ctx context.Context, q querier, eng Engine, ut config.UsersTable) (*UsersTable, error) {
 	if ut.Name == "" || ut.Key == "" {
 		return nil, errors.New("users_table.name and users_table.key are required")
@@ -291,7 +284,7 @@ func inspectPostgres(ctx context.Context, q querier, ut config.UsersTable, u *Us
 
 	rows, err = q.QueryContext(ctx, `SELECT i.relname, x.indisunique, x.indisprimary, x.indisvalid AND x.indisready,
 			x.indpred IS NOT NULL, pg_get_indexdef(x.indexrelid),
-			array_to_string(ARRAY(SELECT pg_get_indexdef(x.indexrelid, k, true) FROM generate_subscripts(x.indkey, 1) k
+			array_to_string(ARRAY(SELECT pg_get_indexdef(x.indexrelid, k + 1, true) FROM generate_subscripts(x.indkey, 1) k
 				WHERE k < x.indnkeyatts ORDER BY k), chr(31))
 		FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
 		WHERE x.indrelid = $1 ORDER BY i.relname`, oid)
@@ -417,6 +410,9 @@ func inspectMySQL(ctx context.Context, q querier, ut config.UsersTable, u *Users
 		if err := rows.Scan(&c.Name, &c.Type, &c.Nullable, &c.Default, &c.Charset, &c.Collation); err != nil {
 			rows.Close()
 			return err
+		}
+		if c.Default == "NULL" { // MariaDB writes no default as NULL, and a 'NULL' string quoted
+			c.Default = ""
 		}
 		u.Columns = append(u.Columns, c)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/buildinfo"
+	"github.com/passbridge/passbridge/store"
 )
 
 // Options tune a run of apply or rollback. The zero value takes everything
@@ -40,6 +41,7 @@ type Options struct {
 // migrator holds one database's plan: the pipeline is
 // inspect → plan → (print | apply | rollback | verify).
 type migrator struct {
+	sdb   *store.DB
 	db    *sql.DB
 	eng   Engine
 	cfg   *config.Config
@@ -53,15 +55,20 @@ type migrator struct {
 	out   io.Writer
 }
 
-func newMigrator(ctx context.Context, db *sql.DB, eng Engine, cfg *config.Config, opts Options) (*migrator, error) {
+func newMigrator(ctx context.Context, sdb *store.DB, cfg *config.Config, opts Options) (*migrator, error) {
 	if cfg.Migrate.Prefix == "" {
 		return nil, errors.New("migrate.prefix is empty")
 	}
+	eng, err := engineOf(sdb)
+	if err != nil {
+		return nil, err
+	}
+	db := sdb.DB.DB
 	users, err := inspect(ctx, db, eng, cfg.UsersTable)
 	if err != nil {
 		return nil, err
 	}
-	m := &migrator{db: db, eng: eng, cfg: cfg, users: users, opts: opts,
+	m := &migrator{sdb: sdb, db: db, eng: eng, cfg: cfg, users: users, opts: opts,
 		names: namesFor(eng, cfg.UsersTable, cfg.Migrate.Prefix), log: opts.Log, out: opts.Out}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -223,20 +230,6 @@ func short(sum string) string {
 		return sum[:12]
 	}
 	return sum
-}
-
-// NewPlanSQL inspects the users table and plans the change. A name
-// collision is an error (*CollisionError), returned with the plan.
-func newPlan(ctx context.Context, db *sql.DB, eng Engine, cfg *config.Config, opts Options) (*Plan, error) {
-	m, err := newMigrator(ctx, db, eng, cfg, opts)
-	if err != nil {
-		return nil, err
-	}
-	p, err := m.plan(ctx, db)
-	if err != nil {
-		return nil, err
-	}
-	return p, p.collisions(cfg.Migrate.Prefix)
 }
 
 func version() string { return buildinfo.Get().Version }

@@ -288,7 +288,7 @@ func (p *planner) userLookupIndexes() []Step {
 			continue
 		}
 		col, _ := p.users.Column(role.col)
-		if p.lookupServed(col) {
+		if p.lookupServed(col, indexName(p.prefix, "user", role.role)) {
 			continue
 		}
 		key := p.q(col.Name)
@@ -310,9 +310,11 @@ func (p *planner) userLookupIndexes() []Step {
 // its first key: lower(col) on PostgreSQL and SQLite (or a NOCASE column
 // on SQLite), the column itself on MySQL, whose usual collations are
 // case-insensitive.
-func (p *planner) lookupServed(col ColumnInfo) bool {
+func (p *planner) lookupServed(col ColumnInfo, ours string) bool {
 	for _, ix := range p.users.Indexes {
-		if !ix.Valid || ix.Partial || len(ix.Columns) == 0 {
+		// passbridge's own index serves it too, but must stay in the plan
+		// (for status, verify and rollback).
+		if ix.Name == ours || !ix.Valid || ix.Partial || len(ix.Columns) == 0 {
 			continue
 		}
 		first := normTerm(ix.Columns[0])
@@ -424,9 +426,10 @@ func (p *planner) foreignKey(t Table, fk ForeignKey) []Step {
 		val := &ValidateForeignKey{}
 		val.stepBase = stepBase{
 			id: "validate-foreign-key " + name, kind: "validate-foreign-key", object: name, table: p.prefix + t.Name,
-			sql:  []string{"ALTER TABLE " + child + " VALIDATE CONSTRAINT " + p.q(name)},
-			risk: fmt.Sprintf("SHARE UPDATE EXCLUSIVE on %s (just created, so nearly empty) and ROW SHARE on %s: reads and writes go on", p.prefix+t.Name, refName),
-			tx:   true, undoTx: true,
+			sql:      []string{"ALTER TABLE " + child + " VALIDATE CONSTRAINT " + p.q(name)},
+			risk:     fmt.Sprintf("SHARE UPDATE EXCLUSIVE on %s (just created, so nearly empty) and ROW SHARE on %s: reads and writes go on", p.prefix+t.Name, refName),
+			undoRisk: "nothing to undo: the constraint goes with its add-foreign-key step",
+			tx:       true, undoTx: true,
 		}
 		return []Step{add, val}
 	default: // MySQL

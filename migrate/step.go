@@ -280,6 +280,14 @@ type TakeBaseline struct {
 	bl *baseliner
 }
 
+// Checksum does not depend on the chunk size, which only paces the work.
+func (s *TakeBaseline) Checksum() string {
+	b := *s.bl
+	b.chunk = defaultChunk
+	h := sha256.Sum256([]byte(strings.Join(b.describe(), ";\n")))
+	return hex.EncodeToString(h[:])
+}
+
 func (s *TakeBaseline) check(env *checkEnv) (State, string) {
 	if _, ok := env.history[s.id]; ok {
 		return StateApplied, ""
