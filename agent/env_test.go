@@ -143,76 +143,8 @@ func prepareApp(ctx context.Context, db *store.DB, cfg *config.Config) error {
 			return fmt.Errorf("create users table: %w", err)
 		}
 	}
-	return ensureTables(ctx, db, cfg)
-}
-
-// ensureTables creates passbridge's tables from migrate.Tables, as the
-// migration does, when they are not there yet.
-// TODO(agent): replace with migrate.EnsureApplied once it is on main.
-func ensureTables(ctx context.Context, db *store.DB, cfg *config.Config) error {
-	var n int
-	if store.Get(ctx, db, &n, "SELECT COUNT(*) FROM "+migrate.NamesFor(cfg).SyncRuns) == nil {
-		return nil
-	}
-	d := db.Dialect()
-	types := d.Types()
-	for _, t := range migrate.Tables {
-		var cols []string
-		for _, c := range t.Columns {
-			var def string
-			switch c.Type {
-			case migrate.ID:
-				cols = append(cols, d.Quote(c.Name)+" "+types.ID)
-				continue
-			case migrate.UserKey, migrate.Ref, migrate.Int:
-				def = types.BigInt
-			case migrate.Bool:
-				def = types.Bool
-			case migrate.Time:
-				def = types.Timestamp
-			case migrate.Str:
-				def = d.VarChar(c.Size)
-			case migrate.Text:
-				def = types.Text
-			case migrate.Bytes:
-				def = d.VarBinary(c.Size)
-			case migrate.Blob:
-				def = types.Binary
-			}
-			if !c.Nullable {
-				def += " NOT NULL"
-			}
-			if c.Default != "" {
-				dflt := c.Default
-				if c.Type == migrate.Bool && d.Kind() == store.Postgres {
-					dflt = map[string]string{"0": "FALSE", "1": "TRUE"}[dflt]
-				}
-				def += " DEFAULT " + dflt
-			}
-			cols = append(cols, d.Quote(c.Name)+" "+def)
-		}
-		if t.PrimaryKey != "id" {
-			cols = append(cols, "PRIMARY KEY ("+d.Quote(t.PrimaryKey)+")")
-		}
-		name := cfg.Migrate.Prefix + t.Name
-		ddl := "CREATE TABLE " + d.Table(cfg.UsersTable.Schema, name) + " (" + strings.Join(cols, ", ") + ")" + d.TableOptions()
-		if _, err := db.ExecContext(ctx, ddl); err != nil {
-			return fmt.Errorf("%s: %w", ddl, err)
-		}
-		for _, ix := range t.Indexes {
-			var qc []string
-			for _, c := range ix.Columns {
-				qc = append(qc, d.Quote(c))
-			}
-			u := ""
-			if ix.Unique {
-				u = "UNIQUE "
-			}
-			q := "CREATE " + u + "INDEX " + d.Quote(name+"_"+ix.Name) + " ON " + d.Table(cfg.UsersTable.Schema, name) + " (" + strings.Join(qc, ", ") + ")"
-			if _, err := db.ExecContext(ctx, q); err != nil {
-				return fmt.Errorf("%s: %w", q, err)
-			}
-		}
+	if err := migrate.EnsureApplied(ctx, db, cfg, slog.New(slog.DiscardHandler)); err != nil {
+		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
 }
