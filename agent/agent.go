@@ -12,9 +12,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"reflect"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -22,6 +24,7 @@ import (
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/store"
 )
 
 // Database is what the daemon needs from the application database:
@@ -425,5 +428,45 @@ func newServer(h http.Handler) *http.Server {
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// NewDaemon builds the daemon of a real deployment on the application
+// database: the directory engine (the same code path as `passbridge sync`)
+// and the directory probe, unless opts names others.
+func NewDaemon(cfg *config.Config, db *store.DB, log *slog.Logger, opts Options) (*Agent, error) {
+	if opts.DB == nil {
+		opts.DB = NewDatabase(db, cfg)
+	}
+	if opts.NewSyncer == nil {
+		opts.NewSyncer = NewDirectorySyncer(db, log)
+	}
+	if opts.Probe == nil {
+		opts.Probe = DirectoryProbe(log)
+	}
+	return New(cfg, log, opts)
+}
+
+// ReloadOnSIGHUP reloads the configuration with load at every SIGHUP until
+// ctx ends. A configuration that does not load, validate or build is not
+// applied: the daemon keeps running on the old one and logs why.
+func ReloadOnSIGHUP(ctx context.Context, a *Agent, load func() (*config.Config, error)) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		a.log.Info("SIGHUP: reloading the configuration")
+		cfg, err := load()
+		if err == nil {
+			err = a.Reload(cfg)
+		}
+		if err != nil {
+			a.log.Error("configuration not reloaded; keeping the running one", "err", err)
+		}
 	}
 }

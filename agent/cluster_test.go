@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -214,4 +215,61 @@ func testSIGTERM(t *testing.T, thaw bool) {
 		t.Fatalf("identities after the aborted run: %v, want the 10 of before: a half-written run", counts)
 	}
 	t.Logf("aborted run: API answered %d, run #%d %s %q", apiCode, run.ID, run.Status, run.Error)
+}
+
+// SIGHUP reloads the schedules from the file; a broken file is not applied
+// and the daemon keeps running on the configuration it has.
+func TestSIGHUPReload(t *testing.T) {
+	s := testsrv.Slapd(t)
+	cfg := testConfig(t, newDatabase(t, onSQLite), s, s.NewOU(t))
+	cfg.Schedule.Incremental = "*/5 * * * *"
+	openApp(t, cfg)
+	path := writeConfig(t, cfg)
+	r := startReplica(t, path, "hup")
+	spec := func() string {
+		var sched Schedule
+		if code := getJSON(t, "GET", r.base+"/api/v1/schedule", true, "", &sched); code != 200 {
+			t.Fatalf("schedule: %d", code)
+		}
+		for _, e := range sched.Schedules {
+			if e.Kind == KindDelta {
+				return e.Spec
+			}
+		}
+		return ""
+	}
+	if got := spec(); got != "*/5 * * * *" {
+		t.Fatalf("initial spec %q", got)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(raw), `incremental: "*/5 * * * *"`, `incremental: "@every 1h"`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the new schedule", func() bool { return spec() == "@every 1h" })
+
+	if err := os.WriteFile(path, []byte(string(raw)+"\nnot_a_key: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the refusal in the log", func() bool {
+		b, _ := os.ReadFile(r.logf)
+		return strings.Contains(string(b), "configuration not reloaded") && strings.Contains(string(b), `unknown key \"not_a_key\"`)
+	})
+	if got := spec(); got != "@every 1h" {
+		t.Fatalf("after a broken reload the spec is %q, want the running @every 1h", got)
+	}
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
 }

@@ -48,10 +48,7 @@ func runReplica() int {
 	if err := prepareApp(ctx, db, cfg); err != nil {
 		return fail(err)
 	}
-	a, err := New(cfg, log, Options{
-		DB:        NewDatabase(db, cfg),
-		NewSyncer: NewDirectorySyncer(db, log),
-		Probe:     DirectoryProbe(log),
+	a, err := NewDaemon(cfg, db, log, Options{
 		Node:      os.Getenv(replicaNodeEnv),
 		ProbeTTL:  200 * time.Millisecond,
 		RetryBase: 200 * time.Millisecond,
@@ -59,6 +56,7 @@ func runReplica() int {
 	if err != nil {
 		return fail(err)
 	}
+	go ReloadOnSIGHUP(ctx, a, func() (*config.Config, error) { return config.Load(os.Getenv(replicaEnv), nil) })
 	err = a.Run(ctx, func(ad Addrs) {
 		// Written whole then renamed: the test never reads half a line.
 		p := os.Getenv(replicaAddrEnv)
