@@ -1,7 +1,14 @@
 package agent
 
 import (
+	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,4 +47,86 @@ func BenchmarkDeadDirectoryDetection(b *testing.B) {
 		s.Restart(b)
 	}
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/detection")
+}
+
+// BenchmarkIdleDaemon measures the idle cost of `passbridge run` on the
+// embedded demo: resident memory and CPU over 60 s after start-up (the
+// start-up sync included in the warm-up). Figures go to bench/README.md.
+func BenchmarkIdleDaemon(b *testing.B) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		b.Fatal(err)
+	}
+	bin := filepath.Join(b.TempDir(), "passbridge")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/passbridge")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build passbridge: %v\n%s", err, out)
+	}
+	if out, _ := exec.Command(bin, "run", "--help").CombinedOutput(); !strings.Contains(string(out), "Usage:\n  passbridge run") {
+		b.Skip("this passbridge has no run command yet")
+	}
+	const window = 60 * time.Second
+	for i := 0; i < b.N; i++ {
+		port := testsrv.FreePort(b)
+		dir := b.TempDir()
+		cmd := exec.Command(bin, "run")
+		cmd.Dir = dir // no passbridge.yaml here: the demo starts
+		cmd.Env = append(os.Environ(), "PASSBRIDGE_PORTAL_LISTEN=127.0.0.1:"+strconv.Itoa(port), "PASSBRIDGE_CONFIG=")
+		logf, err := os.Create(filepath.Join(dir, "run.log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		base := "http://127.0.0.1:" + strconv.Itoa(port)
+		waitFor(b, time.Minute, "passbridge run to answer /healthz", func() bool {
+			resp, err := http.Get(base + "/healthz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 200
+		})
+		time.Sleep(5 * time.Second) // the start-up sync and first requests settle
+		cpu0, _ := procCPU(cmd.Process.Pid)
+		t0 := time.Now()
+		time.Sleep(window)
+		cpu1, rss := procCPU(cmd.Process.Pid)
+		elapsed := time.Since(t0)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		logf.Close()
+		b.ReportMetric(float64(rss)/(1<<20), "MiB-RSS")
+		b.ReportMetric(100*(cpu1-cpu0).Seconds()/elapsed.Seconds(), "%CPU")
+		b.Logf("idle over %s: RSS %.1f MiB, CPU %.3f s (%.3f%%)", elapsed.Round(time.Second), float64(rss)/(1<<20), (cpu1 - cpu0).Seconds(), 100*(cpu1-cpu0).Seconds()/elapsed.Seconds())
+	}
+}
+
+// procCPU returns the user+system CPU time and the resident set size of a
+// process, from /proc.
+func procCPU(pid int) (time.Duration, int64) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0
+	}
+	// Fields after the command name (which may hold spaces) in parentheses.
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const hz = 100 // USER_HZ on Linux
+	cpu := time.Duration(utime+stime) * time.Second / hz
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	var rss int64
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			rss = kb << 10
+		}
+	}
+	return cpu, rss
 }
