@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,11 +25,10 @@ type proc struct {
 	// dies with the test binary even when that is killed.
 	keepStdin bool
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	done   chan struct{}
-	frozen bool
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan struct{}
 }
 
 // start runs the process; the caller waits for it to be ready.
@@ -71,7 +71,7 @@ func (p *proc) start() error {
 		logf.Close()
 		close(done)
 	}()
-	p.cmd, p.stdin, p.done, p.frozen = cmd, stdin, done, false
+	p.cmd, p.stdin, p.done = cmd, stdin, done
 	return nil
 }
 
@@ -107,13 +107,49 @@ func (p *proc) signalGroup(sig syscall.Signal) error {
 	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signal %s: %w", p.name, err)
 	}
-	switch sig {
-	case syscall.SIGSTOP:
-		p.frozen = true
-	case syscall.SIGCONT:
-		p.frozen = false
+	if sig == syscall.SIGSTOP {
+		// kill returns before every thread has stopped: a thread already
+		// running may still answer a request. Wait until all are stopped.
+		return waitStopped(p.cmd.Process.Pid, 10*time.Second)
 	}
 	return nil
+}
+
+// waitStopped waits until every thread of pid is in the stopped state.
+func waitStopped(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		stopped, err := allThreadsStopped(pid)
+		if err != nil || stopped {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d did not stop within %s", pid, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func allThreadsStopped(pid int) (bool, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		return false, fmt.Errorf("threads of process %d: not found", pid)
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			return false, nil // a thread just exited; look again
+		}
+		// The state follows the command name, which is in parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			return false, fmt.Errorf("parse %s", t)
+		}
+		if st := b[i+2]; st != 'T' && st != 't' {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // kill ends the process abruptly (SIGKILL) and waits until it is gone.
@@ -169,6 +205,37 @@ func (p *proc) logTail() string {
 		b = b[len(b)-max:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// serverDir makes a fresh temporary directory passbridge-<kind>-* that
+// records the test binary's pid. Directories of test binaries that died
+// without cleaning up (killed, or timed out by go test) are removed first:
+// their servers died with them (Pdeathsig).
+func serverDir(kind string) (string, error) {
+	prefix := "passbridge-" + kind + "-"
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
+	for _, d := range old {
+		b, err := os.ReadFile(filepath.Join(d, "owner.pid"))
+		if err != nil {
+			continue // not ours, or being created right now
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", fmt.Errorf("%s dir: %w", kind, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("%s dir: %w", kind, err)
+	}
+	return dir, nil
 }
 
 func isClosed(ch <-chan struct{}) bool {

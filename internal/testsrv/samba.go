@@ -50,12 +50,35 @@ const (
 const sambaAddrFirst, sambaAddrLast = 20, 60
 
 // sambaRecipe changes whenever the cached template would come out different.
-const sambaRecipe = "1"
+const sambaRecipe = "2"
 
 // AD is a running Samba Active Directory domain controller on its own
 // loopback address, with LDAP (389, StartTLS) and LDAPS (636) using a
 // throwaway CA. Simple binds need TLS, as on a real DC: Samba answers a
-// plain simple bind with strongerAuthRequired.
+// plain simple bind with strongerAuthRequired (8). Binds accept a UPN
+// (alice@corp.example), a DN or CORP\alice; failures are invalidCredentials
+// (49) with "data 52e" (wrong password) or "data 533" (disabled).
+//
+// What directory sync code meets here, as on Windows AD:
+//   - DirSync (1.2.840.113556.1.4.841) works only with the naming context
+//     root as base (DC=corp,DC=example); below it Samba answers
+//     insufficientAccessRights (50). Incremental answers carry only the
+//     changed attributes plus objectGUID and instanceType; memberOf is a
+//     back link and never appears (watch the groups' member instead). The
+//     response flag is non-zero while more data is pending.
+//   - Deletes are tombstones under DeletedObjectsDN ("CN=x\0ADEL:<guid>"),
+//     isDeleted TRUE, same objectGUID, most attributes stripped; DirSync and
+//     searches with the Show Deleted control (OIDShowDeleted) return them.
+//     The service account was granted List Contents + Read Property on
+//     CN=Deleted Objects for that, as a real deployment must do.
+//   - A restored (reanimated) user comes back enabled but without password,
+//     userPrincipalName, mail or group memberships: see Restore.
+//   - highestCommittedUSN (rootDSE) and uSNChanged are per-DC counters; they
+//     only mean something together with the DC's invocationId (see
+//     InvocationID), which a DirSync cookie embeds.
+//   - Every DC is a copy of one provisioned template: all share the domain
+//     SID, the built-in objects' GUIDs and the invocationId. Two DCs are
+//     two separate domains, not replicas of each other.
 type AD struct {
 	Addr     string // 127.0.0.x, the DC's own address
 	LDAPURL  string // ldap://127.0.0.x:389, use StartTLS
@@ -171,9 +194,9 @@ func startSamba() (s *AD, err error) {
 			claim.release()
 		}
 	}()
-	dir, err := os.MkdirTemp("", "passbridge-samba-")
+	dir, err := serverDir("samba")
 	if err != nil {
-		return nil, fmt.Errorf("samba dir: %w", err)
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -667,7 +690,11 @@ func encodeADPassword(password string) string {
 // version and this file's recipe: the DC's address lives in smb.conf,
 // which each copy writes afresh.
 func sambaTemplate(ctx context.Context) (dir string, provisioned bool, err error) {
-	version, err := exec.CommandContext(ctx, "samba", "--version").Output()
+	sambaBin, err := LookBinary("samba")
+	if err != nil {
+		return "", false, err
+	}
+	version, err := exec.CommandContext(ctx, sambaBin, "--version").Output()
 	if err != nil {
 		return "", false, fmt.Errorf("samba --version: %w", err)
 	}
@@ -675,7 +702,7 @@ func sambaTemplate(ctx context.Context) (dir string, provisioned bool, err error
 	cache := os.Getenv("PASSBRIDGE_TEST_SAMBA_CACHE")
 	if cache == "off" {
 		// Provision a fresh domain every time, for measuring it.
-		tmp, err := os.MkdirTemp("", "passbridge-samba-template-")
+		tmp, err := serverDir("samba-template")
 		if err != nil {
 			return "", false, err
 		}
@@ -772,11 +799,72 @@ func provisionSamba(ctx context.Context, dir string) error {
 		"--description=passbridge directory sync (read-only)"); err != nil {
 		return err
 	}
-	if err := run("dsacl", "set", "-s", conf, "-H", db, "--action=allow", "--car=get-changes",
-		"--objectdn="+SambaBaseDN, "--trusteedn=CN="+SambaBindUser+",CN=Users,"+SambaBaseDN); err != nil {
+	// samba-tool dsacl cannot reach CN=Deleted Objects (it does not ask
+	// for deleted objects), so both grants use Samba's Python bindings.
+	python, err := sambaPython(tool)
+	if err != nil {
 		return err
 	}
+	cmd := exec.CommandContext(ctx, python, "-c", sambaGrantScript, conf, "CN="+SambaBindUser+",CN=Users,"+SambaBaseDN)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("grant the service account its rights: %w\n%s", err, tailString(string(out), 3000))
+	}
 	return nil
+}
+
+// sambaGrantScript gives the service account (argv[2]) what a directory
+// sync tool needs on a real AD: "Replicating Directory Changes" on the
+// domain, for DirSync, and List Contents + Read Property on CN=Deleted
+// Objects (dsacls "CN=Deleted Objects,..." /G svc:LCRP), without which
+// Samba's DirSync and Show Deleted searches hide deletions from it.
+const sambaGrantScript = `
+import sys, ldb
+from samba.samdb import SamDB
+from samba.auth import system_session
+from samba.param import LoadParm
+from samba.ndr import ndr_unpack, ndr_pack
+from samba.dcerpc import security
+conf, trustee = sys.argv[1], sys.argv[2]
+lp = LoadParm()
+lp.load(conf)
+db = SamDB(url=lp.private_path("sam.ldb"), session_info=system_session(), lp=lp)
+sid = ndr_unpack(security.dom_sid, db.search(base=trustee, scope=ldb.SCOPE_BASE, attrs=["objectSid"])[0]["objectSid"][0])
+GET_CHANGES = "1131f6aa-9c07-11d1-f79f-00c04fc2dcd2"
+def grant(dn, ace):
+    ctl = ["show_deleted:1", "sd_flags:1:4"]
+    res = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"], controls=ctl)
+    sd = ndr_unpack(security.descriptor, res[0]["nTSecurityDescriptor"][0])
+    sd.dacl_add(ace)
+    m = ldb.Message()
+    m.dn = ldb.Dn(db, dn)
+    m["nTSecurityDescriptor"] = ldb.MessageElement(ndr_pack(sd), ldb.FLAG_MOD_REPLACE, "nTSecurityDescriptor")
+    db.modify(m, controls=ctl)
+base = str(db.domain_dn())
+def ace(sddl):
+    return security.descriptor.from_sddl("D:" + sddl, sid).dacl.aces[0]
+grant(base, ace("(OA;;CR;%s;;%s)" % (GET_CHANGES, sid)))
+grant("CN=Deleted Objects," + base, ace("(A;;LCRP;;;%s)" % sid))
+`
+
+// sambaPython is the interpreter samba-tool runs with: the one that has
+// Samba's bindings (PATH may lead to another python3).
+func sambaPython(sambaTool string) (string, error) {
+	f, err := os.Open(sambaTool)
+	if err != nil {
+		return "", fmt.Errorf("samba python: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, 256)
+	n, _ := io.ReadFull(f, buf)
+	line, _, _ := strings.Cut(string(buf[:n]), "\n")
+	fields := strings.Fields(strings.TrimPrefix(line, "#!"))
+	if !strings.HasPrefix(line, "#!") || len(fields) == 0 {
+		return "", fmt.Errorf("samba python: %s has no #! line", sambaTool)
+	}
+	if filepath.Base(fields[0]) == "env" && len(fields) > 1 {
+		return exec.LookPath(fields[1])
+	}
+	return fields[0], nil
 }
 
 func tailString(s string, n int) string {
@@ -863,10 +951,12 @@ func flockWait(ctx context.Context, path string) (unlock func(), err error) {
 // that test binaries running in parallel never pick the same one.
 type addrClaim struct {
 	ip      string
-	lock    *os.File
-	added   bool
+	added   bool // by a test binary: delete it from lo at release
 	release func()
 }
+
+// addrMark in a lock file says that a test binary added the address to lo.
+const addrMark = "added"
 
 func claimSambaAddr(ctx context.Context) (*addrClaim, error) {
 	ipTool, err := LookBinary("ip")
@@ -889,18 +979,39 @@ func claimSambaAddr(ctx context.Context) (*addrClaim, error) {
 			f.Close()
 			continue
 		}
-		out, err := exec.CommandContext(ctx, ipTool, "addr", "add", ip+"/32", "dev", "lo").CombinedOutput()
-		added := err == nil
-		if err != nil && !strings.Contains(string(out), "File exists") {
+		present, err := onLoopback(ctx, ipTool, ip)
+		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("ip addr add %s/32 dev lo: %w: %s", ip, err, strings.TrimSpace(string(out)))
+			return nil, err
 		}
-		c := &addrClaim{ip: ip, lock: f, added: added}
+		added := false
+		if present {
+			// Ours if a test binary that died before its cleanup said so in
+			// the lock file; otherwise someone else's, left alone at Stop.
+			mark := make([]byte, 16)
+			n, _ := f.ReadAt(mark, 0)
+			added = strings.HasPrefix(string(mark[:n]), addrMark)
+		} else {
+			out, err := exec.CommandContext(ctx, ipTool, "addr", "add", ip+"/32", "dev", "lo").CombinedOutput()
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("ip addr add %s/32 dev lo: %w: %s", ip, err, strings.TrimSpace(string(out)))
+			}
+			added = true
+		}
+		if added {
+			if err := f.Truncate(0); err == nil {
+				_, _ = f.WriteAt([]byte(addrMark+"\n"), 0)
+			}
+		}
+		c := &addrClaim{ip: ip, added: added}
 		var once sync.Once
 		c.release = func() {
 			once.Do(func() {
 				if c.added {
-					_ = exec.Command(ipTool, "addr", "del", ip+"/32", "dev", "lo").Run()
+					if exec.Command(ipTool, "addr", "del", ip+"/32", "dev", "lo").Run() == nil {
+						_ = f.Truncate(0)
+					}
 				}
 				f.Close()
 			})
@@ -908,6 +1019,16 @@ func claimSambaAddr(ctx context.Context) (*addrClaim, error) {
 		return c, nil
 	}
 	return nil, fmt.Errorf("no free loopback address for a Samba DC in 127.0.0.%d-%d", sambaAddrFirst, sambaAddrLast)
+}
+
+// onLoopback reports whether ip is configured on lo: Samba binds only to
+// addresses it finds on an interface.
+func onLoopback(ctx context.Context, ipTool, ip string) (bool, error) {
+	out, err := exec.CommandContext(ctx, ipTool, "-o", "-4", "addr", "show", "dev", "lo").Output()
+	if err != nil {
+		return false, fmt.Errorf("ip addr show dev lo: %w", err)
+	}
+	return strings.Contains(string(out), " "+ip+"/"), nil
 }
 
 func portInUse(ip string, port int) bool {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,19 @@ const (
 // Anyone bound may read everything but passwords; the service account has
 // no size or time limit (other users get slapd's default of 500 entries per
 // unpaged search). Tests put their own entries under NewOU.
+//
+// What directory sync code meets here (RFC 4533 refreshOnly with cookies):
+//   - A round without changes may end without a new cookie: keep the old.
+//   - Deletes since the cookie come as a syncIdSet with refreshDeletes TRUE
+//     (from syncprov's in-memory session log). After a restart that log is
+//     empty and slapd runs a present phase instead: a syncIdSet of the
+//     UUIDs still there, refreshDeletes FALSE; everything not listed is gone.
+//   - memberof maintains memberOf without changing the user's entryCSN, so
+//     membership changes show up as the group's entry, never the user's.
+//   - Disable writes pwdAccountLockedTime, which does change the entry.
+//   - With SlapdOptions.ProductionCheckpoint, a cookie newer than the
+//     contextCSN saved before a crash is refused with unwillingToPerform
+//     (53) "consumer state is newer than provider!" until the next write.
 type LDAP struct {
 	URL        string // ldap://127.0.0.1:port, StartTLS capable
 	LDAPSURL   string // ldaps://127.0.0.1:port
@@ -73,10 +87,11 @@ type LDAP struct {
 	// StartTime is how long the first start took, including slapadd.
 	StartTime time.Duration
 
-	shared bool
-	dir    string
-	proc   *proc
-	stop   sync.Once
+	shared   bool
+	provider *LDAP // set on a replica
+	dir      string
+	proc     *proc
+	stop     sync.Once
 }
 
 // SlapdOptions configure a dedicated slapd.
@@ -120,7 +135,7 @@ func Slapd(tb testing.TB) *LDAP {
 	sharedSlapd.mu.Lock()
 	defer sharedSlapd.mu.Unlock()
 	if sharedSlapd.srv == nil && sharedSlapd.err == nil {
-		s, err := startSlapd(SlapdOptions{})
+		s, err := startSlapd(SlapdOptions{}, nil)
 		if err != nil {
 			sharedSlapd.err = err
 		} else {
@@ -141,7 +156,7 @@ func Slapd(tb testing.TB) *LDAP {
 func StartSlapd(tb testing.TB, opts SlapdOptions) *LDAP {
 	tb.Helper()
 	slapdBinaries(tb)
-	s, err := startSlapd(opts)
+	s, err := startSlapd(opts, nil)
 	if err != nil {
 		tb.Fatalf("slapd: %v", err)
 	}
@@ -157,7 +172,76 @@ func slapdBinaries(tb testing.TB) {
 	Binary(tb, "slapadd", "slapd")
 }
 
-func startSlapd(opts SlapdOptions) (s *LDAP, err error) {
+// StartReplica starts a second slapd for tb alone that replicates s with
+// syncrepl (refreshAndPersist), like a second domain controller: same
+// entries, same entryUUIDs, its own ports, a certificate from the same CA
+// (s.CAFile trusts both), the same admin and service account passwords.
+// It is read-only: writes go to s (it answers them with a referral). It
+// returns once the replica has caught up; use WaitReplicated after later
+// writes. Killing s leaves the replica serving the last state, and it
+// catches up again when s is back.
+func (s *LDAP) StartReplica(tb testing.TB) *LDAP {
+	tb.Helper()
+	slapdBinaries(tb)
+	r, err := startSlapd(SlapdOptions{}, s)
+	if err != nil {
+		tb.Fatalf("slapd replica: %v", err)
+	}
+	onStop(r.Stop)
+	tb.Cleanup(r.Stop)
+	tb.Logf("slapd replica of %s started at %s in %s", s.URL, r.URL, r.StartTime.Round(time.Millisecond))
+	return r
+}
+
+// WaitReplicated waits until the replica s has every change its provider
+// had when WaitReplicated was called (their contextCSNs match).
+func (s *LDAP) WaitReplicated(tb testing.TB) {
+	tb.Helper()
+	if s.provider == nil {
+		tb.Fatalf("WaitReplicated: %s is not a replica", s.URL)
+	}
+	ctx, cancel := context.WithTimeout(tb.Context(), 60*time.Second)
+	defer cancel()
+	if err := s.waitReplicated(ctx); err != nil {
+		tb.Fatalf("replica %s: %v", s.URL, err)
+	}
+}
+
+func (s *LDAP) waitReplicated(ctx context.Context) error {
+	want, err := s.provider.contextCSN()
+	if err != nil {
+		return fmt.Errorf("provider contextCSN: %w", err)
+	}
+	for {
+		got, err := s.contextCSN()
+		if err == nil && got == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not caught up with %s (contextCSN %q, want %q, err %v): %w", s.provider.URL, got, want, err, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// contextCSN is the suffix's contextCSN values (one per server ID), joined.
+func (s *LDAP) contextCSN() (string, error) {
+	c, err := s.dialAdmin()
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	e, err := readEntry(c, s.BaseDN, []string{"contextCSN"})
+	if err != nil {
+		return "", err
+	}
+	v := e.GetAttributeValues("contextCSN")
+	sort.Strings(v)
+	return strings.Join(v, " "), nil
+}
+
+func startSlapd(opts SlapdOptions, provider *LDAP) (s *LDAP, err error) {
 	if opts.Users < 0 || opts.Groups < 0 {
 		return nil, fmt.Errorf("slapd options: negative count %+v", opts)
 	}
@@ -173,17 +257,19 @@ func startSlapd(opts SlapdOptions) (s *LDAP, err error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "passbridge-slapd-")
+	dir, err := serverDir("slapd")
 	if err != nil {
-		return nil, fmt.Errorf("slapd dir: %w", err)
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			os.RemoveAll(dir)
 		}
 	}()
-	ca, err := NewCA(dir, "passbridge slapd test CA")
-	if err != nil {
+	var ca *CA
+	if provider != nil {
+		ca = provider.CA
+	} else if ca, err = NewCA(dir, "passbridge slapd test CA"); err != nil {
 		return nil, err
 	}
 	cert, err := ca.Issue(dir, "slapd", "127.0.0.1", "localhost")
@@ -215,7 +301,11 @@ func startSlapd(opts SlapdOptions) (s *LDAP, err error) {
 		BindPassword:   "Service-Passw0rd-" + randomName(""),
 		ConfigAdminDN:  "cn=admin,cn=config",
 		ConfigPassword: "Config-Passw0rd-" + randomName(""),
+		provider:       provider,
 		dir:            dir,
+	}
+	if provider != nil {
+		s.AdminPassword, s.BindPassword = provider.AdminPassword, provider.BindPassword
 	}
 	confDir := filepath.Join(dir, "slapd.d")
 	dataDir := filepath.Join(dir, "data")
@@ -234,14 +324,16 @@ func startSlapd(opts SlapdOptions) (s *LDAP, err error) {
 	if err := runTool(ctx, slapadd, strings.NewReader(cfg), "-n0", "-F", confDir); err != nil {
 		return nil, fmt.Errorf("load slapd config: %w", err)
 	}
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(s.writeData(pw, opts)) }()
-	// -q skips consistency checks (the generator is trusted); -w records the
-	// contextCSN that syncprov hands out as the first cookie.
-	err = runTool(ctx, slapadd, pr, "-q", "-w", "-F", confDir, "-b", s.BaseDN)
-	pr.CloseWithError(io.ErrClosedPipe) // unblocks the writer if slapadd died
-	if err != nil {
-		return nil, fmt.Errorf("load slapd data: %w", err)
+	if provider == nil { // a replica gets everything from its provider
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(s.writeData(pw, opts)) }()
+		// -q skips consistency checks (the generator is trusted); -w records
+		// the contextCSN that syncprov hands out as the first cookie.
+		err = runTool(ctx, slapadd, pr, "-q", "-w", "-F", confDir, "-b", s.BaseDN)
+		pr.CloseWithError(io.ErrClosedPipe) // unblocks the writer if slapadd died
+		if err != nil {
+			return nil, fmt.Errorf("load slapd data: %w", err)
+		}
 	}
 	s.proc = &proc{
 		name:    "slapd",
@@ -278,6 +370,12 @@ func (s *LDAP) startProc() error {
 	if err := s.waitReady(ctx); err != nil {
 		_ = s.proc.kill()
 		return fmt.Errorf("slapd did not start: %w\n%s", err, s.proc.logTail())
+	}
+	if s.provider != nil && s.provider.Running() {
+		if err := s.waitReplicated(ctx); err != nil {
+			_ = s.proc.kill()
+			return fmt.Errorf("slapd replica: %w\n%s", err, s.proc.logTail())
+		}
 	}
 	return nil
 }
@@ -375,54 +473,76 @@ func (s *LDAP) configLDIF(cert *ServerCert, dataDir string, opts SlapdOptions) (
 		attr{"olcRootDN", []string{s.ConfigAdminDN}},
 		attr{"olcRootPW", []string{configHash}},
 	)
-	w.entry("olcDatabase={1}mdb,cn=config",
-		attr{"objectClass", []string{"olcDatabaseConfig", "olcMdbConfig"}},
-		attr{"olcDatabase", []string{"{1}mdb"}},
-		attr{"olcDbDirectory", []string{dataDir}},
-		attr{"olcSuffix", []string{s.BaseDN}},
-		attr{"olcRootDN", []string{s.AdminDN}},
-		attr{"olcRootPW", []string{adminHash}},
+	db := []attr{
+		{"objectClass", []string{"olcDatabaseConfig", "olcMdbConfig"}},
+		{"olcDatabase", []string{"{1}mdb"}},
+		{"olcDbDirectory", []string{dataDir}},
+		{"olcSuffix", []string{s.BaseDN}},
+		{"olcRootDN", []string{s.AdminDN}},
+		{"olcRootPW", []string{adminHash}},
 		// LMDB's map is sparse: room for benchmarks with 100,000+ users.
-		attr{"olcDbMaxSize", []string{strconv.Itoa(8 << 30)}},
+		{"olcDbMaxSize", []string{strconv.Itoa(8 << 30)}},
 		// Throwaway data: no fsync. A killed slapd loses nothing (the
 		// kernel has the pages), only a crashed machine would.
-		attr{"olcDbNoSync", []string{"TRUE"}},
-		attr{"olcDbIndex", []string{
+		{"olcDbNoSync", []string{"TRUE"}},
+		{"olcDbIndex", []string{
 			"objectClass eq", "entryUUID eq", "entryCSN eq", "uid eq,sub", "mail eq,sub",
 			"cn eq,sub", "member eq", "memberOf eq", "modifyTimestamp eq",
 		}},
-		attr{"olcLimits", []string{fmt.Sprintf(`dn.exact="%s" size=unlimited time=unlimited`, s.BindDN)}},
-		attr{"olcAccess", []string{
+		{"olcLimits", []string{fmt.Sprintf(`dn.exact="%s" size=unlimited time=unlimited`, s.BindDN)}},
+		{"olcAccess", []string{
 			"{0}to attrs=userPassword by self write by anonymous auth by * none",
 			"{1}to * by users read by * none",
 		}},
-	)
-	w.entry("olcOverlay={0}memberof,olcDatabase={1}mdb,cn=config",
-		attr{"objectClass", []string{"olcOverlayConfig", "olcMemberOfConfig"}},
-		attr{"olcOverlay", []string{"{0}memberof"}},
-		attr{"olcMemberOfDangling", []string{"ignore"}},
-		attr{"olcMemberOfRefInt", []string{"TRUE"}},
-		attr{"olcMemberOfGroupOC", []string{"groupOfNames"}},
-		attr{"olcMemberOfMemberAD", []string{"member"}},
-		attr{"olcMemberOfMemberOfAD", []string{"memberOf"}},
-	)
-	w.entry("olcOverlay={1}refint,olcDatabase={1}mdb,cn=config",
-		attr{"objectClass", []string{"olcOverlayConfig", "olcRefintConfig"}},
-		attr{"olcOverlay", []string{"{1}refint"}},
-		attr{"olcRefintAttribute", []string{"member", "manager", "owner"}},
-	)
-	w.entry("olcOverlay={2}ppolicy,olcDatabase={1}mdb,cn=config",
-		attr{"objectClass", []string{"olcOverlayConfig", "olcPPolicyConfig"}},
-		attr{"olcOverlay", []string{"{2}ppolicy"}},
-		attr{"olcPPolicyDefault", []string{s.PolicyDN}},
-		attr{"olcPPolicyHashCleartext", []string{"TRUE"}},
-	)
-	w.entry("olcOverlay={3}syncprov,olcDatabase={1}mdb,cn=config",
-		attr{"objectClass", []string{"olcOverlayConfig", "olcSyncProvConfig"}},
-		attr{"olcOverlay", []string{"{3}syncprov"}},
-		attr{"olcSpCheckpoint", []string{checkpoint}},
-		attr{"olcSpSessionlog", []string{"10000"}},
-	)
+	}
+	if p := s.provider; p != nil {
+		db = append(db,
+			attr{"olcSyncrepl", []string{fmt.Sprintf(`{0}rid=001 provider=%s bindmethod=simple binddn="%s" credentials="%s" `+
+				`searchbase="%s" scope=sub type=refreshAndPersist retry="1 +" timeout=5 network-timeout=5 `+
+				`schemachecking=off attrs="*,+"`, p.URL, p.AdminDN, p.AdminPassword, p.BaseDN)}},
+			attr{"olcUpdateRef", []string{p.URL}},
+		)
+	}
+	w.entry("olcDatabase={1}mdb,cn=config", db...)
+	// memberOf is never replicated (it is a dSAOperation attribute): a
+	// replica maintains its own from the replicated groups. refint runs
+	// on the provider only; its changes replicate.
+	memberOfRefInt := "TRUE"
+	if s.provider != nil {
+		memberOfRefInt = "FALSE"
+	}
+	overlays := [][]attr{{
+		{"objectClass", []string{"olcOverlayConfig", "olcMemberOfConfig"}},
+		{"olcOverlay", []string{"memberof"}},
+		{"olcMemberOfDangling", []string{"ignore"}},
+		{"olcMemberOfRefInt", []string{memberOfRefInt}},
+		{"olcMemberOfGroupOC", []string{"groupOfNames"}},
+		{"olcMemberOfMemberAD", []string{"member"}},
+		{"olcMemberOfMemberOfAD", []string{"memberOf"}},
+	}}
+	if s.provider == nil {
+		overlays = append(overlays, []attr{
+			{"objectClass", []string{"olcOverlayConfig", "olcRefintConfig"}},
+			{"olcOverlay", []string{"refint"}},
+			{"olcRefintAttribute", []string{"member", "manager", "owner"}},
+		})
+	}
+	overlays = append(overlays, []attr{
+		{"objectClass", []string{"olcOverlayConfig", "olcPPolicyConfig"}},
+		{"olcOverlay", []string{"ppolicy"}},
+		{"olcPPolicyDefault", []string{s.PolicyDN}},
+		{"olcPPolicyHashCleartext", []string{"TRUE"}},
+	}, []attr{
+		{"objectClass", []string{"olcOverlayConfig", "olcSyncProvConfig"}},
+		{"olcOverlay", []string{"syncprov"}},
+		{"olcSpCheckpoint", []string{checkpoint}},
+		{"olcSpSessionlog", []string{"10000"}},
+	})
+	for i, o := range overlays {
+		name := fmt.Sprintf("{%d}%s", i, o[1].values[0])
+		o[1].values = []string{name}
+		w.entry("olcOverlay="+name+",olcDatabase={1}mdb,cn=config", o...)
+	}
 	if err := w.flush(); err != nil {
 		return "", err
 	}
@@ -518,7 +638,13 @@ func (s *LDAP) writeData(out io.Writer, opts SlapdOptions) error {
 // safe to call more than once; the shared server is stopped by Run.
 func (s *LDAP) Stop() {
 	s.stop.Do(func() {
-		if s.proc != nil {
+		switch {
+		case s.proc == nil:
+		case s.provider != nil && s.proc.running():
+			// A replica waits ~5 s for its syncrepl session at SIGTERM;
+			// its data is thrown away anyway.
+			_ = s.proc.kill()
+		default:
 			_ = s.proc.terminate(10 * time.Second)
 		}
 		os.RemoveAll(s.dir)

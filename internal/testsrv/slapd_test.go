@@ -3,6 +3,8 @@ package testsrv
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -309,15 +311,18 @@ func TestSlapdKillRestartFreeze(t *testing.T) {
 	}
 
 	s.Freeze(t)
-	c, err := ldap.DialURL(s.URL)
+	nc, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "ldap://"))
 	if err != nil {
 		t.Fatalf("dial a frozen slapd (the kernel still accepts): %v", err)
 	}
-	c.SetTimeout(300 * time.Millisecond)
-	err = c.Bind(s.BindDN, s.BindPassword)
-	c.Close()
+	fc := ldap.NewConn(nc, false)
+	fc.Start()
+	fc.SetTimeout(300 * time.Millisecond)
+	err = fc.Bind(s.BindDN, s.BindPassword)
+	fc.Close()
 	if err == nil {
-		t.Fatal("bind to a frozen slapd succeeded")
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.proc.pid()))
+		t.Fatalf("bind to a frozen slapd succeeded; local %s remote %s; stat %s", nc.LocalAddr(), nc.RemoteAddr(), b)
 	}
 	s.Thaw(t)
 	if got := s.UUID(t, u); got != uuid {
@@ -409,4 +414,66 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+func TestSlapdReplicaFailover(t *testing.T) {
+	p := StartSlapd(t, SlapdOptions{})
+	ou := p.NewOU(t)
+	kim := p.AddUser(t, ou, "kim", nil)
+	lee := p.AddUser(t, ou, "lee", nil)
+	grp := p.AddGroup(t, ou, "grp", kim)
+	p.Disable(t, lee)
+
+	r := p.StartReplica(t)
+	if r.URL == p.URL || r.LDAPSURL == p.LDAPSURL {
+		t.Fatalf("replica shares the provider's URLs")
+	}
+	if r.UUID(t, kim) != p.UUID(t, kim) {
+		t.Fatal("replica has another entryUUID")
+	}
+	if got := r.Entry(t, kim, "memberOf").GetAttributeValues("memberOf"); len(got) != 1 || got[0] != grp {
+		t.Fatalf("memberOf on the replica: %v", got)
+	}
+	// One CA file trusts both servers; the replica enforces the lock.
+	bind := func(s *LDAP, dn string) error {
+		c, err := dialLDAP(s.LDAPSURL, p.TLSConfig(), false, dn, DefaultUserPassword)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := bind(r, kim); err != nil {
+		t.Fatalf("user bind on the replica: %v", err)
+	}
+	if err := bind(r, lee); !ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
+		t.Fatalf("locked user on the replica: want invalid credentials, got %v", err)
+	}
+	// Writes are referred to the provider.
+	rc := r.Conn(t)
+	err := rc.Modify(&ldap.ModifyRequest{DN: kim, Changes: []ldap.Change{{Operation: ldap.ReplaceAttribute,
+		Modification: ldap.PartialAttribute{Type: "mail", Vals: []string{"x@corp.example"}}}}})
+	if !ldap.IsErrorWithCode(err, ldap.LDAPResultReferral) {
+		t.Fatalf("write on the replica: want a referral, got %v", err)
+	}
+
+	// A cookie from the provider is good on the replica.
+	pc := serviceConn(t, p, false)
+	base := refreshOnly(t, pc, ou, nil)
+	mia := p.AddUser(t, ou, "mia", nil)
+	r.WaitReplicated(t)
+	if d := refreshOnly(t, serviceConn(t, r, false), ou, base.cookie); len(d.entries) != 1 || d.entries[mia] != ldap.SyncStateAdd {
+		t.Fatalf("provider cookie on the replica: %v", d.entries)
+	}
+
+	// The provider dies: the replica keeps answering, then catches up.
+	p.Kill(t)
+	if r.UUID(t, mia) == "" {
+		t.Fatal("replica lost data when the provider died")
+	}
+	p.Restart(t)
+	ned := p.AddUser(t, ou, "ned", nil)
+	r.WaitReplicated(t)
+	if r.UUID(t, ned) != p.UUID(t, ned) {
+		t.Fatal("replica did not catch up after the provider came back")
+	}
 }
