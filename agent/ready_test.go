@@ -154,3 +154,36 @@ func TestMetricsAfterScriptedRuns(t *testing.T) {
 	_ = slog.Default
 	_ = config.Default
 }
+
+// A hung directory (it accepts connections and never answers) turns
+// /readyz unready within the connect timeout, and /readyz itself never
+// hangs on it.
+func TestReadyzHungDirectory(t *testing.T) {
+	s := testsrv.StartSlapd(t, testsrv.SlapdOptions{})
+	ou := seedOU(t, s, 3)
+	cfg := testConfig(t, newDatabase(t, onSQLite), s, ou)
+	cfg.Schedule.Incremental = "*/5 * * * *"
+	db := openApp(t, cfg)
+	log := testLog(t)
+	r := startAgent(t, cfg, db, nil, Options{NewSyncer: NewDirectorySyncer(db, log), Probe: DirectoryProbe(log), ProbeTTL: 200 * time.Millisecond})
+	waitFor(t, 60*time.Second, "ready", func() bool { return getJSON(t, "GET", r.base+"/readyz", false, "", nil) == 200 })
+	s.Freeze(t)
+	defer s.Thaw(t)
+	time.Sleep(300 * time.Millisecond) // past the probe cache
+	client := &http.Client{Timeout: 30 * time.Second}
+	start := time.Now()
+	resp, err := client.Get(r.base + "/readyz")
+	if err != nil {
+		t.Fatalf("/readyz with a hung directory: %v", err)
+	}
+	resp.Body.Close()
+	took := time.Since(start)
+	t.Logf("hung directory reported by /readyz in %s", took.Round(time.Millisecond))
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d with a hung directory", resp.StatusCode)
+	}
+	// Liveness does not depend on the directory.
+	if code := getJSON(t, "GET", r.base+"/healthz", false, "", nil); code != 200 {
+		t.Fatalf("/healthz = %d", code)
+	}
+}
