@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
-	"sort"
 	"unicode/utf8"
 )
 
@@ -33,21 +32,6 @@ func (l *ldifWriter) entry(dn string, attrs ...attr) {
 		}
 	}
 	l.raw("\n")
-}
-
-// entryMap writes an entry whose attributes come from a map, sorted so that
-// the output is deterministic.
-func (l *ldifWriter) entryMap(dn string, attrs map[string][]string) {
-	names := make([]string, 0, len(attrs))
-	for n := range attrs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	list := make([]attr, 0, len(names))
-	for _, n := range names {
-		list = append(list, attr{n, attrs[n]})
-	}
-	l.entry(dn, list...)
 }
 
 // comment-free raw text, used for directives such as include:.

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -342,8 +341,25 @@ func startSlapd(opts SlapdOptions, provider *LDAP) (s *LDAP, err error) {
 		// -d keeps slapd in the foreground and logs operations to stderr.
 		args: []string{"-d", "stats", "-F", confDir, "-h", s.URL + "/ " + s.LDAPSURL + "/"},
 	}
-	if err := s.startProc(); err != nil {
-		return nil, err
+	// The ports are only in -h: if another process took one between
+	// freePort and slapd's bind, pick new ones and try again.
+	for attempt := 1; ; attempt++ {
+		err := s.startProc()
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "Address already in use") {
+			return nil, err
+		}
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+		if tlsPort, err = freePort(); err != nil {
+			return nil, err
+		}
+		s.URL = fmt.Sprintf("ldap://127.0.0.1:%d", port)
+		s.LDAPSURL = fmt.Sprintf("ldaps://127.0.0.1:%d", tlsPort)
+		s.proc.args[len(s.proc.args)-1] = s.URL + "/ " + s.LDAPSURL + "/"
 	}
 	s.StartTime = time.Since(began)
 	return s, nil
@@ -869,14 +885,4 @@ func (s *LDAP) UUID(tb testing.TB, dn string) string {
 		tb.Fatalf("%s has no entryUUID", dn)
 	}
 	return u
-}
-
-// freePort is FreePort without a testing.TB, for servers started lazily.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
