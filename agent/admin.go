@@ -88,6 +88,7 @@ func (a *Agent) apiSync(c echo.Context) error {
 		return err
 	}
 	req.Trigger = TriggerAPI
+	a.log.Info("admin API: sync requested", "remote", c.Request().RemoteAddr, "full", req.Full, "dry_run", req.DryRun)
 	// A sync can outlast the server's write timeout; this response waits
 	// for it.
 	if err := http.NewResponseController(c.Response().Writer).SetWriteDeadline(time.Time{}); err != nil {
@@ -106,8 +107,9 @@ func (a *Agent) apiSync(c echo.Context) error {
 	select {
 	case res = <-ch:
 	case <-c.Request().Context().Done():
+		// Nobody is left to answer; the run still lands in the history.
 		a.log.Info("admin API client left; the sync it started goes on", "kind", req.Kind())
-		return c.Request().Context().Err()
+		return nil
 	}
 	switch {
 	case errors.Is(res.err, ErrClosed):

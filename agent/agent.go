@@ -69,8 +69,8 @@ type Options struct {
 	// RetryBase is the first retry delay after a failed scheduled run
 	// (default 10s, doubling up to 10m).
 	RetryBase time.Duration
-	// CatchUp runs a sync at start when no successful sync is newer than
-	// admin.ready_max_sync_age (on by default: see New).
+	// NoCatchUp turns off the sync at start that runs when no successful
+	// sync is newer than admin.ready_max_sync_age (tests of the schedule).
 	NoCatchUp bool
 }
 
