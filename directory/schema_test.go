@@ -65,7 +65,7 @@ func ensureSchema(ctx context.Context, cfg *config.Config, db *store.DB, _ *slog
 			cols = append(cols, s)
 		}
 		name := cfg.Migrate.Prefix + t.Name
-		ddl := "CREATE TABLE " + d.Table(cfg.UsersTable.Schema, name) + " (" + strings.Join(cols, ", ") + ")" + d.TableOptions()
+		ddl := "CREATE TABLE IF NOT EXISTS " + d.Table(cfg.UsersTable.Schema, name) + " (" + strings.Join(cols, ", ") + ")" + d.TableOptions()
 		if _, err := db.ExecContext(ctx, ddl); err != nil {
 			return fmt.Errorf("%s: %w", ddl, err)
 		}
@@ -78,7 +78,7 @@ func ensureSchema(ctx context.Context, cfg *config.Config, db *store.DB, _ *slog
 			if ix.Unique {
 				u = "UNIQUE "
 			}
-			q := "CREATE " + u + "INDEX " + d.Quote(name+"_"+ix.Name) + " ON " + d.Table(cfg.UsersTable.Schema, name) + " (" + strings.Join(qc, ", ") + ")"
+			q := "CREATE " + u + "INDEX IF NOT EXISTS " + d.Quote(name+"_"+ix.Name) + " ON " + d.Table(cfg.UsersTable.Schema, name) + " (" + strings.Join(qc, ", ") + ")"
 			if _, err := db.ExecContext(ctx, q); err != nil {
 				return fmt.Errorf("%s: %w", q, err)
 			}
