@@ -46,7 +46,11 @@ func ensureSchema(ctx context.Context, cfg *config.Config, db *store.DB, _ *slog
 				def += " NOT NULL"
 			}
 			if c.Default != "" {
-				def += " DEFAULT " + c.Default
+				v := c.Default
+				if c.Type == migrate.Bool && d.Kind() == store.Postgres {
+					v = map[string]string{"0": "FALSE", "1": "TRUE"}[v]
+				}
+				def += " DEFAULT " + v
 			}
 			cols = append(cols, d.Quote(c.Name)+" "+def)
 		}

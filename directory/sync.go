@@ -266,8 +266,8 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *readOutcome, s
 		var in []linkInput
 		var pending []*identityRow
 		for _, row := range rows {
-			if _, ok := p.touched[row.DirectoryID]; ok {
-				continue
+			if p.touched[row.DirectoryID]&(seenUpsert|seenGone) != 0 {
+				continue // matched already in this run, or just deleted
 			}
 			in = append(in, linkInput{DirectoryID: row.DirectoryID, Username: row.Username, Email: row.Email.String})
 			pending = append(pending, row)
