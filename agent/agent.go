@@ -69,7 +69,7 @@ func (a *Agent) Run(ctx context.Context, ready func(addr net.Addr)) error {
 		return fmt.Errorf("portal: %w", err)
 	case <-ctx.Done():
 	}
-	a.log.Info("shutting down", "grace", a.cfg.Admin.ShutdownGrace.D())
+	a.log.Info("shutting down", "grace", a.cfg.Admin.ShutdownGrace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Admin.ShutdownGrace.D())
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -78,6 +78,7 @@ func (a *Agent) Run(ctx context.Context, ready func(addr net.Addr)) error {
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("portal: %w", err)
 	}
+	a.log.Info("stopped")
 	return nil
 }
 

@@ -45,6 +45,7 @@ With no --config and no passbridge.yaml, 'passbridge run' starts an embedded dem
 	root.AddCommand(
 		newVersionCmd(g),
 		newConfigCmd(g),
+		newRunCmd(g),
 	)
 	return root
 }

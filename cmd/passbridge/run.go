@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/passbridge/passbridge/agent"
+	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/demo"
+	"github.com/passbridge/passbridge/store"
+)
+
+type runFlags struct {
+	demoDir string
+	listen  string
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	f := &runFlags{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the daemon: sync schedules, the enrollment portal, health and metrics",
+		Long: `Run the passbridge daemon: the directory sync schedules, the employee portal,
+/healthz, /readyz, /metrics and the admin API.
+
+With no --config and no passbridge.yaml, it starts the embedded demo: an SQLite
+file (passbridge-demo.db in --demo-dir), the Northwind Fabrication directory
+served over LDAP on loopback from configs/demo.ldif, a demo legacy users table,
+and the portal on http://localhost:8080.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDaemon(cmd.Context(), g, f)
+		},
+	}
+	cmd.Flags().StringVar(&f.demoDir, "demo-dir", ".", "demo only: directory for the demo's SQLite file")
+	cmd.Flags().StringVar(&f.listen, "listen", "", "portal listen address (overrides portal.listen)")
+	return cmd
+}
+
+func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
+	started := time.Now()
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return err
+	}
+	log, err := g.logger(cfg, os.Stderr)
+	if err != nil {
+		return err
+	}
+
+	var banner string
+	if cfg == nil {
+		// The demo: the same code paths as production, on built-in data.
+		dir, err := demo.StartDirectory(ctx, log.With("component", "demo-directory"))
+		if err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			dir.Stop(sctx)
+		}()
+		cfg, err = demoConfig(f.demoDir, dir.URL(), f.listen)
+		if err != nil {
+			return err
+		}
+		log.Info("starting the embedded demo", "database", cfg.Database.DSN.Reveal(), "directory", dir.URL())
+		banner = demo.Banner(dir.URL())
+	} else if f.listen != "" {
+		cfg.Portal.Listen = f.listen
+	}
+
+	db, err := store.Open(ctx, cfg.Database, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if cfg.Demo {
+		if err := demo.SeedLegacyUsers(ctx, db.DB.DB); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+
+	a := agent.New(cfg, log)
+	return a.Run(ctx, func(addr net.Addr) {
+		log.Info("passbridge is ready", "portal", portalURL(cfg, addr), "startup", time.Since(started).Round(time.Millisecond).String())
+		if banner != "" {
+			fmt.Fprintf(os.Stderr, "\npassbridge demo is running: open %s\n%s\n", portalURL(cfg, addr), banner)
+		}
+	})
+}
+
+// demoConfig is the built-in configuration of the demo. Environment
+// overrides (PASSBRIDGE_...) apply to it as to a file.
+func demoConfig(dir, ldapURL, listen string) (*config.Config, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("demo dir: %w", err)
+	}
+	cfg := config.Default()
+	cfg.Demo = true
+	cfg.Database.Driver = "sqlite"
+	cfg.Database.DSN = config.Secret(filepath.Join(abs, "passbridge-demo.db"))
+	cfg.UsersTable.Active = "is_active"
+	cfg.UsersTable.TOTP = "totp_secret"
+	cfg.Directory.Kind = "openldap"
+	cfg.Directory.URLs = []string{ldapURL}
+	cfg.Directory.BindDN = demo.ServiceDN
+	cfg.Directory.BindPassword = config.Secret(demo.ServicePassword)
+	cfg.Directory.BaseDN = demo.PeopleDN
+	cfg.Directory.UserFilter = demo.UserFilter
+	cfg.Directory.Group = demo.PilotGroupDN
+	cfg.Schedule.Incremental = "@every 1m"
+	cfg.Schedule.Full = "@every 1h"
+	// The demo has well-known passwords: it listens on loopback only.
+	cfg.Portal.Listen = "127.0.0.1:8080"
+	cfg.Portal.RPID = "localhost"
+	cfg.Portal.RPName = "Northwind Fabrication"
+	cfg.Portal.Origins = []string{"http://localhost:8080"}
+	cfg.Portal.AdminGroup = demo.AdminGroupDN
+	if listen != "" {
+		cfg.Portal.Listen = listen
+		if _, port, err := net.SplitHostPort(listen); err == nil && port != "8080" {
+			cfg.Portal.Origins = []string{"http://localhost:" + port}
+		}
+	}
+	if err := config.Finish(&cfg, os.Environ()); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func portalURL(cfg *config.Config, addr net.Addr) string {
+	if cfg.Portal.PublicURL != "" {
+		return cfg.Portal.PublicURL
+	}
+	_, port, _ := net.SplitHostPort(addr.String())
+	scheme := "http"
+	if cfg.Portal.TLSCertFile != "" {
+		scheme = "https"
+	}
+	return scheme + "://localhost:" + strings.TrimPrefix(port, ":")
+}

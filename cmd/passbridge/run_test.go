@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/passbridge/passbridge/internal/testsrv"
+)
+
+// buildBinary builds the real passbridge binary once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "passbridge")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestDemoRunsAndStopsCleanly is the README's first command: passbridge run
+// with no configuration starts the demo, answers /healthz, and exits 0 on
+// SIGTERM.
+func TestDemoRunsAndStopsCleanly(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testsrv.FreePort(t))
+	var out bytes.Buffer
+	cmd := exec.Command(bin, "run", "--listen", addr, "--log-format", "json")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir) // no passbridge.yaml anywhere it looks
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	healthy := false
+	for !healthy {
+		select {
+		case err := <-exited:
+			t.Fatalf("passbridge run exited early: %v\n%s", err, out.String())
+		case <-ctx.Done():
+			t.Fatalf("no healthy /healthz: %v\n%s", ctx.Err(), out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			healthy = resp.StatusCode == http.StatusOK
+			resp.Body.Close()
+		}
+	}
+
+	if _, err := os.Stat(filepath.Join(dir, "passbridge-demo.db")); err != nil {
+		t.Errorf("demo database not created in the working directory: %v", err)
+	}
+	for _, want := range []string{"passbridge demo is running", "northwind", "samuel.okafor"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, out.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("did not exit after SIGTERM\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), `"msg":"stopped"`) {
+		t.Errorf("no clean stop logged:\n%s", out.String())
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	root := newRootCmd()
+	root.SetOut(&out)
+	root.SetArgs([]string{"version", "-o", "json"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"version"`, `"commit"`, `"go_version": "go1.`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("version output lacks %s: %s", want, out.String())
+		}
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "passbridge.yaml")
+	os.WriteFile(p, []byte(`database: {driver: postgres, dsn: "postgres://app:hunter2@db/erp"}
+directory: {urls: [ldaps://dc1.corp.example], base_dn: "DC=corp,DC=example"}
+`), 0o600)
+	var out, errOut bytes.Buffer
+	root := newRootCmd()
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"config", "check", "--config", p})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "hunter2") || !strings.Contains(out.String(), "postgres://app:********@db/erp") {
+		t.Errorf("config check output:\n%s", out.String())
+	}
+
+	os.WriteFile(p, []byte("database: {driver: postgres, dsn: x}\ndirectoy: {}\n"), 0o600)
+	root = newRootCmd()
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"config", "check", "--config", p})
+	err := root.Execute()
+	if err == nil || !strings.Contains(err.Error(), p+`:2: unknown key "directoy"`) {
+		t.Errorf("err = %v", err)
+	}
+}

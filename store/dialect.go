@@ -1,0 +1,780 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/jmoiron/sqlx"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// This file is the only place that knows how the three databases differ.
+// Everything else in passbridge writes SQL through a Dialect.
+
+// Kind is a database family, the value of database.driver.
+type Kind string
+
+const (
+	SQLite   Kind = "sqlite"
+	Postgres Kind = "postgres"
+	MySQL    Kind = "mysql" // MySQL and MariaDB
+)
+
+// Dialect writes the SQL that differs between the databases: placeholders,
+// identifier quoting, column types, upserts, row locks. The zero Dialect is
+// not usable; get one from NewDialect or DB.Dialect.
+type Dialect struct {
+	kind Kind
+}
+
+// NewDialect returns the dialect of a database.driver value.
+func NewDialect(driver string) (Dialect, error) {
+	switch k := Kind(driver); k {
+	case SQLite, Postgres, MySQL:
+		return Dialect{kind: k}, nil
+	}
+	return Dialect{}, fmt.Errorf("unknown database driver %q (expected sqlite, postgres or mysql)", driver)
+}
+
+// Kind is the database family.
+func (d Dialect) Kind() Kind { return d.kind }
+
+func (d Dialect) String() string { return string(d.kind) }
+
+// DriverName is the database/sql driver: "sqlite" (modernc.org/sqlite, no
+// cgo), "pgx" (github.com/jackc/pgx/v5/stdlib) or "mysql"
+// (github.com/go-sql-driver/mysql).
+func (d Dialect) DriverName() string {
+	switch d.kind {
+	case Postgres:
+		return "pgx"
+	case MySQL:
+		return "mysql"
+	default:
+		return "sqlite"
+	}
+}
+
+func init() {
+	// sqlx knows "sqlite3" (mattn) but not modernc's "sqlite": without this,
+	// Rebind and named queries would leave the placeholders alone, which
+	// happens to work for "?" but not for :name.
+	sqlx.BindDriver("sqlite", sqlx.QUESTION)
+}
+
+// BindType is the sqlx bindvar type: sqlx.DOLLAR for PostgreSQL,
+// sqlx.QUESTION otherwise.
+func (d Dialect) BindType() int { return sqlx.BindType(d.DriverName()) }
+
+// Rebind turns the ? placeholders of query into the dialect's ($1, $2 ... on
+// PostgreSQL). Every ? is a placeholder, also inside string literals: pass
+// such values as arguments.
+func (d Dialect) Rebind(query string) string { return sqlx.Rebind(d.BindType(), query) }
+
+// Quote quotes one identifier (a table, column, schema or index name) so
+// that any name works: reserved words such as user or order, mixed case,
+// spaces, and quote characters, which are doubled. It does not split on
+// dots: use QuoteQualified for schema.table.
+func (d Dialect) Quote(name string) string {
+	if d.kind == MySQL {
+		return "`" + strings.ReplaceAll(name, "`", "``") + "`"
+	}
+	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
+}
+
+// QuoteQualified quotes each part and joins them with dots
+// ("schema"."table", "t"."column"). Empty parts are left out, so
+// QuoteQualified(cfg.Schema, cfg.Name) works without a schema.
+func (d Dialect) QuoteQualified(parts ...string) string {
+	quoted := make([]string, 0, len(parts))
+	for _, p := range parts {
+		if p != "" {
+			quoted = append(quoted, d.Quote(p))
+		}
+	}
+	return strings.Join(quoted, ".")
+}
+
+// Table is the quoted name of a table in schema ("" for the connection's
+// default schema). On MySQL the schema is the database; on SQLite it is an
+// attached database such as "main".
+func (d Dialect) Table(schema, name string) string { return d.QuoteQualified(schema, name) }
+
+// CheckIdentifier reports a name that the database would reject or, worse,
+// silently change: empty, holding a NUL byte or invalid UTF-8, longer than
+// PostgreSQL's 63 bytes (PostgreSQL truncates longer names) or MySQL's 64
+// characters, or ending in a space on MySQL.
+func (d Dialect) CheckIdentifier(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case strings.ContainsRune(name, 0):
+		return fmt.Errorf("name %q holds a NUL byte", name)
+	case !utf8.ValidString(name):
+		return fmt.Errorf("name %q is not valid UTF-8", name)
+	}
+	switch d.kind {
+	case Postgres:
+		if len(name) > 63 {
+			return fmt.Errorf("name %q is %d bytes long: PostgreSQL allows 63 and would silently truncate it", name, len(name))
+		}
+	case MySQL:
+		if n := utf8.RuneCountInString(name); n > 64 {
+			return fmt.Errorf("name %q is %d characters long: MySQL allows 64", name, n)
+		}
+		if strings.HasSuffix(name, " ") {
+			return fmt.Errorf("name %q ends with a space, which MySQL does not allow", name)
+		}
+	}
+	return nil
+}
+
+// Types are the column types of one dialect, for CREATE TABLE and ALTER
+// TABLE ... ADD COLUMN.
+type Types struct {
+	// ID is a whole column definition: a 64-bit integer primary key that
+	// the database numbers (GENERATED BY DEFAULT AS IDENTITY,
+	// AUTO_INCREMENT, SQLite's INTEGER PRIMARY KEY AUTOINCREMENT, which
+	// never reuses the id of a deleted row). Read new ids with InsertID.
+	ID string
+	// BigInt is a 64-bit integer.
+	BigInt string
+	// Text is unbounded text (MySQL: LONGTEXT, which cannot be indexed
+	// without a prefix: use VarChar for keys).
+	Text string
+	// Binary is unbounded binary data: any bytes, including 0x00 and
+	// invalid UTF-8 (bytea, LONGBLOB, BLOB). Use VarBinary for keys.
+	Binary string
+	// Timestamp is a point in time with microsecond precision
+	// (timestamptz, MySQL DATETIME(6) holding UTC, which the driver
+	// writes and reads as UTC; SQLite text that modernc.org/sqlite parses
+	// back into time.Time, keeping nanoseconds). Write time.Time values,
+	// not strings; truncate them to microseconds (or coarser) where a
+	// value read back must equal the one written on every dialect.
+	Timestamp string
+	// Bool is a boolean (MySQL: TINYINT(1); scan it into bool).
+	Bool string
+	// JSON is JSON kept as text: the application validates it.
+	JSON string
+}
+
+// Types returns the dialect's column types.
+func (d Dialect) Types() Types {
+	switch d.kind {
+	case Postgres:
+		return Types{
+			ID:        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+			BigInt:    "BIGINT",
+			Text:      "TEXT",
+			Binary:    "BYTEA",
+			Timestamp: "TIMESTAMPTZ",
+			Bool:      "BOOLEAN",
+			JSON:      "TEXT",
+		}
+	case MySQL:
+		return Types{
+			ID:        "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+			BigInt:    "BIGINT",
+			Text:      "LONGTEXT",
+			Binary:    "LONGBLOB",
+			Timestamp: "DATETIME(6)",
+			Bool:      "BOOLEAN",
+			JSON:      "LONGTEXT",
+		}
+	default:
+		return Types{
+			ID:     "INTEGER PRIMARY KEY AUTOINCREMENT",
+			BigInt: "BIGINT",
+			Text:   "TEXT",
+			Binary: "BLOB",
+			// modernc.org/sqlite turns TIMESTAMP columns back into
+			// time.Time; the name matters.
+			Timestamp: "TIMESTAMP",
+			Bool:      "BOOLEAN",
+			JSON:      "TEXT",
+		}
+	}
+}
+
+// VarChar is text of at most n characters that can be indexed (MySQL
+// cannot index LONGTEXT; its index keys hold at most 3072 bytes, so 768
+// utf8mb4 characters). SQLite does not enforce the length.
+func (d Dialect) VarChar(n int) string {
+	if n <= 0 {
+		return d.Types().Text
+	}
+	return fmt.Sprintf("VARCHAR(%d)", n)
+}
+
+// VarBinary is binary data of at most n bytes that can be indexed, such as
+// a WebAuthn credential ID (at most 1023 bytes). Only MySQL enforces n.
+func (d Dialect) VarBinary(n int) string {
+	switch {
+	case n <= 0:
+		return d.Types().Binary
+	case d.kind == MySQL:
+		return fmt.Sprintf("VARBINARY(%d)", n)
+	default:
+		return d.Types().Binary
+	}
+}
+
+// CurrentTimestamp is the SQL default for a Timestamp column that records
+// when the row was written (MySQL needs the precision of DATETIME(6)).
+func (d Dialect) CurrentTimestamp() string {
+	if d.kind == MySQL {
+		return "CURRENT_TIMESTAMP(6)"
+	}
+	return "CURRENT_TIMESTAMP"
+}
+
+// TableOptions ends a CREATE TABLE of a table passbridge owns: on MySQL,
+// InnoDB (transactions, row locks) and utf8mb4 with a binary collation, so
+// that keys compare byte for byte as on the other databases whatever the
+// server's defaults. Empty elsewhere.
+func (d Dialect) TableOptions() string {
+	if d.kind == MySQL {
+		return " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+	}
+	return ""
+}
+
+// ForUpdate is appended to a SELECT inside a transaction to lock the rows it
+// reads until the transaction ends (" FOR UPDATE"). SQLite has no row locks
+// and needs none: a write transaction (BEGIN IMMEDIATE, see Open) already
+// excludes every other writer, so it is empty there.
+func (d Dialect) ForUpdate() string {
+	if d.kind == SQLite {
+		return ""
+	}
+	return " FOR UPDATE"
+}
+
+// Upsert builds an INSERT of columns into table (already quoted, from Table)
+// that, when a row with the same conflict columns exists, updates the
+// update columns instead (to the values the INSERT would have written). With
+// no update columns an existing row is left alone. The statement has one ?
+// placeholder per column, in order; run it through Rebind, or through
+// Exec, which rebinds.
+//
+// conflict must name a primary key or unique index, exactly. MySQL ignores
+// it and reacts to any unique key of the table; its affected-rows count is
+// 1 for an insert and 2 for an update.
+func (d Dialect) Upsert(table string, columns, conflict, update []string) (string, error) {
+	if table == "" || len(columns) == 0 || len(conflict) == 0 {
+		return "", errors.New("upsert needs a table, columns and conflict columns")
+	}
+	in := make(map[string]bool, len(columns))
+	for _, c := range columns {
+		in[c] = true
+	}
+	for _, c := range append(append([]string{}, conflict...), update...) {
+		if !in[c] {
+			return "", fmt.Errorf("upsert: column %q is not among the inserted columns %q", c, columns)
+		}
+	}
+	quoted := make([]string, len(columns))
+	for i, c := range columns {
+		quoted[i] = d.Quote(c)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "INSERT INTO %s (%s) VALUES (%s)", table, strings.Join(quoted, ", "),
+		strings.TrimSuffix(strings.Repeat("?, ", len(columns)), ", "))
+	sets := make([]string, len(update))
+	switch d.kind {
+	case MySQL:
+		// VALUES(col) works on MariaDB and MySQL; the "AS new" row alias
+		// of MySQL 8.0.19 does not exist in MariaDB.
+		for i, c := range update {
+			sets[i] = fmt.Sprintf("%s = VALUES(%s)", d.Quote(c), d.Quote(c))
+		}
+		if len(sets) == 0 {
+			// A no-op update rather than INSERT IGNORE, which would also
+			// swallow errors that are not duplicates.
+			sets = []string{fmt.Sprintf("%s = %s", d.Quote(conflict[0]), d.Quote(conflict[0]))}
+		}
+		fmt.Fprintf(&b, " ON DUPLICATE KEY UPDATE %s", strings.Join(sets, ", "))
+	default:
+		qc := make([]string, len(conflict))
+		for i, c := range conflict {
+			qc[i] = d.Quote(c)
+		}
+		fmt.Fprintf(&b, " ON CONFLICT (%s) DO ", strings.Join(qc, ", "))
+		if len(update) == 0 {
+			b.WriteString("NOTHING")
+			break
+		}
+		for i, c := range update {
+			sets[i] = fmt.Sprintf("%s = excluded.%s", d.Quote(c), d.Quote(c))
+		}
+		fmt.Fprintf(&b, "UPDATE SET %s", strings.Join(sets, ", "))
+	}
+	return b.String(), nil
+}
+
+// InsertID runs an INSERT (with ? placeholders) into a table whose key is
+// an ID column and returns the new row's id: RETURNING on PostgreSQL, whose
+// driver has no LastInsertId, LastInsertId elsewhere.
+func (d Dialect) InsertID(ctx context.Context, q Querier, query, idColumn string, args ...any) (int64, error) {
+	if d.kind == Postgres {
+		var id int64
+		err := q.QueryRowxContext(ctx, q.Rebind(query+" RETURNING "+d.Quote(idColumn)), args...).Scan(&id)
+		return id, err
+	}
+	res, err := q.ExecContext(ctx, q.Rebind(query), args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
+// lockTimeoutSQL returns the statements that make DDL and row locks on one
+// connection wait at most timeout, and those that undo them. It reads the
+// current values where the database has no RESET.
+func (d Dialect) lockTimeoutSQL(ctx context.Context, conn *sqlx.Conn, timeout time.Duration) (set, reset []string, err error) {
+	ms := max(timeout.Milliseconds(), 1) // 0 would mean "wait forever"
+	switch d.kind {
+	case Postgres:
+		return []string{fmt.Sprintf("SET lock_timeout = %d", ms)}, []string{"RESET lock_timeout"}, nil
+	case MySQL:
+		// Whole seconds, at least 1. lock_wait_timeout covers metadata
+		// locks (DDL), innodb_lock_wait_timeout row locks.
+		secs := int64(math.Ceil(timeout.Seconds()))
+		secs = max(secs, 1)
+		var mdl, row int64
+		if err := conn.QueryRowxContext(ctx, "SELECT @@SESSION.lock_wait_timeout, @@SESSION.innodb_lock_wait_timeout").Scan(&mdl, &row); err != nil {
+			return nil, nil, err
+		}
+		return []string{
+				fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs),
+				fmt.Sprintf("SET SESSION innodb_lock_wait_timeout = %d", secs),
+			}, []string{
+				fmt.Sprintf("SET SESSION lock_wait_timeout = %d", mdl),
+				fmt.Sprintf("SET SESSION innodb_lock_wait_timeout = %d", row),
+			}, nil
+	default:
+		var prev int64
+		if err := conn.QueryRowxContext(ctx, "PRAGMA busy_timeout").Scan(&prev); err != nil {
+			return nil, nil, err
+		}
+		return []string{fmt.Sprintf("PRAGMA busy_timeout = %d", ms)}, []string{fmt.Sprintf("PRAGMA busy_timeout = %d", prev)}, nil
+	}
+}
+
+// Named locks. PostgreSQL and MySQL hold them in a session, so they live on
+// one dedicated connection; SQLite has no such thing (see lock.go).
+
+// lockKey is what the server locks for name: a 64-bit hash on PostgreSQL,
+// whose advisory locks belong to the current database; on MySQL, whose
+// GET_LOCK names are server-wide and at most 64 characters, a name that
+// includes the database, so that two applications' databases on one server
+// do not exclude each other.
+func (d Dialect) lockKey(ctx context.Context, conn *sql.Conn, name string) (any, error) {
+	switch d.kind {
+	case Postgres:
+		h := fnv.New64a()
+		h.Write([]byte("passbridge:" + name))
+		return int64(h.Sum64()), nil
+	case MySQL:
+		var dbName sql.NullString
+		if err := conn.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&dbName); err != nil {
+			return nil, err
+		}
+		key := "passbridge:" + dbName.String + ":" + name
+		if utf8.RuneCountInString(key) > 64 {
+			sum := sha256.Sum256([]byte(dbName.String + "\x00" + name))
+			key = "passbridge:" + hex.EncodeToString(sum[:])[:48]
+		}
+		return key, nil
+	}
+	return nil, fmt.Errorf("%s has no server-side named locks", d.kind)
+}
+
+func (d Dialect) tryLockSQL() string {
+	if d.kind == Postgres {
+		return "SELECT pg_try_advisory_lock($1)"
+	}
+	return "SELECT GET_LOCK(?, 0)" // 1 acquired, 0 held elsewhere, NULL error
+}
+
+func (d Dialect) unlockSQL() string {
+	if d.kind == Postgres {
+		return "SELECT pg_advisory_unlock($1)"
+	}
+	return "SELECT RELEASE_LOCK(?)"
+}
+
+// heldLock reports whether this connection still holds key.
+func (d Dialect) heldLock(ctx context.Context, conn *sql.Conn, key any) (bool, error) {
+	var held sql.NullBool
+	var err error
+	if d.kind == Postgres {
+		k := uint64(key.(int64))
+		// A bigint advisory key shows as classid (high half), objid (low
+		// half) and objsubid 1.
+		err = conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+			AND pid = pg_backend_pid() AND granted AND objsubid = 1
+			AND classid::bigint = $1 AND objid::bigint = $2)`, int64(k>>32), int64(k&0xffffffff)).Scan(&held)
+	} else {
+		err = conn.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?) = CONNECTION_ID()", key).Scan(&held)
+	}
+	return held.Valid && held.Bool, err
+}
+
+// Errors.
+
+// IsUniqueViolation reports whether err is a duplicate key: a unique index
+// or primary key of any of the three databases.
+func IsUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	var me *mysql.MySQLError
+	var se *sqlite.Error
+	switch {
+	case errors.As(err, &pe):
+		return pe.Code == "23505"
+	case errors.As(err, &me):
+		return me.Number == 1062 || me.Number == 1586 // ER_DUP_ENTRY, ER_DUP_ENTRY_WITH_KEY_NAME
+	case errors.As(err, &se):
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+// IsRetryable reports whether err is a lost lock race that may succeed when
+// the transaction is tried again: a lock timeout (see WithLockTimeout), a
+// deadlock, a serialization failure, or SQLite busy or locked.
+func IsRetryable(err error) bool {
+	var pe *pgconn.PgError
+	var me *mysql.MySQLError
+	var se *sqlite.Error
+	switch {
+	case errors.As(err, &pe):
+		// serialization_failure, deadlock_detected, lock_not_available
+		return pe.Code == "40001" || pe.Code == "40P01" || pe.Code == "55P03"
+	case errors.As(err, &me):
+		return me.Number == 1205 || me.Number == 1213 // lock wait timeout, deadlock
+	case errors.As(err, &se):
+		primary := se.Code() & 0xff // extended codes carry the primary one in the low byte
+		return primary == sqlite3.SQLITE_BUSY || primary == sqlite3.SQLITE_LOCKED
+	}
+	return false
+}
+
+// Connecting.
+
+// target describes a database for messages, without its password.
+type target struct {
+	desc string
+	// secrets are scrubbed from every error message, in case a driver
+	// quotes the DSN.
+	secrets []string
+	// sqlitePath is the absolute path of an SQLite file ("" in memory).
+	sqlitePath string
+	memory     bool
+}
+
+// Defaults for SQLite connections, applied unless the DSN sets them.
+const sqliteBusyTimeout = 5 * time.Second
+
+// open makes the pool (without connecting) for dsn.
+func (d Dialect) open(dsn string, log *slog.Logger) (*sql.DB, target, error) {
+	switch d.kind {
+	case Postgres:
+		secrets := dsnSecretCandidates(dsn)
+		cfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			var pe *pgconn.ParseConfigError
+			if errors.As(err, &pe) && errors.Unwrap(pe) != nil {
+				err = errors.Unwrap(pe)
+			}
+			return nil, target{}, fmt.Errorf("database.dsn is not a valid PostgreSQL connection string (postgres://user:password@host:5432/database or host=... dbname=...): %s",
+				redact(err.Error(), secrets))
+		}
+		if cfg.RuntimeParams == nil {
+			cfg.RuntimeParams = map[string]string{}
+		}
+		if cfg.RuntimeParams["application_name"] == "" {
+			// Shows in pg_stat_activity, for the DBA.
+			cfg.RuntimeParams["application_name"] = "passbridge"
+		}
+		t := target{
+			desc:    fmt.Sprintf("postgres database %q on %s as user %q", cfg.Database, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), cfg.User),
+			secrets: append(secrets, secretForms(cfg.Password)...),
+		}
+		return stdlib.OpenDB(*cfg), t, nil
+	case MySQL:
+		secrets := dsnSecretCandidates(dsn)
+		cfg, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			return nil, target{}, fmt.Errorf("database.dsn is not a valid MySQL DSN (user:password@tcp(host:3306)/database?parseTime=true): %s",
+				redact(err.Error(), secrets))
+		}
+		if cfg.DBName == "" {
+			return nil, target{}, errors.New("database.dsn names no database: MySQL DSNs end in /database, as in user:password@tcp(host:3306)/app")
+		}
+		// Timestamps scan into time.Time on every dialect.
+		cfg.ParseTime = true
+		// RowsAffected counts the rows an UPDATE matched, as on PostgreSQL
+		// and SQLite, not only those whose values changed: "0 rows" then
+		// reliably means "no such row".
+		cfg.ClientFoundRows = true
+		// The driver writes and reads DATETIME as cfg.Loc (UTC unless the
+		// DSN says loc=...). The session must agree, or NOW() and
+		// CURRENT_TIMESTAMP defaults would be the server's local time
+		// read back as UTC, and TIMESTAMP columns would convert wrongly.
+		if _, set := cfg.Params["time_zone"]; !set && cfg.Loc == time.UTC {
+			if cfg.Params == nil {
+				cfg.Params = map[string]string{}
+			}
+			cfg.Params["time_zone"] = "'+00:00'"
+		}
+		// The driver's own complaints (a connection killed under it) go
+		// to passbridge's log instead of stderr.
+		if log != nil {
+			cfg.Logger = mysqlLogger{log}
+		}
+		conn, err := mysql.NewConnector(cfg)
+		if err != nil {
+			return nil, target{}, fmt.Errorf("database.dsn: %s", redact(err.Error(), secrets))
+		}
+		t := target{
+			desc:    fmt.Sprintf("mysql database %q on %s(%s) as user %q", cfg.DBName, cfg.Net, cfg.Addr, cfg.User),
+			secrets: append(secrets, secretForms(cfg.Passwd)...),
+		}
+		return sql.OpenDB(conn), t, nil
+	default:
+		full, t, err := sqliteDSN(dsn)
+		if err != nil {
+			return nil, target{}, err
+		}
+		db, err := sql.Open("sqlite", full)
+		if err != nil {
+			return nil, target{}, fmt.Errorf("open %s: %w", t.desc, err)
+		}
+		return db, t, nil
+	}
+}
+
+// pool sets the pool limits. maxOpen 0 takes the default: 10 connections
+// to a server; one to SQLite, whose single writer then never waits on a
+// lock held by another connection of the same process (a larger pool is
+// allowed for file databases: readers then run beside the writer in WAL
+// mode, and writers queue on busy_timeout).
+func (d Dialect) pool(db *sql.DB, t target, maxOpen int) {
+	switch {
+	case d.kind == SQLite && t.memory:
+		// Every connection to :memory: is a separate, empty database.
+		maxOpen = 1
+	case maxOpen > 0:
+	case d.kind == SQLite:
+		maxOpen = 1
+	default:
+		maxOpen = 10
+	}
+	db.SetMaxOpenConns(maxOpen)
+	db.SetMaxIdleConns(maxOpen)
+	if d.kind != SQLite {
+		// Recycle connections, so that failovers, DNS changes and
+		// server-side idle timeouts (MySQL wait_timeout) do not leave
+		// dead ones in the pool. SQLite connections stay: closing the
+		// last one of a :memory: database would lose it.
+		db.SetConnMaxLifetime(30 * time.Minute)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+	}
+}
+
+type mysqlLogger struct{ log *slog.Logger }
+
+func (l mysqlLogger) Print(v ...any) {
+	l.log.Warn("mysql driver: " + strings.TrimSpace(fmt.Sprint(v...)))
+}
+
+// permanent reports a connection error that retrying cannot fix: wrong
+// credentials, a missing database, an unusable SQLite file.
+func (d Dialect) permanent(err error) bool {
+	var pe *pgconn.PgError
+	var me *mysql.MySQLError
+	switch {
+	case d.kind == SQLite:
+		return true
+	case errors.As(err, &pe):
+		// invalid_password, invalid_authorization_specification,
+		// invalid_catalog_name (no such database)
+		return pe.Code == "28P01" || pe.Code == "28000" || pe.Code == "3D000"
+	case errors.As(err, &me):
+		// access denied (user, database), unknown database
+		return me.Number == 1045 || me.Number == 1044 || me.Number == 1049 || me.Number == 1698
+	}
+	return false
+}
+
+// sqliteDSN adds passbridge's defaults to an SQLite DSN (a file name or a
+// file: URI, with modernc.org/sqlite's query parameters), keeping whatever
+// the DSN already sets:
+//
+//   - _pragma=busy_timeout(5000): wait up to 5s for another writer (the
+//     application itself) instead of failing at once;
+//   - _pragma=journal_mode(WAL): readers do not block the writer. This is
+//     persistent: it converts the file, as every SQLite tool sees it;
+//   - _pragma=foreign_keys(1): enforce the foreign keys passbridge declares;
+//   - _txlock=immediate: transactions take the write lock when they begin,
+//     so that a transaction that reads and then writes cannot fail with
+//     "database is locked" halfway;
+//   - _time_format=sqlite and _timezone=UTC: times are written as
+//     "2006-01-02 15:04:05.999999999+00:00", which sorts as text.
+func sqliteDSN(dsn string) (string, target, error) {
+	base, rawQuery, _ := strings.Cut(dsn, "?")
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return "", target{}, fmt.Errorf("database.dsn: invalid SQLite parameters after '?': %w", err)
+	}
+	has := func(keys ...string) bool {
+		for _, k := range keys {
+			if _, ok := q[k]; ok {
+				return true
+			}
+		}
+		return false
+	}
+	hasPragma := func(name string) bool {
+		for _, v := range q["_pragma"] {
+			v = strings.ToLower(strings.TrimSpace(v))
+			if rest, ok := strings.CutPrefix(v, name); ok && (rest == "" || strings.ContainsAny(rest[:1], "(= ")) {
+				return true
+			}
+		}
+		return false
+	}
+
+	path := strings.TrimPrefix(base, "file:")
+	if strings.HasPrefix(path, "//") {
+		// file://host/path or file:///path
+		if i := strings.Index(path[2:], "/"); i >= 0 {
+			path = path[2+i:]
+		} else {
+			path = ""
+		}
+	}
+	if p, err := url.PathUnescape(path); err == nil && strings.HasPrefix(base, "file:") {
+		path = p
+	}
+	t := target{memory: path == "" || path == ":memory:" || q.Get("mode") == "memory"}
+	if t.memory {
+		t.desc = "sqlite in-memory database"
+	} else {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return "", target{}, fmt.Errorf("database.dsn: SQLite path %q: %w", path, err)
+		}
+		t.sqlitePath, t.desc = abs, "sqlite database "+abs
+		// Without this, SQLite reports a missing directory as "out of
+		// memory".
+		if st, err := os.Stat(filepath.Dir(abs)); err != nil || !st.IsDir() {
+			return "", target{}, fmt.Errorf("open %s: directory %s does not exist", t.desc, filepath.Dir(abs))
+		}
+	}
+
+	if !has("_busy_timeout", "_timeout") && !hasPragma("busy_timeout") {
+		q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
+	}
+	if !t.memory && !has("_journal_mode", "_journal") && !hasPragma("journal_mode") {
+		q.Add("_pragma", "journal_mode(WAL)")
+	}
+	if !has("_foreign_keys", "_fk") && !hasPragma("foreign_keys") {
+		q.Add("_pragma", "foreign_keys(1)")
+	}
+	if !has("_txlock") {
+		q.Set("_txlock", "immediate")
+	}
+	if !has("_time_format", "_time_integer_format") {
+		q.Set("_time_format", "sqlite")
+	}
+	if !has("_timezone") {
+		q.Set("_timezone", "UTC")
+	}
+	return base + "?" + q.Encode(), t, nil
+}
+
+// dsnSecretCandidates finds what may be a password in a DSN of any of the
+// three forms, even a malformed one, so that it can be scrubbed from the
+// drivers' parse errors, which quote the DSN.
+func dsnSecretCandidates(dsn string) []string {
+	var out []string
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok {
+			out = append(out, secretForms(p)...)
+		}
+	}
+	for _, m := range kvPassword.FindAllStringSubmatch(dsn, -1) {
+		out = append(out, secretForms(strings.Trim(m[1], "'"))...)
+	}
+	// user:password@... (MySQL, and URLs that did not parse). The password
+	// may itself hold ':' or '@': the driver splits at the last '@'.
+	rest := dsn
+	if _, after, ok := strings.Cut(rest, "://"); ok {
+		rest = after
+	}
+	if at := strings.LastIndex(rest, "@"); at > 0 {
+		if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
+			out = append(out, secretForms(pw)...)
+		}
+	}
+	return out
+}
+
+var kvPassword = regexp.MustCompile(`password\s*=\s*('[^']*'|[^\s&]+)`)
+
+// secretForms are the ways a password may appear in a message: as is and
+// URL-escaped.
+func secretForms(pw string) []string {
+	if pw == "" {
+		return nil
+	}
+	return []string{pw, url.QueryEscape(pw), url.PathEscape(pw), strings.TrimSuffix((&url.URL{User: url.UserPassword("u", pw)}).String()[len("//u:"):], "@")}
+}
+
+// redact replaces every secret in msg, longest first.
+func redact(msg string, secrets []string) string {
+	seen := map[string]bool{}
+	var list []string
+	for _, s := range secrets {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			list = append(list, s)
+		}
+	}
+	// Longest first, so that "secret" inside "secret%21" does not leave
+	// "%21" behind as a hint.
+	for i := range list {
+		for j := i + 1; j < len(list); j++ {
+			if len(list[j]) > len(list[i]) {
+				list[i], list[j] = list[j], list[i]
+			}
+		}
+	}
+	for _, s := range list {
+		msg = strings.ReplaceAll(msg, s, "********")
+	}
+	return msg
+}

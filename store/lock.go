@@ -1,0 +1,184 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Lock is a named lock held by this process (see DB.TryLock).
+type Lock struct {
+	name string
+
+	mu       sync.Mutex
+	released bool
+
+	// PostgreSQL, MySQL: the server holds key for the session of conn.
+	dialect Dialect
+	conn    *sql.Conn
+	key     any
+
+	// SQLite: undoes the process-local entry and the file lock.
+	release func() error
+}
+
+// TryLock takes the lock called name on this database without waiting. It
+// returns ok false when another holder (another process, another DB, or
+// this DB) has it. The lock lasts until Unlock, or until the connection
+// holding it ends: call Held now and then (each scheduled run) to notice a
+// lost lock, which also keeps the connection from idling out on the server.
+func (db *DB) TryLock(ctx context.Context, name string) (lock *Lock, ok bool, err error) {
+	if name == "" {
+		return nil, false, errors.New("lock name is empty")
+	}
+	if db.dialect.kind == SQLite {
+		release, ok, err := sqliteTryLock(db, name)
+		if err != nil || !ok {
+			return nil, false, err
+		}
+		return &Lock{name: name, dialect: db.dialect, release: release}, true, nil
+	}
+
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("lock %q: get a connection: %w", name, err)
+	}
+	key, err := db.dialect.lockKey(ctx, conn, name)
+	if err != nil {
+		conn.Close()
+		return nil, false, fmt.Errorf("lock %q: %w", name, err)
+	}
+	var got sql.NullBool
+	if err := conn.QueryRowContext(ctx, db.dialect.tryLockSQL(), key).Scan(&got); err != nil {
+		discard(conn)
+		return nil, false, fmt.Errorf("lock %q: %w", name, err)
+	}
+	if !got.Valid {
+		// MySQL's GET_LOCK answers NULL on an error (such as the
+		// session being killed) rather than "held elsewhere".
+		discard(conn)
+		return nil, false, fmt.Errorf("lock %q: the server could not take the lock", name)
+	}
+	if !got.Bool {
+		conn.Close()
+		return nil, false, nil
+	}
+	return &Lock{name: name, dialect: db.dialect, conn: conn, key: key}, true, nil
+}
+
+// Name is the lock's name.
+func (l *Lock) Name() string { return l.name }
+
+// Held reports whether the lock is still held: false after Unlock, or when
+// the server ended the session that held it (restart, failover, killed
+// connection), in which case another process may have it now.
+func (l *Lock) Held(ctx context.Context) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return false, nil
+	}
+	if l.conn == nil {
+		return true, nil
+	}
+	held, err := l.dialect.heldLock(ctx, l.conn, l.key)
+	if err != nil {
+		return false, fmt.Errorf("lock %q: check: %w", l.name, err)
+	}
+	return held, nil
+}
+
+// Unlock releases the lock. It is safe to call more than once and on every
+// path (defer lock.Unlock()). On a server, the dedicated connection is then
+// closed rather than returned to the pool, so that the lock cannot stay
+// behind on a pooled session even if the release statement failed.
+func (l *Lock) Unlock() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.released {
+		return nil
+	}
+	l.released = true
+	if l.release != nil {
+		return l.release()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var released sql.NullBool
+	err := l.conn.QueryRowContext(ctx, l.dialect.unlockSQL(), l.key).Scan(&released)
+	discard(l.conn)
+	if err != nil {
+		return fmt.Errorf("unlock %q: %w (the connection was closed, which releases it)", l.name, err)
+	}
+	return nil
+}
+
+// discard closes conn without returning it to the pool: the server ends
+// the session and every lock it held.
+func discard(conn *sql.Conn) {
+	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	conn.Close()
+}
+
+// SQLite locks: SQLite has no sessions to hold a lock, and it is
+// single-host. The lock is a process-wide table entry (which also covers
+// :memory: databases) plus, for a file, an exclusive flock on a file beside
+// it, which another passbridge process on the host sees, and which the
+// kernel releases if this process dies.
+
+var sqliteLocks = struct {
+	sync.Mutex
+	held map[string]bool
+}{held: map[string]bool{}}
+
+func sqliteTryLock(db *DB, name string) (release func() error, ok bool, err error) {
+	id := db.target.sqlitePath
+	if db.target.memory {
+		id = fmt.Sprintf("memory:%p", db)
+	}
+	key := id + "\x00" + name
+	sqliteLocks.Lock()
+	defer sqliteLocks.Unlock()
+	if sqliteLocks.held[key] {
+		return nil, false, nil
+	}
+	unflock := func() error { return nil }
+	if !db.target.memory {
+		path := sqliteLockPath(db.target.sqlitePath, name)
+		unflock, ok, err = flockTry(path)
+		if err != nil {
+			return nil, false, fmt.Errorf("lock %q: %w", name, err)
+		}
+		if !ok {
+			return nil, false, nil
+		}
+	}
+	sqliteLocks.held[key] = true
+	return func() error {
+		sqliteLocks.Lock()
+		delete(sqliteLocks.held, key)
+		sqliteLocks.Unlock()
+		return unflock()
+	}, true, nil
+}
+
+// sqliteLockPath is the lock file of name beside the database file:
+// app.db.passbridge-sync.lock. Names that are not plain become a hash.
+func sqliteLockPath(dbPath, name string) string {
+	plain := len(name) <= 64 && strings.IndexFunc(name, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) < 0 && name != "." && name != ".."
+	if !plain {
+		h := fnv.New64a()
+		h.Write([]byte(name))
+		name = fmt.Sprintf("%016x", h.Sum64())
+	}
+	return filepath.Join(filepath.Dir(dbPath), filepath.Base(dbPath)+".passbridge-"+name+".lock")
+}
