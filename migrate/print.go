@@ -1,0 +1,112 @@
+package migrate
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// WriteText prints the plan as SQL that can be pasted into psql, mysql or
+// sqlite3: every statement exactly as apply runs it, each step headed by
+// its risk note and its undo. Applied steps are printed commented out.
+func (p *Plan) WriteText(w io.Writer, prefix string) error {
+	ew := &errWriter{w: w}
+	u := p.Users
+	pending := len(p.Pending())
+	ew.printf("-- passbridge migrate plan: %s, users table %s\n", p.Engine, u.Qualified)
+	ew.printf("--   key %s (%s), about %s rows", quoteFor(p.Engine, u.Key.Name), u.KeyKind, approxRows(u.Rows))
+	if u.StorageEngine != "" {
+		ew.printf(", %s, %s", u.StorageEngine, u.Collation)
+	}
+	ew.printf("\n")
+	for _, ix := range u.Indexes {
+		state := ""
+		if !ix.Valid {
+			state = " INVALID"
+		}
+		ew.printf("--   index %s (%s)%s%s\n", ix.Name, strings.Join(ix.Columns, ", "), map[bool]string{true: " unique", false: ""}[ix.Unique], state)
+	}
+	for _, fk := range u.ForeignKeys {
+		if fk.Incoming {
+			ew.printf("--   referenced by %s(%s) [%s]\n", fk.Table, strings.Join(fk.Columns, ", "), fk.Name)
+		} else {
+			ew.printf("--   references %s(%s) [%s]\n", fk.RefTable, strings.Join(fk.RefColumns, ", "), fk.Name)
+		}
+	}
+	ew.printf("-- %d steps: %d applied, %d pending. lock_timeout %s, %d retries with backoff.\n", len(p.Steps), len(p.Steps)-pending, pending, p.LockTimeout, p.Retries)
+	ew.printf("-- The password column is never altered. `passbridge migrate apply` runs exactly this and records\n")
+	ew.printf("-- each step in %s%s; steps run by hand are found and recorded by the next apply.\n\n", prefix, historyTable)
+	for _, s := range p.Steps {
+		writeStep(ew, p.Engine, len(p.Steps), s)
+	}
+	return ew.err
+}
+
+func quoteFor(e Engine, name string) string { return e.quote(name) }
+
+// writeStep prints one step: header, risk, undo, then its statements
+// (commented out when the step is applied).
+func writeStep(ew *errWriter, eng Engine, total int, s StepStatus) {
+	ew.printf("-- [%d/%d] %s  (%s)\n", s.N, total, s.ID, s.State)
+	if s.Detail != "" {
+		ew.printf("--   %s\n", s.Detail)
+	}
+	if s.Drift != "" {
+		ew.printf("--   drift: %s\n", s.Drift)
+	}
+	ew.printf("--   risk: %s\n", s.Risk)
+	if len(s.Undo) > 0 {
+		ew.printf("--   undo: %s;  (%s)\n", strings.Join(s.Undo, "; "), s.UndoRisk)
+	} else if s.UndoRisk != "" {
+		ew.printf("--   undo: %s\n", s.UndoRisk)
+	}
+	comment := s.State == StateApplied || s.Kind == "take-baseline"
+	line := func(q string) {
+		for _, l := range strings.Split(q, "\n") {
+			if comment && !strings.HasPrefix(l, "--") {
+				l = "-- " + l
+			}
+			ew.printf("%s\n", l)
+		}
+	}
+	if s.Kind == "take-baseline" && s.State != StateApplied {
+		ew.printf("--   passbridge runs this itself, chunk by chunk:\n")
+	}
+	switch {
+	case s.Transactional && eng == SQLite:
+		line("BEGIN IMMEDIATE;")
+	case s.Transactional:
+		line("BEGIN;")
+	case eng == Postgres && s.Kind == "create-index":
+		ew.printf("--   (outside a transaction)\n")
+	}
+	for _, q := range s.SQL {
+		if strings.HasPrefix(q, "--") {
+			line(q)
+			continue
+		}
+		line(q + ";")
+	}
+	if s.Transactional {
+		line("COMMIT;")
+	}
+	ew.printf("\n")
+}
+
+// printStep is a dry run's output for one step.
+func (m *migrator) printStep(i int, s Step, st State, detail string) {
+	ew := &errWriter{w: m.out}
+	writeStep(ew, m.eng, len(m.steps), StepStatus{N: i + 1, ID: s.ID(), Kind: s.Kind(), State: st, Detail: detail,
+		Risk: s.Risk(), Transactional: s.Transactional(), SQL: s.SQL(), Undo: s.Undo(), UndoRisk: s.UndoRisk()})
+}
+
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, args ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, args...)
+	}
+}
