@@ -41,7 +41,14 @@ func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *Cursor, runID
 	i := 0
 	t0 := time.Now()
 	defer func() { s.dbTime += time.Since(t0) }()
+	batches := 0
 	run := func(last bool) error {
+		batches++
+		if s.hookBatch != nil {
+			if err := s.hookBatch(batches); err != nil {
+				return err
+			}
+		}
 		err := s.db.InTx(ctx, func(tx *sqlx.Tx) error {
 			n, err := a.run(ctx, tx, batch)
 			if err != nil {

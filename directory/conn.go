@@ -159,13 +159,33 @@ func (c *Client) connect(ctx context.Context, bindDN, password string, service b
 	return nil, fmt.Errorf("no directory server could be reached (%d tried): %s", len(c.servers), strings.Join(errs, "; "))
 }
 
-func (c *Client) tlsConfig(host string) *tls.Config {
-	return &tls.Config{
-		ServerName:         host,
-		RootCAs:            c.roots,
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: c.cfg.InsecureSkipVerify, //nolint:gosec // explicit opt-in, warned at start
+// tlsConfig is the TLS configuration for one server. The certificate is
+// verified in VerifyConnection, exactly as crypto/tls would (chain to the
+// roots, server name or IP, server-auth usage), so that a failure keeps
+// its x509 type even through StartTLS, whose error in go-ldap is only
+// text: *verr receives it, and tlsError explains it.
+func (c *Client) tlsConfig(host string) (*tls.Config, *error) {
+	verr := new(error)
+	conf := &tls.Config{ServerName: host, RootCAs: c.roots, MinVersion: tls.VersionTLS12}
+	if c.cfg.InsecureSkipVerify {
+		conf.InsecureSkipVerify = true //nolint:gosec // explicit opt-in, warned at start
+		return conf, verr
 	}
+	conf.InsecureSkipVerify = true //nolint:gosec // verified below, in VerifyConnection
+	conf.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			*verr = errors.New("the server sent no certificate")
+			return *verr
+		}
+		opts := x509.VerifyOptions{DNSName: host, Roots: c.roots, Intermediates: x509.NewCertPool()}
+		for _, ic := range cs.PeerCertificates[1:] {
+			opts.Intermediates.AddCert(ic)
+		}
+		_, err := cs.PeerCertificates[0].Verify(opts)
+		*verr = err
+		return err
+	}
+	return conf, verr
 }
 
 // dial opens one connection (TCP, then TLS for ldaps:// or StartTLS) within
@@ -184,10 +204,11 @@ func (c *Client) dial(ctx context.Context, s server) (*Conn, error) {
 	}
 	var nc net.Conn = raw
 	if s.scheme == "ldaps" {
-		tc := tls.Client(raw, c.tlsConfig(s.host))
+		conf, verr := c.tlsConfig(s.host)
+		tc := tls.Client(raw, conf)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			raw.Close()
-			return nil, c.tlsError(s, err)
+			return nil, c.tlsError(s, err, *verr)
 		}
 		nc = tc
 	}
@@ -199,9 +220,10 @@ func (c *Client) dial(ctx context.Context, s server) (*Conn, error) {
 		deadline, _ := dctx.Deadline()
 		_ = raw.SetDeadline(deadline)
 		l.SetTimeout(connectTimeout)
-		if err := l.StartTLS(c.tlsConfig(s.host)); err != nil {
+		conf, verr := c.tlsConfig(s.host)
+		if err := l.StartTLS(conf); err != nil {
 			l.Close()
-			return nil, c.tlsError(s, err)
+			return nil, c.tlsError(s, err, *verr)
 		}
 		_ = raw.SetDeadline(time.Time{})
 	}
@@ -218,7 +240,10 @@ func (c *Client) dial(ctx context.Context, s server) (*Conn, error) {
 }
 
 // tlsError turns certificate failures into errors that say what to fix.
-func (c *Client) tlsError(s server, err error) error {
+func (c *Client) tlsError(s server, err, verr error) error {
+	if verr != nil {
+		err = fmt.Errorf("%w (%w)", verr, err)
+	}
 	var unknown x509.UnknownAuthorityError
 	var host x509.HostnameError
 	var invalid x509.CertificateInvalidError

@@ -302,11 +302,12 @@ func (r *reader) readUSN(ctx context.Context, prev *Cursor, reason string) (*rea
 // it returns everything in scope, with one only what changed.
 func (r *reader) readSyncrepl(ctx context.Context, prev *Cursor, reason string) (*readOutcome, error) {
 	out, err := r.syncrepl(ctx, prev, reason)
-	if err != nil && prev != nil && ldap.IsErrorWithCode(err, ldap.LDAPResultSyncRefreshRequired) {
-		// The provider cannot serve this cookie (too old, or its session
-		// log was lost): read everything.
-		r.log.Info("the directory asks for a full refresh (e-syncRefreshRequired): reading everything")
-		return r.syncrepl(ctx, nil, "the directory refused the delta cookie (e-syncRefreshRequired)")
+	if err != nil && prev != nil && ldap.IsErrorAnyOf(err, ldap.LDAPResultSyncRefreshRequired, ldap.LDAPResultUnwillingToPerform) {
+		// The provider cannot serve this cookie: too old, its session log
+		// was lost, or it crashed before saving the state the cookie names
+		// ("consumer state is newer than provider"). Read everything.
+		r.log.Info("the directory refused the delta cookie: reading everything", "err", err)
+		return r.syncrepl(ctx, nil, "the directory refused the delta cookie ("+err.Error()+")")
 	}
 	return out, err
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testsrv"
+	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -144,7 +145,7 @@ func sambaConfig(s *testsrv.AD, cfg *config.Config, base string) {
 func newSyncer(t testing.TB, cfg *config.Config, db *store.DB) (*Syncer, *testLog) {
 	t.Helper()
 	log, buf := newTestLog(t)
-	if err := ensureSchema(context.Background(), cfg, db, log); err != nil {
+	if err := migrate.EnsureApplied(context.Background(), db, cfg, log); err != nil {
 		t.Fatalf("create passbridge tables: %v", err)
 	}
 	s, err := NewSyncer(cfg, db, log)

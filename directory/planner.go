@@ -23,14 +23,15 @@ type planner struct {
 	now   time.Time
 	log   *slog.Logger
 
-	// touched: directory IDs seen in this run (upserted, present or gone).
-	// For a full read it is the whole scope: IDs only, the one thing that
-	// grows with the directory.
-	touched map[string]struct{}
+	// touched: directory IDs seen in this run, with how (seenUpsert,
+	// seenPresent, seenGone). For a full read it is the whole scope: IDs
+	// only, the one thing that grows with the directory.
+	touched map[string]uint8
 	// claimed: users keys linked in this run, to the directory ID.
 	claimed map[string]string
 
 	upserted, presents int
+	pages              int
 	invalidCount       int
 	deletes, disables  int
 	linked             int
@@ -72,9 +73,16 @@ func (p *planner) invalid(dn string, err error) {
 
 // sink interface ---------------------------------------------------------
 
+// How an ID was seen in this run.
+const (
+	seenUpsert uint8 = 1 << iota
+	seenPresent
+	seenGone
+)
+
 func (p *planner) present(_ context.Context, ids []string) error {
 	for _, id := range ids {
-		p.touched[id] = struct{}{}
+		p.touched[id] |= seenPresent
 	}
 	p.presents += len(ids)
 	return nil
@@ -84,11 +92,11 @@ func (p *planner) upsert(ctx context.Context, page []Identity) error {
 	ids := make([]string, 0, len(page))
 	keep := page[:0:0]
 	for _, it := range page {
-		if _, dup := p.touched[it.DirectoryID]; dup {
+		if p.touched[it.DirectoryID]&seenUpsert != 0 {
 			p.invalid(it.DN, fmt.Errorf("%s %s is also the ID of another entry in scope: the stable ID attribute must be unique", p.s.mapper.IDAttribute(), it.DirectoryID))
 			continue
 		}
-		p.touched[it.DirectoryID] = struct{}{}
+		p.touched[it.DirectoryID] |= seenUpsert
 		ids = append(ids, it.DirectoryID)
 		keep = append(keep, it)
 	}
@@ -130,14 +138,19 @@ func (p *planner) upsert(ctx context.Context, page []Identity) error {
 			return err
 		}
 	}
+	p.pages++
+	if p.s.hookPage != nil {
+		p.s.hookPage(p.pages)
+	}
 	return nil
 }
 
 func (p *planner) gone(ctx context.Context, ids []string, reason string) error {
 	var fresh []string
 	for _, id := range ids {
-		if _, ok := p.touched[id]; !ok {
-			p.touched[id] = struct{}{}
+		// An ID upserted or reported present in this read is in scope.
+		if p.touched[id]&(seenUpsert|seenPresent) == 0 {
+			p.touched[id] |= seenGone
 			fresh = append(fresh, id)
 		}
 	}

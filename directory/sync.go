@@ -33,6 +33,11 @@ type Syncer struct {
 	scopeOpts scopeOptions
 
 	dbTime time.Duration // accumulated during a run
+
+	// Test hooks: after each page of upserts is planned, before each
+	// batch is applied.
+	hookPage  func(page int)
+	hookBatch func(batch int) error
 }
 
 // NewSyncer checks the directory settings (URLs, CA file) and returns a
@@ -166,7 +171,7 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	if err != nil {
 		return sum, err
 	}
-	p := &planner{s: s, runID: sum.RunID, now: s.now().UTC(), log: s.log, touched: map[string]struct{}{}, claimed: map[string]string{}}
+	p := &planner{s: s, runID: sum.RunID, now: s.now().UTC(), log: s.log, touched: map[string]uint8{}, claimed: map[string]string{}}
 	if p.plan, err = newPlan(); err != nil {
 		return sum, err
 	}
@@ -261,8 +266,8 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *readOutcome, s
 		var in []linkInput
 		var pending []*identityRow
 		for _, row := range rows {
-			if _, ok := p.touched[row.DirectoryID]; ok {
-				continue
+			if p.touched[row.DirectoryID]&(seenUpsert|seenGone) != 0 {
+				continue // matched already in this run, or just deleted
 			}
 			in = append(in, linkInput{DirectoryID: row.DirectoryID, Username: row.Username, Email: row.Email.String})
 			pending = append(pending, row)

@@ -191,6 +191,7 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 	start := time.Now()
 	defer func() { res.DurationMS = time.Since(start).Milliseconds() }()
 	rebuilt := false
+	bo := &backoff{m: m}
 	for {
 		env, err := m.env(ctx, conn)
 		if err != nil {
@@ -240,52 +241,72 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 				m.printStep(i, s, st, detail)
 				return res, nil
 			}
-			ci := s.(*CreateIndex)
 			m.log.Warn("dropping an INVALID index left by an interrupted build", "index", s.Object())
-			drop := ci.Undo()
-			if err := m.retry(ctx, res, s, func() error { return m.execAll(ctx, conn, drop) }); err != nil {
-				return res, err
-			}
+			res.Attempts++
+			err = m.execPatient(ctx, conn, s, s.Undo())
 			rebuilt = true
-			continue
 		case StatePending:
 			if m.opts.DryRun {
 				res.Action = ActionWould
 				m.printStep(i, s, st, "")
 				return res, nil
 			}
-			if err := m.retry(ctx, res, s, func() error { return m.run(ctx, conn, i, s) }); err != nil {
-				return res, err
-			}
-			// loop: check again, which also confirms the step took
+			res.Attempts++
+			err = m.run(ctx, conn, i, s)
+		}
+		if err == nil {
+			continue // check again, which also confirms the step took
+		}
+		// Whatever failed, the next round looks at the catalog again:
+		// a CREATE INDEX CONCURRENTLY that timed out leaves an INVALID
+		// index to drop first.
+		if err := bo.failed(ctx, err, res.Attempts, s); err != nil {
+			return res, err
 		}
 	}
+}
+
+// backoff paces retries of lost lock races.
+type backoff struct {
+	m    *migrator
+	next time.Duration
+}
+
+// failed decides after a failed attempt: nil to try again (after sleeping
+// with jitter), or the final error when err is not a lock race or
+// migrate.retries retries are spent.
+func (b *backoff) failed(ctx context.Context, err error, attempts int, s Step) error {
+	m := b.m
+	if !retryable(err) {
+		return fmt.Errorf("step %s: %w%s", s.ID(), err, m.instantHint(err, s))
+	}
+	if attempts > m.cfg.Migrate.Retries {
+		return fmt.Errorf("step %s: gave up after %d attempts: %w\n%s", s.ID(), attempts, err, m.blockerHint())
+	}
+	if b.next == 0 {
+		b.next = 200 * time.Millisecond
+	}
+	wait := b.next/2 + rand.N(b.next) // jitter: two runs never retry in step
+	b.next = min(b.next*2, 10*time.Second)
+	m.log.Warn("step waited too long for a lock; retrying", "step", s.ID(), "attempt", attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
+	fmt.Fprintf(m.out, "       %s: lock not granted within %s (attempt %d of %d), retrying in %s\n",
+		s.ID(), m.lockTimeout(), attempts, m.cfg.Migrate.Retries+1, wait.Round(time.Millisecond))
+	return sleep(ctx, wait)
 }
 
 // retry runs fn until it succeeds, fails for good, or migrate.retries
 // retries of a lock timeout (or deadlock, or busy database) are spent.
 func (m *migrator) retry(ctx context.Context, res *StepResult, s Step, fn func() error) error {
-	backoff := 200 * time.Millisecond
+	bo := &backoff{m: m}
 	for {
 		res.Attempts++
 		err := fn()
 		if err == nil {
 			return nil
 		}
-		if !retryable(err) || res.Attempts > m.cfg.Migrate.Retries {
-			if retryable(err) {
-				return fmt.Errorf("step %s: gave up after %d attempts: %w\n%s", s.ID(), res.Attempts, err, m.blockerHint())
-			}
-			return fmt.Errorf("step %s: %w%s", s.ID(), err, m.instantHint(err, s))
-		}
-		wait := backoff/2 + rand.N(backoff) // jitter: two runs never retry in step
-		m.log.Warn("step waited too long for a lock; retrying", "step", s.ID(), "attempt", res.Attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
-		fmt.Fprintf(m.out, "       %s: lock not granted within %s (attempt %d of %d), retrying in %s\n",
-			s.ID(), m.lockTimeout(), res.Attempts, m.cfg.Migrate.Retries+1, wait.Round(time.Millisecond))
-		if err := sleep(ctx, wait); err != nil {
+		if err := bo.failed(ctx, err, res.Attempts, s); err != nil {
 			return err
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 
@@ -305,6 +326,12 @@ func (m *migrator) run(ctx context.Context, conn *sql.Conn, i int, s Step) error
 		m.log.Info("password baseline taken", "rows", rows, "chunks", chunks, "took", time.Since(start).Round(time.Millisecond))
 		m.hook("executed", i, s)
 		return m.hist.record(ctx, conn, s, time.Since(start), version())
+	}
+	if s.base().patient {
+		if err := m.setPatience(ctx, conn, true); err != nil {
+			return err
+		}
+		defer m.setPatience(context.WithoutCancel(ctx), conn, false)
 	}
 	if s.Transactional() {
 		tx, err := conn.BeginTx(ctx, nil)
@@ -328,6 +355,33 @@ func (m *migrator) run(ctx context.Context, conn *sql.Conn, i int, s Step) error
 	}
 	m.hook("executed", i, s)
 	return m.hist.record(ctx, conn, s, time.Since(start), version())
+}
+
+// setPatience lifts lock_timeout for a statement whose lock waits block
+// nobody (CREATE INDEX CONCURRENTLY waits for older transactions while
+// reads and writes go on), and puts it back after.
+func (m *migrator) setPatience(ctx context.Context, conn *sql.Conn, on bool) error {
+	if m.eng != Postgres {
+		return nil
+	}
+	q := fmt.Sprintf("SET lock_timeout = %d", max(m.lockTimeout().Milliseconds(), 1))
+	if on {
+		q = "SET lock_timeout = 0"
+	}
+	_, err := conn.ExecContext(ctx, q)
+	return err
+}
+
+// execPatient runs statements of step s, without lock_timeout when the
+// step's waits block nobody.
+func (m *migrator) execPatient(ctx context.Context, conn *sql.Conn, s Step, stmts []string) error {
+	if s.base().patient {
+		if err := m.setPatience(ctx, conn, true); err != nil {
+			return err
+		}
+		defer m.setPatience(context.WithoutCancel(ctx), conn, false)
+	}
+	return m.execAll(ctx, conn, stmts)
 }
 
 func (m *migrator) execAll(ctx context.Context, q querier, stmts []string) error {

@@ -122,20 +122,22 @@ type Plan struct {
 
 // StepStatus is a step of a plan and where it stands.
 type StepStatus struct {
-	Step          Step          `json:"-"`
-	N             int           `json:"n"`
-	ID            string        `json:"id"`
-	Kind          string        `json:"kind"`
-	Object        string        `json:"object"`
-	State         State         `json:"state"`
-	Detail        string        `json:"detail,omitempty"`
-	Risk          string        `json:"risk"`
-	Transactional bool          `json:"transactional"`
-	SQL           []string      `json:"sql"`
-	Undo          []string      `json:"undo,omitempty"`
-	UndoRisk      string        `json:"undo_risk,omitempty"`
-	Checksum      string        `json:"checksum"`
-	Recorded      *HistoryEntry `json:"recorded,omitempty"`
+	Step          Step   `json:"-"`
+	N             int    `json:"n"`
+	ID            string `json:"id"`
+	Kind          string `json:"kind"`
+	Object        string `json:"object"`
+	State         State  `json:"state"`
+	Detail        string `json:"detail,omitempty"`
+	Risk          string `json:"risk"`
+	Transactional bool   `json:"transactional"`
+	// Bookkeeping marks migrate's own tables (history, baseline).
+	Bookkeeping bool          `json:"bookkeeping,omitempty"`
+	SQL         []string      `json:"sql"`
+	Undo        []string      `json:"undo,omitempty"`
+	UndoRisk    string        `json:"undo_risk,omitempty"`
+	Checksum    string        `json:"checksum"`
+	Recorded    *HistoryEntry `json:"recorded,omitempty"`
 	// Drift says how the database differs from the plan for this step:
 	// recorded but missing, or applied with other SQL.
 	Drift string `json:"drift,omitempty"`
@@ -200,7 +202,7 @@ func (m *migrator) plan(ctx context.Context, q querier) (*Plan, error) {
 	for i, s := range m.steps {
 		st, detail := s.check(env)
 		ss := StepStatus{Step: s, N: i + 1, ID: s.ID(), Kind: s.Kind(), Object: s.Object(), State: st, Detail: detail,
-			Risk: s.Risk(), Transactional: s.Transactional(), SQL: s.SQL(), Undo: s.Undo(), UndoRisk: s.UndoRisk(), Checksum: s.Checksum()}
+			Risk: s.Risk(), Transactional: s.Transactional(), Bookkeeping: s.base().bookkeeping, SQL: s.SQL(), Undo: s.Undo(), UndoRisk: s.UndoRisk(), Checksum: s.Checksum()}
 		if h, ok := env.history[s.ID()]; ok {
 			h := h
 			ss.Recorded = &h

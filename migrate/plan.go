@@ -360,19 +360,29 @@ func (p *planner) indexStep(table, nameBase string, ix Index, onUsers, bookkeepi
 	if onUsers {
 		rows = fmt.Sprintf("%s (about %s rows)", table, approxRows(p.users.Rows))
 	}
-	switch p.eng {
-	case Postgres:
+	patient := false
+	switch {
+	case p.eng == Postgres && bookkeeping:
+		// migrate's own table, which nothing else reads or writes: a
+		// plain build in a transaction is enough.
+		stmt = "CREATE " + unique + "INDEX " + p.q(name) + " ON " + tq + " (" + cols + ")"
+		undo = "DROP INDEX " + p.eng.qualify(p.schema, name)
+		risk = "SHARE lock on passbridge's own bookkeeping table only"
+		undoRisk = "ACCESS EXCLUSIVE on passbridge's own bookkeeping table only"
+		tx = true
+	case p.eng == Postgres:
 		stmt = "CREATE " + unique + "INDEX CONCURRENTLY " + p.q(name) + " ON " + tq + " (" + cols + ")"
 		undo = "DROP INDEX CONCURRENTLY " + p.eng.qualify(p.schema, name)
-		risk = fmt.Sprintf("CONCURRENTLY, outside a transaction: SHARE UPDATE EXCLUSIVE on %s, which lets reads and writes go on; scans %s twice and waits for transactions already running; an interrupted build leaves an INVALID index that the next apply drops and rebuilds", table, rows)
+		risk = fmt.Sprintf("CONCURRENTLY, outside a transaction: SHARE UPDATE EXCLUSIVE on %s, which lets reads and writes go on; scans %s twice and waits, without blocking them, for transactions that started before it (so no lock_timeout); an interrupted build leaves an INVALID index that the next apply drops and rebuilds", table, rows)
 		undoRisk = "DROP INDEX CONCURRENTLY: does not block reads or writes"
-	case MySQL:
+		patient = true
+	case p.eng == MySQL:
 		stmt = "ALTER TABLE " + tq + " ADD " + unique + "INDEX " + p.q(name) + " (" + cols + "), ALGORITHM=INPLACE, LOCK=NONE"
 		undo = "ALTER TABLE " + tq + " DROP INDEX " + p.q(name) + ", ALGORITHM=INPLACE, LOCK=NONE"
 		risk = fmt.Sprintf("ALGORITHM=INPLACE, LOCK=NONE: reads and writes go on while InnoDB builds the index from %s; brief exclusive metadata locks at start and end, bounded by lock_wait_timeout", rows)
 		undoRisk = "INPLACE, LOCK=NONE: a metadata-only change"
 		tx = false
-	case SQLite:
+	default: // SQLite
 		stmt = "CREATE " + unique + "INDEX " + p.eng.qualify(p.schema, name) + " ON " + p.q(table) + " (" + cols + ")"
 		undo = "DROP INDEX " + p.eng.qualify(p.schema, name)
 		risk = "SQLite: one write transaction; writers wait while the index builds"
@@ -386,7 +396,7 @@ func (p *planner) indexStep(table, nameBase string, ix Index, onUsers, bookkeepi
 	s.stepBase = stepBase{
 		id: "create-index " + name, kind: "create-index", object: name,
 		sql: []string{stmt}, undo: []string{undo}, risk: risk, undoRisk: undoRisk,
-		tx: tx, undoTx: tx, bookkeeping: bookkeeping,
+		tx: tx, undoTx: tx, bookkeeping: bookkeeping, patient: patient,
 	}
 	if !onUsers {
 		s.table = table
@@ -429,7 +439,7 @@ func (p *planner) foreignKey(t Table, fk ForeignKey) []Step {
 			sql:      []string{"ALTER TABLE " + child + " VALIDATE CONSTRAINT " + p.q(name)},
 			risk:     fmt.Sprintf("SHARE UPDATE EXCLUSIVE on %s (just created, so nearly empty) and ROW SHARE on %s: reads and writes go on", p.prefix+t.Name, refName),
 			undoRisk: "nothing to undo: the constraint goes with its add-foreign-key step",
-			tx:       true, undoTx: true,
+			tx:       true, undoTx: true, patient: true,
 		}
 		return []Step{add, val}
 	default: // MySQL

@@ -164,7 +164,7 @@ func (m *migrator) undoStep(ctx context.Context, conn *sql.Conn, i int, s Step) 
 					}
 					return tx.Commit()
 				}
-				if err := m.execAll(ctx, conn, s.Undo()); err != nil {
+				if err := m.execPatient(ctx, conn, s, s.Undo()); err != nil {
 					return err
 				}
 				return forget(conn)

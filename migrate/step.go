@@ -65,6 +65,11 @@ type stepBase struct {
 	table string
 	// bookkeeping marks migrate's own tables (history, baseline).
 	bookkeeping bool
+	// patient steps wait for their locks without lock_timeout: their lock
+	// requests block nobody (PostgreSQL CONCURRENTLY builds and drops,
+	// VALIDATE CONSTRAINT), so the application's long transactions only
+	// delay them.
+	patient bool
 }
 
 func (b *stepBase) ID() string          { return b.id }
