@@ -36,7 +36,7 @@ type baseliner struct {
 	users     string // quoted, qualified
 	key, pw   string // quoted columns
 	pwName    string
-	keyType   string
+	keyType   string // for CAST: the key's type without its collation
 	keyFamily string
 	pwType    string
 	rows      string // quoted, qualified <prefix>schema_baseline_rows
@@ -53,10 +53,20 @@ func newBaseliner(eng Engine, schema string, users *UsersTable, pw ColumnInfo, p
 	return &baseliner{
 		eng: eng, users: eng.qualify(schema, users.Name),
 		key: eng.quote(users.Key.Name), pw: eng.quote(pw.Name), pwName: pw.Name,
-		keyType: users.KeyType, keyFamily: eng.family(users.KeyType), pwType: pw.Type,
+		keyType: castType(users.KeyType), keyFamily: eng.family(castType(users.KeyType)), pwType: pw.Type,
 		rows: eng.qualify(schema, prefix+baselineRowsTable), chunks: eng.qualify(schema, prefix+baselineTable),
 		chunk: chunk,
 	}
+}
+
+// castType is a column type usable in CAST: without a COLLATE clause,
+// which only a column definition takes (a comparison with the column then
+// uses the column's collation).
+func castType(t string) string {
+	if i := strings.Index(strings.ToUpper(t), " COLLATE "); i >= 0 {
+		return t[:i]
+	}
+	return t
 }
 
 // fp is the SQL for the fingerprint of the password column of alias u.
@@ -128,22 +138,35 @@ func (b *baseliner) readSQL(first bool) string {
 		" ORDER BY u." + b.key + " LIMIT " + strconv.Itoa(b.chunk)
 }
 
-// summarySQL computes a chunk's summary from the baseline rows table.
-func (b *baseliner) summarySQL() string {
-	k := b.keyText("user_key")
+// chunkCond selects the rows of the chunk being summarized: chunk 0 is
+// the whole table at that point; later chunks are the keys after the last
+// chunk's, found through the primary key (no index on chunk is needed).
+func (b *baseliner) chunkCond(first bool) string {
+	if first {
+		return "r.chunk = ?"
+	}
+	if b.eng == Postgres {
+		return "r.user_key > CAST(? AS " + b.keyType + ")"
+	}
+	return "r.user_key > ?"
+}
+
+// summarySQL computes a chunk's summary from the baseline rows table. Its
+// arguments are the chunk number, then chunkCond's argument three times.
+func (b *baseliner) summarySQL(first bool) string {
+	// Qualified: in PostgreSQL, ORDER BY user_key would sort by the text
+	// output column (also named user_key), putting 9999 after 10000.
+	rk, cond := b.keyText("r.user_key"), b.chunkCond(first)
+	head := "INSERT INTO " + b.chunks + " (chunk, first_key, last_key, row_count, checksum, taken_at) SELECT ?," +
+		" (SELECT " + rk + " FROM " + b.rows + " r WHERE " + cond + " ORDER BY r.user_key LIMIT 1)," +
+		" (SELECT " + rk + " FROM " + b.rows + " r WHERE " + cond + " ORDER BY r.user_key DESC LIMIT 1),"
 	switch b.eng {
 	case Postgres:
-		return "INSERT INTO " + b.chunks + " (chunk, first_key, last_key, row_count, checksum, taken_at) SELECT ?," +
-			" (SELECT " + k + " FROM " + b.rows + " WHERE chunk = ? ORDER BY user_key LIMIT 1)," +
-			" (SELECT " + k + " FROM " + b.rows + " WHERE chunk = ? ORDER BY user_key DESC LIMIT 1)," +
-			" count(*), encode(sha256(convert_to(string_agg(" + k + " || ':' || coalesce(fingerprint, '-'), ',' ORDER BY user_key), 'UTF8')), 'hex'), now()" +
-			" FROM " + b.rows + " WHERE chunk = ?"
+		return head + " count(*), encode(sha256(convert_to(string_agg(" + rk + " || ':' || coalesce(r.fingerprint, '-'), ',' ORDER BY r.user_key), 'UTF8')), 'hex'), now()" +
+			" FROM " + b.rows + " r WHERE " + cond
 	case MySQL:
-		return "INSERT INTO " + b.chunks + " (chunk, first_key, last_key, row_count, checksum, taken_at) SELECT ?," +
-			" (SELECT " + k + " FROM " + b.rows + " WHERE chunk = ? ORDER BY user_key LIMIT 1)," +
-			" (SELECT " + k + " FROM " + b.rows + " WHERE chunk = ? ORDER BY user_key DESC LIMIT 1)," +
-			" COUNT(*), SHA2(GROUP_CONCAT(CONCAT(" + k + ", ':', COALESCE(fingerprint, '-')) ORDER BY user_key SEPARATOR ','), 256), UTC_TIMESTAMP(6)" +
-			" FROM " + b.rows + " WHERE chunk = ?"
+		return head + " COUNT(*), SHA2(GROUP_CONCAT(CONCAT(" + rk + ", ':', COALESCE(r.fingerprint, '-')) ORDER BY r.user_key SEPARATOR ','), 256), UTC_TIMESTAMP(6)" +
+			" FROM " + b.rows + " r WHERE " + cond
 	}
 	return "" // SQLite: computed in Go
 }
@@ -155,7 +178,7 @@ func (b *baseliner) describe() []string {
 		return []string{
 			fmt.Sprintf("-- for each chunk of %d rows in key order, in its own short transaction:", b.chunk),
 			b.eng.rebind(b.pgFillSQL(false)),
-			b.eng.rebind(b.summarySQL()),
+			b.eng.rebind(b.summarySQL(false)),
 		}
 	case MySQL:
 		return []string{
@@ -163,7 +186,7 @@ func (b *baseliner) describe() []string {
 			fmt.Sprintf("-- for each chunk of %d rows in key order (a plain, non-locking read):", b.chunk),
 			b.readSQL(false),
 			"-- then, in one transaction: INSERT INTO " + b.rows + " (user_key, chunk, fingerprint) VALUES (...), ...",
-			b.summarySQL(),
+			b.summarySQL(false),
 		}
 	}
 	return []string{
@@ -256,7 +279,7 @@ func (b *baseliner) takeChunk(ctx context.Context, conn *sql.Conn, n int, last s
 			return 0, "", err
 		}
 		got = int64(len(keys))
-		const batch = 500
+		const batch = 2000 // 6000 placeholders: within every driver's limit
 		for i := 0; i < len(keys); i += batch {
 			j := min(i+batch, len(keys))
 			var sb strings.Builder
@@ -277,11 +300,15 @@ func (b *baseliner) takeChunk(ctx context.Context, conn *sql.Conn, n int, last s
 	if got == 0 {
 		return 0, "", nil
 	}
+	var cond any = n
+	if !first {
+		cond = args[0]
+	}
 	if b.eng == SQLite {
-		if err := b.sqliteSummary(ctx, tx, n); err != nil {
+		if err := b.sqliteSummary(ctx, tx, n, first, cond); err != nil {
 			return 0, "", err
 		}
-	} else if _, err := tx.ExecContext(ctx, b.eng.rebind(b.summarySQL()), n, n, n, n); err != nil {
+	} else if _, err := tx.ExecContext(ctx, b.eng.rebind(b.summarySQL(first)), n, cond, cond, cond); err != nil {
 		return 0, "", err
 	}
 	var lastKey string
@@ -345,8 +372,8 @@ func nullableString(v any) any {
 	return fmt.Sprint(v)
 }
 
-func (b *baseliner) sqliteSummary(ctx context.Context, tx *sql.Tx, n int) error {
-	rows, err := tx.QueryContext(ctx, "SELECT "+b.keyText("user_key")+", fingerprint FROM "+b.rows+" WHERE chunk = ? ORDER BY user_key", n)
+func (b *baseliner) sqliteSummary(ctx context.Context, tx *sql.Tx, n int, first bool, cond any) error {
+	rows, err := tx.QueryContext(ctx, "SELECT "+b.keyText("r.user_key")+", r.fingerprint FROM "+b.rows+" r WHERE "+b.chunkCond(first)+" ORDER BY r.user_key", cond)
 	if err != nil {
 		return err
 	}

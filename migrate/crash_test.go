@@ -223,7 +223,9 @@ func TestVerifyDetectsChanges(t *testing.T) {
 				}
 			}
 			var text strings.Builder
-			v.WriteText(&text)
+			if err := v.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
 			if !strings.Contains(text.String(), "FAILED") || !strings.Contains(text.String(), changed) {
 				t.Fatalf("verify text:\n%s", text.String())
 			}

@@ -168,7 +168,7 @@ func (e Engine) defaultLiteral(c Column) string {
 // family is the comparable kind of a column type as a catalog reports it,
 // so a table found in the database can be compared with the one planned.
 func (e Engine) family(rawType string) string {
-	t := strings.ToLower(strings.TrimSpace(rawType))
+	t := strings.ToLower(strings.TrimSpace(castType(rawType)))
 	switch e {
 	case Postgres:
 		switch {

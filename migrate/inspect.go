@@ -181,6 +181,11 @@ func (u *UsersTable) resolveKey(key string) error {
 	switch u.Engine {
 	case Postgres:
 		u.KeyType, u.KeyKind = t, t
+		if c.Collation != "" {
+			// Keep the key's collation: the baseline walks keys in the
+			// users table's order and compares them in its own table.
+			u.KeyType += " COLLATE " + Postgres.quote(c.Collation)
+		}
 	case MySQL:
 		lt := strings.ToLower(t)
 		lt = intWidth.ReplaceAllString(lt, "$1")

@@ -42,7 +42,6 @@ var (
 			{Name: "chunk", Type: Int},
 			{Name: "fingerprint", Type: Str, Size: 64, Nullable: true},
 		},
-		Indexes: []Index{{Name: "chunk", Columns: []string{"chunk", "user_key"}}},
 	}
 )
 
@@ -74,9 +73,6 @@ func (p *planner) buildSteps() ([]Step, error) {
 	// users table.
 	for _, t := range []Table{historyDef, baselineDef, baselineRowsDef} {
 		steps = append(steps, p.createTable(t, true))
-	}
-	for _, ix := range baselineRowsDef.Indexes {
-		steps = append(steps, p.createIndex(baselineRowsDef, ix, true))
 	}
 	steps = append(steps, p.takeBaseline())
 
@@ -445,8 +441,8 @@ func (p *planner) foreignKey(t Table, fk ForeignKey) []Step {
 	default: // MySQL
 		add.sql = []string{clause}
 		add.undo = []string{"ALTER TABLE " + child + " DROP FOREIGN KEY " + p.q(name)}
-		add.risk = fmt.Sprintf("copies %s (just created, so nearly empty) to check its rows; brief shared metadata lock on %s, bounded by lock_wait_timeout", p.prefix+t.Name, refName)
-		add.undoRisk = fmt.Sprintf("metadata-only; brief metadata locks on %s and %s", p.prefix+t.Name, refName)
+		add.risk = fmt.Sprintf("copies %s (just created, so empty) to check its rows, holding a metadata lock on %s that makes its writers wait meanwhile (milliseconds); bounded by lock_wait_timeout", p.prefix+t.Name, refName)
+		add.undoRisk = fmt.Sprintf("a metadata lock on %s that makes its writers wait for a few milliseconds; bounded by lock_wait_timeout", refName)
 		return []Step{add}
 	}
 }

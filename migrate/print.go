@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // WriteText prints the plan as SQL that can be pasted into psql, mysql or
@@ -109,4 +110,73 @@ func (e *errWriter) printf(format string, args ...any) {
 	if e.err == nil {
 		_, e.err = fmt.Fprintf(e.w, format, args...)
 	}
+}
+
+// WriteStatus prints the plan as status: each step's state and when it was
+// applied, then drift and history rows no step knows.
+func (p *Plan) WriteStatus(w io.Writer) error {
+	ew := &errWriter{w: w}
+	pending := len(p.Pending())
+	ew.printf("passbridge migrate status: %s, users table %s\n", p.Engine, p.Users.Qualified)
+	ew.printf("  %d steps: %d applied, %d pending\n\n", len(p.Steps), len(p.Steps)-pending, pending)
+	ew.printf("  %3s  %-9s  %-20s  %s\n", "#", "STATE", "APPLIED AT (UTC)", "STEP")
+	for _, s := range p.Steps {
+		at := "-"
+		if s.Recorded != nil {
+			at = s.Recorded.AppliedAt.UTC().Format("2006-01-02 15:04:05")
+		}
+		ew.printf("  %3d  %-9s  %-20s  %s\n", s.N, s.State, at, s.ID)
+		if s.Detail != "" {
+			ew.printf("  %3s  %-9s  %-20s    %s\n", "", "", "", s.Detail)
+		}
+	}
+	drift := p.Drift()
+	if len(drift) > 0 || len(p.Unknown) > 0 {
+		ew.printf("\ndrift:\n")
+		for _, s := range drift {
+			ew.printf("  - %s: %s\n", s.ID, s.Drift)
+		}
+		for _, h := range p.Unknown {
+			ew.printf("  - %s: in the history (applied %s, passbridge %s) but not in this plan\n", h.StepID, h.AppliedAt.UTC().Format(time.RFC3339), h.Version)
+		}
+	} else {
+		ew.printf("\nno drift\n")
+	}
+	if pending > 0 {
+		ew.printf("\nreview the pending steps with `passbridge migrate plan`, then run `passbridge migrate apply`\n")
+	}
+	return ew.err
+}
+
+// WriteText summarizes what apply or rollback did.
+func (r *Report) WriteText(w io.Writer, what string) error {
+	ew := &errWriter{w: w}
+	counts := map[string]int{}
+	var order []string
+	for _, s := range r.Steps {
+		if counts[s.Action] == 0 {
+			order = append(order, s.Action)
+		}
+		counts[s.Action]++
+	}
+	var parts []string
+	for _, a := range order {
+		parts = append(parts, fmt.Sprintf("%d %s", counts[a], a))
+	}
+	prefix := what
+	if r.DryRun {
+		prefix += " --dry-run"
+	}
+	ew.printf("%s: %s in %s\n", prefix, strings.Join(parts, ", "), (time.Duration(r.DurationMS) * time.Millisecond).String())
+	if r.Export != nil {
+		ew.printf("passkeys exported: %d to %s (sha256 %s)\n", r.Export.Count, r.Export.Path, r.Export.SHA256)
+	}
+	if pr := r.Passwords; pr != nil {
+		if pr.OK {
+			ew.printf("password column checked against the baseline before it was dropped: %d rows unchanged, %d added since\n", pr.Unchanged, pr.Added)
+		} else {
+			ew.printf("WARNING: before it was dropped, the baseline showed %d changed and %d deleted password hashes (rollback does not touch them)\n", pr.Changed, pr.Deleted)
+		}
+	}
+	return ew.err
 }

@@ -6,7 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
-	"strings"
+	"io"
 	"time"
 )
 
@@ -116,7 +116,7 @@ func (m *migrator) verifyPasswords(ctx context.Context, q querier) (*PasswordRep
 		if len(rep.Rows) >= maxRowViolations {
 			break
 		}
-		v, err := m.rowViolations(ctx, q, n, maxRowViolations-len(rep.Rows))
+		v, err := m.rowViolations(ctx, q, n, base[n].first, base[n].last, maxRowViolations-len(rep.Rows))
 		if err != nil {
 			return nil, err
 		}
@@ -227,13 +227,22 @@ func (m *migrator) sqliteChunksNow(ctx context.Context, q querier, join, k strin
 }
 
 // rowViolations lists the changed and deleted rows of one chunk.
-func (m *migrator) rowViolations(ctx context.Context, q querier, chunk, limit int) ([]RowViolation, error) {
+func (m *migrator) rowViolations(ctx context.Context, q querier, chunk int, first, last string, limit int) ([]RowViolation, error) {
 	b := m.bl
-	join := " FROM " + b.rows + " b LEFT JOIN " + b.users + " u ON u." + b.key + " = b.user_key WHERE b.chunk = ?"
+	// The chunk's key range, through the primary key; a chunk with no
+	// summary (tampering) is searched by number.
+	cond, args := "b.chunk = ?", []any{chunk}
+	if first != "" && last != "" {
+		cond, args = "b.user_key >= ? AND b.user_key <= ?", []any{b.keyArg(first), b.keyArg(last)}
+		if m.eng == Postgres {
+			cond = "b.user_key >= CAST(? AS " + b.keyType + ") AND b.user_key <= CAST(? AS " + b.keyType + ")"
+		}
+	}
+	join := " FROM " + b.rows + " b LEFT JOIN " + b.users + " u ON u." + b.key + " = b.user_key WHERE " + cond
 	k := b.keyText("b.user_key")
 	var out []RowViolation
 	if m.eng == SQLite {
-		rows, err := q.QueryContext(ctx, "SELECT "+k+", b.fingerprint, u."+b.key+" IS NOT NULL, u."+b.pw+join+" ORDER BY b.user_key", chunk)
+		rows, err := q.QueryContext(ctx, "SELECT "+k+", b.fingerprint, u."+b.key+" IS NOT NULL, u."+b.pw+join+" ORDER BY b.user_key", args...)
 		if err != nil {
 			return nil, err
 		}
@@ -262,7 +271,7 @@ func (m *migrator) rowViolations(ctx context.Context, q querier, chunk, limit in
 	}
 	query := "SELECT " + k + ", CASE WHEN u." + b.key + " IS NULL THEN 'deleted' ELSE 'changed' END" + join +
 		" AND (u." + b.key + " IS NULL OR " + differs + ") ORDER BY b.user_key LIMIT " + fmt.Sprint(limit)
-	rows, err := q.QueryContext(ctx, m.eng.rebind(query), chunk)
+	rows, err := q.QueryContext(ctx, m.eng.rebind(query), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -329,35 +338,37 @@ func (m *migrator) verify(ctx context.Context) (*VerifyReport, error) {
 	return rep, nil
 }
 
-// WriteText prints a verify report.
-func (r *VerifyReport) WriteText(w *strings.Builder) {
+// WriteText prints a verify report for people.
+func (r *VerifyReport) WriteText(w io.Writer) error {
+	ew := &errWriter{w: w}
 	if r.OK {
-		w.WriteString("verify: OK\n")
+		ew.printf("verify: OK\n")
 	} else {
-		w.WriteString("verify: FAILED\n")
+		ew.printf("verify: FAILED\n")
 	}
 	for _, p := range r.Problems {
-		w.WriteString("  schema: " + p + "\n")
+		ew.printf("  schema: %s\n", p)
 	}
 	if len(r.Problems) == 0 {
-		w.WriteString("  schema: every step applied, no drift\n")
+		ew.printf("  schema: every step applied, no drift\n")
 	}
 	if r.NoBaseline != "" {
-		w.WriteString("  passwords: " + r.NoBaseline + "\n")
+		ew.printf("  passwords: %s\n", r.NoBaseline)
 	}
 	if p := r.Passwords; p != nil {
-		fmt.Fprintf(w, "  passwords: column %s, baseline of %s: %d rows in %d chunks\n", p.Column, p.TakenAt.Format(time.RFC3339), p.BaselineRows, p.Chunks)
-		fmt.Fprintf(w, "    unchanged %d, changed %d, deleted %d; added since the baseline %d (not a violation); %d rows now\n",
+		ew.printf("  passwords: column %s, baseline taken %s: %d rows in %d chunks\n", p.Column, p.TakenAt.Format(time.RFC3339), p.BaselineRows, p.Chunks)
+		ew.printf("    unchanged %d, changed %d, deleted %d; added since the baseline %d (not a violation); %d rows now\n",
 			p.Unchanged, p.Changed, p.Deleted, p.Added, p.CurrentRows)
 		for _, c := range p.BadChunks {
-			fmt.Fprintf(w, "    chunk %d, keys %s..%s (%d rows at baseline): checksum differs, %d changed, %d deleted\n",
+			ew.printf("    chunk %d, keys %s .. %s (%d rows at baseline): checksum differs; %d changed, %d deleted\n",
 				c.Chunk, c.FirstKey, c.LastKey, c.BaselineRows, c.Changed, c.Deleted)
 		}
 		for _, v := range p.Rows {
-			fmt.Fprintf(w, "    key %s: %s\n", v.Key, v.Kind)
+			ew.printf("    key %s: %s\n", v.Key, v.Kind)
 		}
 		if n := p.Changed + p.Deleted; n > int64(len(p.Rows)) && len(p.Rows) > 0 {
-			fmt.Fprintf(w, "    (first %d of %d listed)\n", len(p.Rows), n)
+			ew.printf("    (the first %d of %d are listed)\n", len(p.Rows), n)
 		}
 	}
+	return ew.err
 }
