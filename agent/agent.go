@@ -130,7 +130,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Agent, error) {
 		node: opts.Node, cfg: cfg, probes: &probeCache{ttl: opts.ProbeTTL},
 	}
 	a.runCtx, a.cancelRun = context.WithCancel(context.Background())
-	a.runner = NewRunner(&observedSyncer{a: a, s: syncer}, opts.DB, opts.DB, a.node, a.metrics, log)
+	a.runner = newRunner(&observedSyncer{a: a, s: syncer}, opts.DB, opts.DB, a.node, a.metrics, log)
 	a.runner.engineLock = directory.SyncLockName
 	a.sched = newScheduler(a.runCtx, a.runner, a.metrics, log)
 	if opts.RetryBase > 0 {

@@ -154,9 +154,9 @@ type Runner struct {
 	done    chan struct{} // closed when the running sync returns
 }
 
-// NewRunner builds the gate. ledger may be nil (no tick de-duplication, for
+// newRunner builds the gate. ledger may be nil (no tick de-duplication, for
 // a single process without history); locker may be nil (SQLite: one node).
-func NewRunner(s Syncer, locker Locker, ledger runLedger, node string, m *metrics.Metrics, log *slog.Logger) *Runner {
+func newRunner(s Syncer, locker Locker, ledger runLedger, node string, m *metrics.Metrics, log *slog.Logger) *Runner {
 	return &Runner{syncer: s, locker: locker, ledger: ledger, node: node, metrics: m, log: log}
 }
 
