@@ -178,6 +178,9 @@ var Tables = []Table{
 			{Name: "credential_id", Columns: []string{"credential_id"}, Unique: true},
 			{Name: "user_key", Columns: []string{"user_key"}},
 			{Name: "user_handle", Columns: []string{"user_handle"}},
+			// Foreign key columns are indexed: without it, every change to
+			// an identity would scan this table for referencing rows.
+			{Name: "identity_id", Columns: []string{"identity_id"}},
 		},
 		FKs: []ForeignKey{
 			{Column: "user_key", Users: true, OnDelete: "CASCADE"},
@@ -248,6 +251,7 @@ var Tables = []Table{
 		},
 		Indexes: []Index{
 			{Name: "expires_at", Columns: []string{"expires_at"}},
+			{Name: "identity_id", Columns: []string{"identity_id"}},
 		},
 		FKs: []ForeignKey{{Column: "identity_id", Table: "identities", OnDelete: "CASCADE"}},
 	},
@@ -283,8 +287,11 @@ var Tables = []Table{
 			{Name: "expires_at", Type: Time},
 			{Name: "used_at", Type: Time, Nullable: true},
 		},
-		Indexes: []Index{{Name: "token_hash", Columns: []string{"token_hash"}, Unique: true}},
-		FKs:     []ForeignKey{{Column: "identity_id", Table: "identities", OnDelete: "CASCADE"}},
+		Indexes: []Index{
+			{Name: "token_hash", Columns: []string{"token_hash"}, Unique: true},
+			{Name: "identity_id", Columns: []string{"identity_id"}},
+		},
+		FKs: []ForeignKey{{Column: "identity_id", Table: "identities", OnDelete: "CASCADE"}},
 	},
 	{
 		Name:       "rate_limits",

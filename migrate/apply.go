@@ -1,0 +1,440 @@
+package migrate
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/passbridge/passbridge/store"
+)
+
+// Report is what apply or rollback did, step by step.
+type Report struct {
+	DryRun     bool         `json:"dry_run"`
+	Steps      []StepResult `json:"steps"`
+	DurationMS int64        `json:"duration_ms"`
+	// Export is where rollback --force wrote the passkeys.
+	Export *ExportInfo `json:"export,omitempty"`
+	// Passwords is rollback's last check of the password column before the
+	// baseline is dropped.
+	Passwords *PasswordReport `json:"passwords,omitempty"`
+}
+
+// StepResult is one step of a Report.
+type StepResult struct {
+	ID         string `json:"id"`
+	Kind       string `json:"kind"`
+	Object     string `json:"object"`
+	Action     string `json:"action"`
+	Attempts   int    `json:"attempts,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
+	Detail     string `json:"detail,omitempty"`
+}
+
+// Actions in a StepResult.
+const (
+	ActionApplied  = "applied"
+	ActionSkipped  = "already applied"
+	ActionRecorded = "found applied, recorded"
+	ActionRebuilt  = "rebuilt (was INVALID)"
+	ActionWould    = "would apply"
+	ActionRemoved  = "removed"
+	ActionAbsent   = "not present"
+	ActionWithDrop = "removed with its table"
+	ActionLeft     = "left alone (not passbridge's)"
+	ActionWouldRm  = "would remove"
+)
+
+// apply runs the plan: every step checks the catalog first, so running
+// apply again after a crash, a kill -9 or a failed step finishes the job.
+func (m *migrator) apply(ctx context.Context) (*Report, error) {
+	start := time.Now()
+	rep := &Report{DryRun: m.opts.DryRun}
+	err := m.session(ctx, func(conn *sql.Conn) error {
+		if m.opts.DryRun {
+			fmt.Fprintf(m.out, "-- passbridge migrate apply --dry-run: %s %s, %d steps\n", m.eng, m.users.Qualified, len(m.steps))
+			m.printSessionSQL()
+		}
+		for i, s := range m.steps {
+			res, err := m.applyStep(ctx, conn, i, s)
+			if res != nil {
+				rep.Steps = append(rep.Steps, *res)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	rep.DurationMS = time.Since(start).Milliseconds()
+	return rep, err
+}
+
+// session runs fn on one dedicated connection that holds the migration
+// lock and whose lock waits are bounded by migrate.lock_timeout.
+func (m *migrator) session(ctx context.Context, fn func(conn *sql.Conn) error) error {
+	lock, err := m.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("get a connection: %w", err)
+	}
+	defer func() {
+		// A session whose settings were changed goes back to no pool:
+		// ErrBadConn makes database/sql close it.
+		conn.Raw(func(any) error { return driver.ErrBadConn })
+		conn.Close()
+	}()
+
+	for _, q := range m.sessionSQL() {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			if m.eng == Postgres && strings.Contains(q, "client_connection_check_interval") {
+				continue // PostgreSQL before 14
+			}
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return fn(conn)
+}
+
+// lockTimeout is migrate.lock_timeout (2s when unset).
+func (m *migrator) lockTimeout() time.Duration {
+	if d := m.cfg.Migrate.LockTimeout.D(); d > 0 {
+		return d
+	}
+	return 2 * time.Second
+}
+
+// sessionSQL bounds every lock wait of the migration's statements so that
+// a step waiting behind a long transaction gives up (and is retried)
+// instead of queueing the application's queries behind its own lock
+// request.
+func (m *migrator) sessionSQL() []string {
+	ms := max(m.lockTimeout().Milliseconds(), 1)
+	switch m.eng {
+	case Postgres:
+		return []string{
+			"SET application_name = 'passbridge migrate'",
+			fmt.Sprintf("SET lock_timeout = %d", ms),
+			// Index builds on large tables take longer than a typical
+			// role default; lock waits stay bounded by lock_timeout.
+			"SET statement_timeout = 0",
+			// A killed passbridge stops its server-side statement too.
+			"SET client_connection_check_interval = 1000",
+		}
+	case MySQL:
+		secs := max(int64(math.Ceil(m.lockTimeout().Seconds())), 1) // whole seconds only
+		return []string{
+			fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs),
+			fmt.Sprintf("SET SESSION innodb_lock_wait_timeout = %d", secs),
+		}
+	}
+	return []string{fmt.Sprintf("PRAGMA busy_timeout = %d", ms)}
+}
+
+func (m *migrator) printSessionSQL() {
+	for _, q := range m.sessionSQL() {
+		fmt.Fprintf(m.out, "%s;\n", q)
+	}
+}
+
+// lock takes the migration lock (store's named lock: a PostgreSQL advisory
+// lock, MySQL GET_LOCK, an flock beside an SQLite file) so that two runs
+// never interleave. A run killed in the middle of a long statement keeps
+// it until the server ends that statement: wait for it rather than fail.
+func (m *migrator) lock(ctx context.Context) (*store.Lock, error) {
+	name := "migrate:" + m.users.Schema + ":" + m.cfg.Migrate.Prefix
+	waited := false
+	for {
+		l, ok, err := m.sdb.TryLock(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("take the migration lock: %w", err)
+		}
+		if ok {
+			if waited {
+				m.log.Info("migration lock acquired")
+			}
+			return l, nil
+		}
+		if !waited {
+			m.log.Warn("another passbridge migrate holds the migration lock (or a killed one whose statement is still running on the server): waiting")
+			fmt.Fprintln(m.out, "waiting for the migration lock held by another passbridge migrate...")
+			waited = true
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return nil, fmt.Errorf("waiting for the migration lock: %w", err)
+		}
+	}
+}
+
+func (m *migrator) hook(point string, n int, s Step) {
+	if m.opts.hook != nil {
+		m.opts.hook(point, n, s)
+	}
+}
+
+// applyStep brings one step to applied: it checks, runs, retries lock
+// timeouts with backoff, and records the step in the history.
+func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step) (*StepResult, error) {
+	res := &StepResult{ID: s.ID(), Kind: s.Kind(), Object: s.Object()}
+	start := time.Now()
+	defer func() { res.DurationMS = time.Since(start).Milliseconds() }()
+	rebuilt := false
+	bo := &backoff{m: m}
+	for {
+		env, err := m.env(ctx, conn)
+		if err != nil {
+			return res, err
+		}
+		st, detail := s.check(env)
+		switch st {
+		case StateApplied:
+			h, recorded := env.history[s.ID()]
+			switch {
+			case res.Attempts > 0 && rebuilt:
+				res.Action = ActionRebuilt
+			case res.Attempts > 0:
+				res.Action = ActionApplied
+			case recorded:
+				res.Action = ActionSkipped
+				if h.Checksum != s.Checksum() {
+					res.Detail = "applied earlier with different SQL: see status"
+				}
+			default:
+				res.Action = ActionRecorded
+			}
+			if !recorded && !m.opts.DryRun {
+				if err := m.hist.record(ctx, conn, s, 0, version()); err != nil {
+					return res, err
+				}
+			}
+			m.progress(i, s, res)
+			return res, nil
+		case StateCollision:
+			return res, &CollisionError{Prefix: m.cfg.Migrate.Prefix, Items: []string{detail}}
+		case StateBuilding:
+			if m.opts.DryRun {
+				res.Action, res.Detail = ActionWould, detail
+				m.printStep(i, s, st, detail)
+				return res, nil
+			}
+			m.log.Info("waiting for an index build of another session", "step", s.ID())
+			fmt.Fprintf(m.out, "[%2d/%d] %s: %s; waiting\n", i+1, len(m.steps), s.ID(), detail)
+			if err := sleep(ctx, 2*time.Second); err != nil {
+				return res, err
+			}
+			continue
+		case StateInvalid:
+			if m.opts.DryRun {
+				res.Action, res.Detail = ActionWould, detail
+				m.printStep(i, s, st, detail)
+				return res, nil
+			}
+			m.log.Warn("dropping an INVALID index left by an interrupted build", "index", s.Object())
+			res.Attempts++
+			err = m.execPatient(ctx, conn, s, s.Undo())
+			rebuilt = true
+		case StatePending:
+			if m.opts.DryRun {
+				res.Action = ActionWould
+				m.printStep(i, s, st, "")
+				return res, nil
+			}
+			res.Attempts++
+			err = m.run(ctx, conn, i, s)
+		}
+		if err == nil {
+			continue // check again, which also confirms the step took
+		}
+		// Whatever failed, the next round looks at the catalog again:
+		// a CREATE INDEX CONCURRENTLY that timed out leaves an INVALID
+		// index to drop first.
+		if err := bo.failed(ctx, err, res.Attempts, s); err != nil {
+			return res, err
+		}
+	}
+}
+
+// backoff paces retries of lost lock races.
+type backoff struct {
+	m    *migrator
+	next time.Duration
+}
+
+// failed decides after a failed attempt: nil to try again (after sleeping
+// with jitter), or the final error when err is not a lock race or
+// migrate.retries retries are spent.
+func (b *backoff) failed(ctx context.Context, err error, attempts int, s Step) error {
+	m := b.m
+	if !retryable(err) {
+		return fmt.Errorf("step %s: %w%s", s.ID(), err, m.instantHint(err, s))
+	}
+	if attempts > m.cfg.Migrate.Retries {
+		return fmt.Errorf("step %s: gave up after %d attempts: %w\n%s", s.ID(), attempts, err, m.blockerHint())
+	}
+	if b.next == 0 {
+		b.next = 200 * time.Millisecond
+	}
+	wait := b.next/2 + rand.N(b.next) // jitter: two runs never retry in step
+	b.next = min(b.next*2, 10*time.Second)
+	m.log.Warn("step waited too long for a lock; retrying", "step", s.ID(), "attempt", attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
+	fmt.Fprintf(m.out, "       %s: lock not granted within %s (attempt %d of %d), retrying in %s\n",
+		s.ID(), m.lockTimeout(), attempts, m.cfg.Migrate.Retries+1, wait.Round(time.Millisecond))
+	return sleep(ctx, wait)
+}
+
+// retry runs fn until it succeeds, fails for good, or migrate.retries
+// retries of a lock timeout (or deadlock, or busy database) are spent.
+func (m *migrator) retry(ctx context.Context, res *StepResult, s Step, fn func() error) error {
+	bo := &backoff{m: m}
+	for {
+		res.Attempts++
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if err := bo.failed(ctx, err, res.Attempts, s); err != nil {
+			return err
+		}
+	}
+}
+
+// run executes a pending step and records it: in one transaction when the
+// step allows, otherwise statement by statement and then the record (a
+// kill between the two is healed by the next run, which finds the object
+// and records it).
+func (m *migrator) run(ctx context.Context, conn *sql.Conn, i int, s Step) error {
+	start := time.Now()
+	m.hook("before", i, s)
+	if tb, ok := s.(*TakeBaseline); ok {
+		tb.bl.afterChunk = func(c int) { m.hook("chunk", c, s) }
+		rows, chunks, err := tb.bl.take(ctx, conn)
+		if err != nil {
+			return err
+		}
+		m.log.Info("password baseline taken", "rows", rows, "chunks", chunks, "took", time.Since(start).Round(time.Millisecond))
+		m.hook("executed", i, s)
+		return m.hist.record(ctx, conn, s, time.Since(start), version())
+	}
+	if s.base().patient {
+		if err := m.setPatience(ctx, conn, true); err != nil {
+			return err
+		}
+		defer m.setPatience(context.WithoutCancel(ctx), conn, false)
+	}
+	if s.Transactional() {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		for _, q := range s.SQL() {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		m.hook("executed", i, s)
+		if err := m.hist.record(ctx, tx, s, time.Since(start), version()); err != nil {
+			return err
+		}
+		return tx.Commit()
+	}
+	if err := m.execAll(ctx, conn, s.SQL()); err != nil {
+		return err
+	}
+	m.hook("executed", i, s)
+	return m.hist.record(ctx, conn, s, time.Since(start), version())
+}
+
+// setPatience lifts lock_timeout for a statement whose lock waits block
+// nobody (CREATE INDEX CONCURRENTLY waits for older transactions while
+// reads and writes go on), and puts it back after.
+func (m *migrator) setPatience(ctx context.Context, conn *sql.Conn, on bool) error {
+	if m.eng != Postgres {
+		return nil
+	}
+	q := fmt.Sprintf("SET lock_timeout = %d", max(m.lockTimeout().Milliseconds(), 1))
+	if on {
+		q = "SET lock_timeout = 0"
+	}
+	_, err := conn.ExecContext(ctx, q)
+	return err
+}
+
+// execPatient runs statements of step s, without lock_timeout when the
+// step's waits block nobody.
+func (m *migrator) execPatient(ctx context.Context, conn *sql.Conn, s Step, stmts []string) error {
+	if s.base().patient {
+		if err := m.setPatience(ctx, conn, true); err != nil {
+			return err
+		}
+		defer m.setPatience(context.WithoutCancel(ctx), conn, false)
+	}
+	return m.execAll(ctx, conn, stmts)
+}
+
+func (m *migrator) execAll(ctx context.Context, q querier, stmts []string) error {
+	for _, st := range stmts {
+		if _, err := q.ExecContext(ctx, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *migrator) progress(i int, s Step, res *StepResult) {
+	line := fmt.Sprintf("[%2d/%d] %-60s %s", i+1, len(m.steps), s.ID(), res.Action)
+	if res.Attempts > 1 {
+		line += fmt.Sprintf(" after %d attempts", res.Attempts)
+	}
+	if res.Detail != "" {
+		line += " (" + res.Detail + ")"
+	}
+	fmt.Fprintln(m.out, line)
+	m.log.Debug("step", "step", s.ID(), "action", res.Action, "attempts", res.Attempts)
+}
+
+// retryable reports a lost lock race: lock timeout, deadlock, serialization
+// failure, SQLite busy.
+func retryable(err error) bool { return store.IsRetryable(err) }
+
+// blockerHint tells a DBA how to find what holds the lock.
+func (m *migrator) blockerHint() string {
+	switch m.eng {
+	case Postgres:
+		return "A long transaction holds a lock on the table. Find it with:\n" +
+			"  SELECT pid, usename, state, xact_start, left(query, 80) FROM pg_stat_activity\n" +
+			"   WHERE pid IN (SELECT unnest(pg_blocking_pids(pid)) FROM pg_stat_activity WHERE application_name = 'passbridge migrate')\n" +
+			"     OR (xact_start < now() - interval '1 minute' AND state <> 'idle');\n" +
+			"then run apply again (or raise migrate.lock_timeout / migrate.retries): it continues where it stopped."
+	case MySQL:
+		return "A long transaction holds a metadata lock on the table. Find it with:\n" +
+			"  SELECT * FROM information_schema.INNODB_TRX ORDER BY trx_started;  SHOW PROCESSLIST;\n" +
+			"then run apply again (or raise migrate.lock_timeout / migrate.retries): it continues where it stopped."
+	}
+	return "Another process holds the SQLite write lock; run apply again when it is idle."
+}
+
+// instantHint explains a MySQL ALTER that cannot be done in place.
+func (m *migrator) instantHint(err error, s Step) string {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) || (me.Number != 1845 && me.Number != 1846 && me.Number != 4092) {
+		return ""
+	}
+	stmt := strings.Join(s.SQL(), ";\n")
+	online := strings.Replace(stmt, "ALGORITHM=INSTANT", "ALGORITHM=INPLACE, LOCK=NONE", 1)
+	return fmt.Sprintf("\nThe server cannot make this change without rebuilding the table, and passbridge never copies or rebuilds your users table on its own.\n"+
+		"Either run it yourself as an online rebuild (reads and writes go on, the table is rewritten) at a quiet time:\n  %s;\n"+
+		"or with pt-online-schema-change / gh-ost; then run apply again: it finds the change made and goes on.", online)
+}

@@ -1,0 +1,249 @@
+package migrate
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/internal/buildinfo"
+	"github.com/passbridge/passbridge/store"
+)
+
+// Options tune a run of apply or rollback. The zero value takes everything
+// from the configuration.
+type Options struct {
+	// DryRun prints what would run and changes nothing.
+	DryRun bool
+	// Out receives progress lines and, on a dry run, the SQL. nil: none.
+	Out io.Writer
+	// Log receives structured logs. nil: none.
+	Log *slog.Logger
+	// Force lets rollback remove enrolled passkeys after exporting them.
+	Force bool
+	// ExportPath is where rollback --force writes the passkeys ("": a
+	// timestamped file in the current directory).
+	ExportPath string
+
+	// chunk overrides the baseline chunk size (tests).
+	chunk int
+	// hook is called at points of each step (tests kill the process there).
+	hook func(point string, n int, s Step)
+}
+
+// migrator holds one database's plan: the pipeline is
+// inspect → plan → (print | apply | rollback | verify).
+type migrator struct {
+	sdb   *store.DB
+	db    *sql.DB
+	eng   Engine
+	cfg   *config.Config
+	names Names
+	users *UsersTable
+	steps []Step
+	hist  history
+	bl    *baseliner // nil when users_table.password is not configured
+	opts  Options
+	log   *slog.Logger
+	out   io.Writer
+}
+
+func newMigrator(ctx context.Context, sdb *store.DB, cfg *config.Config, opts Options) (*migrator, error) {
+	if cfg.Migrate.Prefix == "" {
+		return nil, errors.New("migrate.prefix is empty")
+	}
+	eng, err := engineOf(sdb)
+	if err != nil {
+		return nil, err
+	}
+	db := sdb.DB.DB
+	users, err := inspect(ctx, db, eng, cfg.UsersTable)
+	if err != nil {
+		return nil, err
+	}
+	m := &migrator{sdb: sdb, db: db, eng: eng, cfg: cfg, users: users, opts: opts,
+		names: namesFor(eng, cfg.UsersTable, cfg.Migrate.Prefix), log: opts.Log, out: opts.Out}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.out == nil {
+		m.out = io.Discard
+	}
+	m.hist = history{eng: eng, table: m.names.History}
+	p := &planner{eng: eng, ut: cfg.UsersTable, prefix: cfg.Migrate.Prefix, users: users, schema: cfg.UsersTable.Schema}
+	if cfg.UsersTable.Password != "" {
+		pw, _ := users.Column(cfg.UsersTable.Password)
+		m.bl = newBaseliner(eng, cfg.UsersTable.Schema, users, pw, cfg.Migrate.Prefix, opts.chunk)
+		p.bl = m.bl
+	}
+	steps, err := p.buildSteps()
+	if err != nil {
+		return nil, err
+	}
+	if m.bl == nil { // no password column: nothing to baseline
+		steps = slices.DeleteFunc(steps, func(s Step) bool { return s.Kind() == "take-baseline" })
+	}
+	m.steps = steps
+	return m, nil
+}
+
+// env reads the catalog and the history: what every state decision uses.
+func (m *migrator) env(ctx context.Context, q querier) (*checkEnv, error) {
+	cat, err := loadCatalog(ctx, q, m.eng, m.users.Schema, m.users.Name, m.cfg.Migrate.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	hist, err := m.hist.read(ctx, q, cat.table(m.cfg.Migrate.Prefix+historyTable) != nil)
+	if err != nil {
+		return nil, err
+	}
+	return &checkEnv{cat: cat, history: hist}, nil
+}
+
+// Plan is the whole change for one database, each step with its state.
+type Plan struct {
+	Engine Engine      `json:"engine"`
+	Users  *UsersTable `json:"users_table"`
+	// LockTimeout is migrate.lock_timeout; Retries migrate.retries.
+	LockTimeout string       `json:"lock_timeout"`
+	Retries     int          `json:"retries"`
+	Steps       []StepStatus `json:"steps"`
+	// Unknown are history rows that match no step of this plan (a step of
+	// another passbridge version, or another prefix's change).
+	Unknown []HistoryEntry `json:"unknown_history,omitempty"`
+}
+
+// StepStatus is a step of a plan and where it stands.
+type StepStatus struct {
+	Step          Step   `json:"-"`
+	N             int    `json:"n"`
+	ID            string `json:"id"`
+	Kind          string `json:"kind"`
+	Object        string `json:"object"`
+	State         State  `json:"state"`
+	Detail        string `json:"detail,omitempty"`
+	Risk          string `json:"risk"`
+	Transactional bool   `json:"transactional"`
+	// Bookkeeping marks migrate's own tables (history, baseline).
+	Bookkeeping bool          `json:"bookkeeping,omitempty"`
+	SQL         []string      `json:"sql"`
+	Undo        []string      `json:"undo,omitempty"`
+	UndoRisk    string        `json:"undo_risk,omitempty"`
+	Checksum    string        `json:"checksum"`
+	Recorded    *HistoryEntry `json:"recorded,omitempty"`
+	// Drift says how the database differs from the plan for this step:
+	// recorded but missing, or applied with other SQL.
+	Drift string `json:"drift,omitempty"`
+}
+
+// Pending returns the steps that are not applied.
+func (p *Plan) Pending() []Step {
+	var out []Step
+	for _, s := range p.Steps {
+		if s.State != StateApplied {
+			out = append(out, s.Step)
+		}
+	}
+	return out
+}
+
+// Drift lists the steps whose database state differs from the history.
+func (p *Plan) Drift() []StepStatus {
+	var out []StepStatus
+	for _, s := range p.Steps {
+		if s.Drift != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// collisions returns the error for steps blocked by foreign objects.
+func (p *Plan) collisions(prefix string) error {
+	var items []string
+	for _, s := range p.Steps {
+		if s.State == StateCollision {
+			items = append(items, s.Detail)
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	return &CollisionError{Prefix: prefix, Items: items}
+}
+
+// CollisionError stops a plan whose names are taken by objects of another
+// shape: passbridge never alters or drops what it did not create.
+type CollisionError struct {
+	Prefix string
+	Items  []string
+}
+
+func (e *CollisionError) Error() string {
+	return fmt.Sprintf("passbridge cannot create its objects: these names are taken by something that is not passbridge's:\n  - %s\nNothing was changed. Remedy: set migrate.prefix (now %q) to a prefix that no existing table, column or index uses, for example\n    migrate:\n      prefix: pbx_\n(or PASSBRIDGE_MIGRATE_PREFIX=pbx_), then run plan again.",
+		strings.Join(e.Items, "\n  - "), e.Prefix)
+}
+
+// plan reads the catalog and states every step.
+func (m *migrator) plan(ctx context.Context, q querier) (*Plan, error) {
+	env, err := m.env(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Engine: m.eng, Users: m.users, LockTimeout: m.cfg.Migrate.LockTimeout.String(), Retries: m.cfg.Migrate.Retries}
+	known := map[string]bool{}
+	for i, s := range m.steps {
+		st, detail := s.check(env)
+		ss := StepStatus{Step: s, N: i + 1, ID: s.ID(), Kind: s.Kind(), Object: s.Object(), State: st, Detail: detail,
+			Risk: s.Risk(), Transactional: s.Transactional(), Bookkeeping: s.base().bookkeeping, SQL: s.SQL(), Undo: s.Undo(), UndoRisk: s.UndoRisk(), Checksum: s.Checksum()}
+		if h, ok := env.history[s.ID()]; ok {
+			h := h
+			ss.Recorded = &h
+			switch {
+			case st == StatePending:
+				ss.Drift = "recorded as applied but missing from the database"
+			case st == StateInvalid:
+				ss.Drift = "recorded as applied but INVALID in the database"
+			case h.Checksum != s.Checksum():
+				ss.Drift = "applied with different SQL (checksum " + short(h.Checksum) + ", this plan " + short(s.Checksum()) + ")"
+			}
+		}
+		known[s.ID()] = true
+		p.Steps = append(p.Steps, ss)
+	}
+	for id, h := range env.history {
+		if !known[id] {
+			p.Unknown = append(p.Unknown, h)
+		}
+	}
+	sort.Slice(p.Unknown, func(i, j int) bool { return p.Unknown[i].StepID < p.Unknown[j].StepID })
+	return p, nil
+}
+
+func short(sum string) string {
+	if len(sum) > 12 {
+		return sum[:12]
+	}
+	return sum
+}
+
+func version() string { return buildinfo.Get().Version }
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
