@@ -167,7 +167,7 @@ func TestSecretFileAndInlineBothSetIsError(t *testing.T) {
 }
 
 func TestEffectiveMasksSecrets(t *testing.T) {
-	cfg, err := Load(write(t, validYAML), []string{"PASSBRIDGE_ADMIN_TOKEN=adm1n-t0ken"})
+	cfg, err := Load(write(t, validYAML), []string{"PASSBRIDGE_ADMIN_TOKEN=adm1n-t0ken-long-enough"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestEffectiveMasksSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := string(out)
-	for _, secret := range []string{"s3cret-pw", "b1nd-pw", "adm1n-t0ken"} {
+	for _, secret := range []string{"s3cret-pw", "b1nd-pw", "adm1n-t0ken-long-enough"} {
 		if strings.Contains(s, secret) {
 			t.Errorf("effective config leaks %q:\n%s", secret, s)
 		}
@@ -216,5 +216,27 @@ func TestThreshold(t *testing.T) {
 	}
 	if (Threshold{Count: 3}).Exceeded(3, 10) || !(Threshold{Count: 3}).Exceeded(4, 10) {
 		t.Error("count 3")
+	}
+}
+
+func TestScheduleAndAdminValidation(t *testing.T) {
+	body := validYAML + "schedule:\n  incremental: \"*/5 * * *\"\n  full: \"@every 100ms\"\nadmin:\n  token: short\n"
+	_, err := Load(write(t, body), nil)
+	if err == nil {
+		t.Fatal("bad schedules and a short token accepted")
+	}
+	for _, want := range []string{"schedule.incremental:", "expected 5 fields", "schedule.full:", "at least 1s", "admin.token: must be at least 16 characters"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	// An empty spec turns that kind of scheduled sync off.
+	off := validYAML + "schedule:\n  incremental: \"\"\n  full: \"@every 1h\"\n"
+	cfg, err := Load(write(t, off), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Schedule.Incremental != "" || cfg.Schedule.Full != "@every 1h" {
+		t.Fatalf("schedule = %+v", cfg.Schedule)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/passbridge/passbridge/agent/schedule"
 )
 
 // Preset is what a directory kind calls its attributes.
@@ -153,6 +155,24 @@ func Validate(cfg *Config) error {
 	if cfg.Migrate.Retries < 0 {
 		bad("migrate.retries", "must be 0 or more")
 	}
+	for _, sc := range []struct{ key, spec string }{
+		{"schedule.incremental", cfg.Schedule.Incremental},
+		{"schedule.full", cfg.Schedule.Full},
+	} {
+		if strings.TrimSpace(sc.spec) == "" {
+			continue // an empty spec turns that kind of scheduled sync off
+		}
+		if _, err := schedule.Parse(sc.spec); err != nil {
+			bad(sc.key, "%v", err)
+		}
+	}
+	if tok := cfg.Admin.Token.Reveal(); tok != "" && len(tok) < 16 {
+		bad("admin.token", "must be at least 16 characters (generate one with: openssl rand -hex 32)")
+	}
+	if cfg.Admin.ShutdownGrace <= 0 {
+		bad("admin.shutdown_grace", "must be a positive duration such as 30s")
+	}
+
 	oneOf("log.level", cfg.Log.Level, "debug", "info", "warn", "error")
 	oneOf("log.format", cfg.Log.Format, "auto", "text", "json")
 

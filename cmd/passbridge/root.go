@@ -46,6 +46,8 @@ With no --config and no passbridge.yaml, 'passbridge run' starts an embedded dem
 		newVersionCmd(g),
 		newConfigCmd(g),
 		newRunCmd(g),
+		newSyncCmd(g),
+		newUsersCmd(g),
 		newMigrateCmd(g),
 	)
 	return root

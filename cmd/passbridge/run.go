@@ -14,6 +14,7 @@ import (
 	"github.com/passbridge/passbridge/agent"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/demo"
+	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -88,11 +89,41 @@ func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 		}
 	}
 
-	a := agent.New(cfg, log)
-	return a.Run(ctx, func(addr net.Addr) {
-		log.Info("passbridge is ready", "portal", portalURL(cfg, addr), "startup", time.Since(started).Round(time.Millisecond).String())
+	// The demo migrates its own database; a real one is migrated by the
+	// DBA (`passbridge migrate apply`), never behind their back.
+	if cfg.Demo {
+		if err := migrate.EnsureApplied(ctx, db, cfg, log); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	} else {
+		pending, err := migrate.Pending(ctx, db, cfg)
+		if err != nil {
+			return err
+		}
+		if err := migrate.PendingError(pending); err != nil {
+			return err
+		}
+	}
+
+	a, err := agent.NewDaemon(cfg, db, log, agent.Options{})
+	if err != nil {
+		return err
+	}
+	// SIGHUP re-reads the file (the demo has none: it rebuilds its own).
+	reload := func() (*config.Config, error) {
+		if cfg.Demo {
+			return demoConfig(f.demoDir, cfg.Directory.URLs[0], f.listen)
+		}
+		return g.loadConfig()
+	}
+	go agent.ReloadOnSIGHUP(ctx, a, reload)
+	return a.Run(ctx, func(ad agent.Addrs) {
+		log.Info("passbridge is ready", "portal", portalURL(cfg, ad.Portal), "startup", time.Since(started).Round(time.Millisecond).String())
+		if ad.Admin != nil {
+			log.Info("admin endpoints listening", "addr", ad.Admin.String())
+		}
 		if banner != "" {
-			fmt.Fprintf(os.Stderr, "\npassbridge demo is running: open %s\n%s\n", portalURL(cfg, addr), banner)
+			fmt.Fprintf(os.Stderr, "\npassbridge demo is running: open %s\n%s\n", portalURL(cfg, ad.Portal), banner)
 		}
 	})
 }

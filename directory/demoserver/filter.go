@@ -167,7 +167,7 @@ func (d *Directory) eval(f *ber.Packet, e *entry) tri {
 		}
 		return triUndefined
 	case ldap.FilterPresent:
-		lname, typ := canonicalAttr(string(f.Data.Bytes()))
+		lname, typ := canonicalAttr(f.Data.String())
 		if typ.syn == synSecret {
 			return triUndefined
 		}
@@ -180,13 +180,13 @@ func (d *Directory) eval(f *ber.Packet, e *entry) tri {
 		if len(f.Children) != 2 {
 			return triUndefined
 		}
-		return equality(e, string(f.Children[0].Data.Bytes()), string(f.Children[1].Data.Bytes()))
+		return equality(e, f.Children[0].Data.String(), f.Children[1].Data.String())
 	case ldap.FilterGreaterOrEqual, ldap.FilterLessOrEqual:
 		if len(f.Children) != 2 {
 			return triUndefined
 		}
-		lname, typ := canonicalAttr(string(f.Children[0].Data.Bytes()))
-		assertion := string(f.Children[1].Data.Bytes())
+		lname, typ := canonicalAttr(f.Children[0].Data.String())
+		assertion := f.Children[1].Data.String()
 		if typ.syn == synSecret {
 			return triUndefined
 		}
@@ -241,7 +241,7 @@ func substrings(e *entry, f *ber.Packet) tri {
 	if len(f.Children) != 2 {
 		return triUndefined
 	}
-	lname, typ := canonicalAttr(string(f.Children[0].Data.Bytes()))
+	lname, typ := canonicalAttr(f.Children[0].Data.String())
 	var norm func(string) string
 	switch typ.syn {
 	case synString:
@@ -257,7 +257,7 @@ func substrings(e *entry, f *ber.Packet) tri {
 		anys                 []string
 	)
 	for _, p := range f.Children[1].Children {
-		v := norm(string(p.Data.Bytes()))
+		v := norm(p.Data.String())
 		switch p.Tag {
 		case ldap.FilterSubstringsInitial:
 			initial, hasInitial = v, true
@@ -315,11 +315,11 @@ func (d *Directory) extensible(e *entry, f *ber.Packet) tri {
 	for _, c := range f.Children {
 		switch c.Tag {
 		case ldap.MatchingRuleAssertionMatchingRule:
-			rule = string(c.Data.Bytes())
+			rule = c.Data.String()
 		case ldap.MatchingRuleAssertionType:
-			typeDesc = string(c.Data.Bytes())
+			typeDesc = c.Data.String()
 		case ldap.MatchingRuleAssertionMatchValue:
-			value = string(c.Data.Bytes())
+			value = c.Data.String()
 		case ldap.MatchingRuleAssertionDNAttributes:
 			dnAttrs, _ = c.Value.(bool)
 		}

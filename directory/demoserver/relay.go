@@ -335,7 +335,7 @@ func moveDNAttributes(f *ber.Packet, depth int) bool {
 		}
 		name := dnAttrsMarker
 		if rule != nil {
-			name += string(rule.Data.Bytes())
+			name += rule.Data.String()
 			rule.Data.Reset()
 			rule.Data.WriteString(name)
 			rule.Value = name

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -169,16 +168,6 @@ func dbTempDir(pattern string) (string, error) {
 	}
 	onStop(func() { os.RemoveAll(dir) })
 	return dir, nil
-}
-
-// dbFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func dbFreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // dbRandomHex returns n random bytes as hex: passwords that need no quoting

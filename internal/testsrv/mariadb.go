@@ -177,7 +177,7 @@ func startMariaDB(install, server string) (*MDB, error) {
 	}
 
 	for attempt := 1; ; attempt++ {
-		if m.Port, err = dbFreePort(); err != nil {
+		if m.Port, err = freePort(); err != nil {
 			return nil, err
 		}
 		var portTaken bool

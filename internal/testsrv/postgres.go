@@ -161,7 +161,7 @@ func startPostgres(initdb, server string) (_ *PG, err error) {
 	// The port was free a moment ago; another process may take it before
 	// the server binds, so try a few ports.
 	for attempt := 1; ; attempt++ {
-		if p.Port, err = dbFreePort(); err != nil {
+		if p.Port, err = freePort(); err != nil {
 			return nil, err
 		}
 		var portTaken bool

@@ -13,6 +13,7 @@ package testsrv
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -100,15 +101,35 @@ func LookBinary(name string) (string, error) {
 	return "", fmt.Errorf("%s: not found", name)
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that is free now.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freePort()
 	if err != nil {
-		tb.Fatalf("free port: %v", err)
+		tb.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
+}
+
+// Ports for test servers come from below the kernel's ephemeral range
+// (32768-60999 on Linux): a port the kernel handed out for ":0" is soon
+// reused as the source port of some outgoing connection, and the server
+// that was meant to bind it then fails with "address already in use".
+const portLow, portHigh = 20000, 32000
+
+// freePort picks a random port in [portLow, portHigh) that can be bound on
+// 127.0.0.1 right now.
+func freePort() (int, error) {
+	for range 200 {
+		p := portLow + rand.IntN(portHigh-portLow)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p, nil
+	}
+	return 0, fmt.Errorf("free port: none free between %d and %d on 127.0.0.1", portLow, portHigh)
 }
 
 // WaitTCP waits until addr accepts connections or ctx ends.

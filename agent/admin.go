@@ -1,0 +1,203 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/passbridge/passbridge/agent/metrics"
+)
+
+// RunRecord is one row of the sync history (sync_runs).
+type RunRecord struct {
+	ID         int64           `json:"id"`
+	Kind       string          `json:"kind"`
+	Trigger    string          `json:"trigger"`
+	DryRun     bool            `json:"dry_run"`
+	Status     string          `json:"status"`
+	Node       string          `json:"node,omitempty"`
+	StartedAt  time.Time       `json:"started_at"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+	Entries    int64           `json:"entries"`
+	Summary    json.RawMessage `json:"summary,omitempty"`
+	Error      string          `json:"error,omitempty"`
+}
+
+// Runs is one page of GET /api/v1/runs.
+type Runs struct {
+	Runs []RunRecord `json:"runs"`
+	// Next is the URL of the following (older) page, absent on the last.
+	Next string `json:"next,omitempty"`
+}
+
+// SyncResponse is the body of POST /api/v1/sync.
+type SyncResponse struct {
+	Status  string `json:"status"` // succeeded | failed | refused | aborted
+	Summary any    `json:"summary,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// ScheduleEntry is one line of GET /api/v1/schedule.
+type ScheduleEntry struct {
+	Kind      string     `json:"kind"`
+	ConfigKey string     `json:"config_key"`
+	Spec      string     `json:"spec"`
+	Enabled   bool       `json:"enabled"`
+	Next      *time.Time `json:"next,omitempty"`
+	Following *time.Time `json:"following,omitempty"`
+	// RetryAt is set while a failed scheduled run waits for its retry.
+	RetryAt      *time.Time `json:"retry_at,omitempty"`
+	RetryAttempt int        `json:"retry_attempt,omitempty"`
+}
+
+// Schedule is the body of GET /api/v1/schedule.
+type Schedule struct {
+	Now       time.Time       `json:"now"`
+	Node      string          `json:"node"`
+	Schedules []ScheduleEntry `json:"schedules"`
+	Running   *Running        `json:"sync_running,omitempty"`
+}
+
+const (
+	maxAPIBody      = 4 << 10
+	defaultRunsPage = 50
+	maxRunsPage     = 500
+)
+
+func (a *Agent) registerAdmin(e *echo.Echo) {
+	g := e.Group("/api/v1", requireToken(func() string { return a.config().Admin.Token.Reveal() }))
+	g.POST("/sync", a.apiSync)
+	g.GET("/runs", a.apiRuns)
+	g.GET("/schedule", a.apiSchedule)
+	// Anything else under /api is a JSON 404, after authentication, so the
+	// API's shape is not disclosed to callers without the token.
+	g.Any("/*", func(c echo.Context) error { return echo.ErrNotFound })
+}
+
+// apiSync runs one sync through the same Runner as the schedule and the CLI.
+// The sync is not tied to the request: a client that hangs up does not
+// abort a run half-way; it still finishes and lands in the history.
+func (a *Agent) apiSync(c echo.Context) error {
+	var req SyncRequest
+	if err := decodeStrict(c, maxAPIBody, &req); err != nil {
+		return err
+	}
+	req.Trigger = TriggerAPI
+	a.log.Info("admin API: sync requested", "remote", c.Request().RemoteAddr, "full", req.Full, "dry_run", req.DryRun)
+	// A sync can outlast the server's write timeout; this response waits
+	// for it.
+	if err := http.NewResponseController(c.Response().Writer).SetWriteDeadline(time.Time{}); err != nil {
+		a.log.Debug("cannot lift the write deadline", "err", err)
+	}
+	type result struct {
+		out Outcome
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		out, err := a.runner.Run(a.runCtx, req)
+		ch <- result{out, err}
+	}()
+	var res result
+	select {
+	case res = <-ch:
+	case <-c.Request().Context().Done():
+		// Nobody is left to answer; the run still lands in the history.
+		a.log.Info("admin API client left; the sync it started goes on", "kind", req.Kind())
+		return nil
+	}
+	switch {
+	case errors.Is(res.err, ErrClosed):
+		return echo.NewHTTPError(http.StatusServiceUnavailable, res.err.Error())
+	case errors.Is(res.err, ErrBusy):
+		return echo.NewHTTPError(http.StatusConflict, res.err.Error())
+	case errors.Is(res.err, errAlreadyDone):
+		// Not reachable for API requests (no tick), but never a 500.
+		return echo.NewHTTPError(http.StatusConflict, "already done")
+	}
+	var le *lockError
+	if errors.As(res.err, &le) {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, res.err.Error())
+	}
+	body := SyncResponse{Status: res.out.Status, Summary: res.out.Summary}
+	if body.Status == "" {
+		body.Status = metrics.ResultSucceeded
+		if res.err != nil {
+			body.Status = metrics.ResultFailed
+		}
+	}
+	if res.err != nil {
+		body.Error = res.err.Error()
+		if errors.Is(res.err, context.Canceled) && a.runCtx.Err() != nil {
+			body.Status = metrics.ResultAborted
+			return c.JSON(http.StatusServiceUnavailable, body)
+		}
+		if body.Status == metrics.ResultRefused {
+			// The request was fine; the deletion guard said no.
+			return c.JSON(http.StatusUnprocessableEntity, body)
+		}
+		// The directory or the database failed: an upstream fault.
+		return c.JSON(http.StatusBadGateway, body)
+	}
+	return c.JSON(http.StatusOK, body)
+}
+
+// apiRuns lists the sync history, newest first, by pages: ?limit=N
+// (default 50, at most 500) and ?before=ID for the page after a given run.
+func (a *Agent) apiRuns(c echo.Context) error {
+	limit := defaultRunsPage
+	if s := c.QueryParam("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxRunsPage {
+			return badRequest("limit: expected a whole number from 1 to %d (got %q)", maxRunsPage, s)
+		}
+		limit = n
+	}
+	var before int64
+	if s := c.QueryParam("before"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			return badRequest("before: expected a run id, a whole number from 1 (got %q)", s)
+		}
+		before = n
+	}
+	// One more than asked tells whether another page follows.
+	runs, err := a.db.ListRuns(c.Request().Context(), before, limit+1)
+	if err != nil {
+		a.metrics.DBError("query")
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "cannot read the sync history: the database did not answer").SetInternal(err)
+	}
+	page := Runs{Runs: runs}
+	if len(runs) > limit {
+		page.Runs = runs[:limit]
+		page.Next = "/api/v1/runs?limit=" + strconv.Itoa(limit) + "&before=" + strconv.FormatInt(runs[limit-1].ID, 10)
+	}
+	if page.Runs == nil {
+		page.Runs = []RunRecord{}
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+// apiSchedule shows the schedules with their next two run times.
+func (a *Agent) apiSchedule(c echo.Context) error {
+	now := time.Now()
+	out := Schedule{Now: now.UTC(), Node: a.node, Running: a.runner.Current(), Schedules: []ScheduleEntry{}}
+	for _, p := range a.sched.currentPlans() {
+		e := ScheduleEntry{Kind: p.Kind, ConfigKey: p.ConfigKey, Spec: p.Spec, Enabled: p.sched != nil}
+		if p.sched != nil {
+			n := p.sched.Next(now)
+			f := p.sched.Next(n)
+			e.Next, e.Following = &n, &f
+		}
+		if due, attempt, ok := a.sched.pendingRetry(p.Kind); ok {
+			e.RetryAt, e.RetryAttempt = &due, attempt
+		}
+		out.Schedules = append(out.Schedules, e)
+	}
+	return c.JSON(http.StatusOK, out)
+}

@@ -1,0 +1,204 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/passbridge/passbridge/agent/metrics"
+)
+
+// APIError is the body of every error the daemon's JSON endpoints return.
+type APIError struct {
+	Status int    `json:"status"`
+	Error  string `json:"error"`
+}
+
+// newEcho builds one router with the shared error handler and middleware:
+// panics become 500s, every request is measured by route pattern.
+func newEcho(log *slog.Logger, m *metrics.Metrics, fallback func() echo.HTTPErrorHandler) *echo.Echo {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = errorHandler(log, fallback)
+	e.Use(measure(m), recoverPanics(log))
+	return e
+}
+
+// isJSONPath reports whether errors on path are for machines (JSON) rather
+// than for people in a browser (the portal's own error pages).
+func isJSONPath(path string) bool {
+	return strings.HasPrefix(path, "/api/") || path == "/healthz" || path == "/readyz" || path == "/metrics"
+}
+
+// errorHandler is the one HTTP error handler of the daemon: JSON errors with
+// the status the handler meant, 4xx for anything the client got wrong, and a
+// 500 only for real faults (logged, never described to the client). Paths
+// outside the daemon's own endpoints go to the portal's handler when one is
+// installed, so employees see an HTML page.
+func errorHandler(log *slog.Logger, fallback func() echo.HTTPErrorHandler) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		if fallback != nil && !isJSONPath(c.Request().URL.Path) {
+			if h := fallback(); h != nil {
+				h(err, c)
+				return
+			}
+		}
+		status, msg := classify(err)
+		if status >= 500 {
+			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+		}
+		if status == http.StatusUnauthorized {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="passbridge-admin"`)
+		}
+		var werr error
+		if c.Request().Method == http.MethodHead {
+			werr = c.NoContent(status)
+		} else {
+			werr = c.JSON(status, APIError{Status: status, Error: msg})
+		}
+		if werr != nil {
+			log.Debug("cannot write error response", "err", werr)
+		}
+	}
+}
+
+// classify maps an error to a status and a message safe to show.
+func classify(err error) (int, string) {
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		msg := http.StatusText(he.Code)
+		switch m := he.Message.(type) {
+		case string:
+			msg = m
+		case error:
+			msg = m.Error()
+		}
+		if he.Code >= 500 && he.Internal != nil {
+			// Internal detail stays in the log.
+			msg = http.StatusText(he.Code)
+		}
+		return he.Code, msg
+	}
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se), errors.As(err, &te), errors.Is(err, io.ErrUnexpectedEOF):
+		return http.StatusBadRequest, "malformed JSON: " + err.Error()
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+// badRequest is a 400 with a message for the client.
+func badRequest(format string, args ...any) error {
+	return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf(format, args...))
+}
+
+// recoverPanics turns a panic in a handler into a 500 through the error
+// handler, so one bad request can never take the daemon down.
+func recoverPanics(log *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					if r == http.ErrAbortHandler {
+						panic(r)
+					}
+					log.Error("handler panicked", "method", c.Request().Method, "path", c.Request().URL.Path, "panic", fmt.Sprint(r))
+					err = echo.NewHTTPError(http.StatusInternalServerError).SetInternal(fmt.Errorf("panic: %v", r))
+				}
+			}()
+			return next(c)
+		}
+	}
+}
+
+// measure records request durations by route pattern and status code.
+func measure(m *metrics.Metrics) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			if err != nil {
+				// Let the error handler write the response now, so the
+				// status it picks is the one recorded.
+				c.Error(err)
+			}
+			route := c.Path()
+			if route == "" || c.Response().Status == http.StatusNotFound && strings.HasSuffix(route, "*") {
+				route = "unmatched"
+			}
+			m.HTTPRequest(c.Request().Method, route, c.Response().Status, time.Since(start))
+			return nil
+		}
+	}
+}
+
+// tokenSource returns the configured admin token ("" disables the API); it
+// is a function so that a configuration reload takes effect at once.
+type tokenSource func() string
+
+// requireToken guards the admin API with "Authorization: Bearer <token>".
+// Tokens are compared as SHA-256 digests in constant time, so neither the
+// content nor the length leaks through timing.
+func requireToken(token tokenSource) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			want := token()
+			if want == "" {
+				return echo.NewHTTPError(http.StatusForbidden, "the admin API is disabled: set admin.token or admin.token_file (or PASSBRIDGE_ADMIN_TOKEN) to enable it")
+			}
+			auth := c.Request().Header.Get(echo.HeaderAuthorization)
+			if auth == "" {
+				return echo.NewHTTPError(http.StatusUnauthorized, "missing Authorization: Bearer <admin token>")
+			}
+			scheme, got, ok := strings.Cut(auth, " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") {
+				return echo.NewHTTPError(http.StatusUnauthorized, "the Authorization header must be: Bearer <admin token>")
+			}
+			g := sha256.Sum256([]byte(strings.TrimSpace(got)))
+			w := sha256.Sum256([]byte(want))
+			if subtle.ConstantTimeCompare(g[:], w[:]) != 1 {
+				return echo.NewHTTPError(http.StatusUnauthorized, "wrong admin token")
+			}
+			return next(c)
+		}
+	}
+}
+
+// decodeStrict reads a JSON body, refusing unknown fields, trailing data and
+// anything over max bytes. An empty body decodes to the zero value.
+func decodeStrict(c echo.Context, max int64, v any) error {
+	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(strings.ToLower(ct), echo.MIMEApplicationJSON) {
+		return echo.NewHTTPError(http.StatusUnsupportedMediaType, "expected Content-Type: application/json")
+	}
+	body := http.MaxBytesReader(c.Response(), c.Request().Body, max)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil
+		case errors.As(err, &mbe):
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", max))
+		}
+		return badRequest("malformed JSON body: %v", err)
+	}
+	if dec.More() {
+		return badRequest("malformed JSON body: more than one JSON value")
+	}
+	return nil
+}

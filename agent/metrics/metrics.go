@@ -1,0 +1,304 @@
+// Package metrics is passbridge's Prometheus instrumentation: one registry
+// per daemon (never the global default, so tests and embedded uses do not
+// collide), the series IT alerts on, and small methods the rest of the code
+// calls. Every method is safe on a nil *Metrics, so packages that record
+// metrics (the portal, the sync runner) work unchanged in tests and CLI
+// commands that have no registry.
+//
+// The portal imports this package, not agent, to record ceremonies.
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/passbridge/passbridge/internal/buildinfo"
+)
+
+// Namespace prefixes every series passbridge exports.
+const Namespace = "passbridge"
+
+// Sync results as recorded in the runs counter and the duration histogram.
+const (
+	ResultSucceeded = "succeeded"
+	ResultFailed    = "failed"
+	ResultRefused   = "refused" // the deletion guard stopped the run before writing
+	ResultAborted   = "aborted" // cancelled by shutdown
+)
+
+// Reasons a scheduled tick did not start a sync.
+const (
+	SkipBusy      = "busy"          // a sync was already running in this process
+	SkipReplica   = "other_replica" // another replica holds the sync lock or ran this tick
+	SkipFullTick  = "full_same_tick"
+	SkipLockError = "lock_error" // the database lock could not be asked for
+)
+
+// Snapshot is the cluster-wide state read from the database at scrape time,
+// so that every replica reports the same truth whichever one ran the sync.
+type Snapshot struct {
+	// Identities counts identities per state (active, disabled, deleted).
+	Identities map[string]int
+	// LastSuccess is the finish time of the newest successful, non-dry-run
+	// sync per kind (full, delta). Kinds that never succeeded are absent.
+	LastSuccess map[string]time.Time
+}
+
+// SnapshotFunc reads a Snapshot; it is called once per scrape.
+type SnapshotFunc func(ctx context.Context) (Snapshot, error)
+
+// Metrics holds every passbridge series and the registry that exports them.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	syncRuns     *prometheus.CounterVec
+	syncDuration *prometheus.HistogramVec
+	syncSkipped  *prometheus.CounterVec
+	syncRetries  *prometheus.CounterVec
+	syncRunning  prometheus.Gauge
+	ldapErrors   *prometheus.CounterVec
+	dbErrors     *prometheus.CounterVec
+	ceremonies   *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+
+	mu       sync.Mutex
+	snapshot SnapshotFunc
+	timeout  time.Duration
+	log      *slog.Logger
+}
+
+// New creates the registry with the process and Go runtime collectors, a
+// build-info series and every passbridge series at zero.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		syncRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "sync_runs_total",
+			Help: "Directory sync runs started by this process, by kind (full, delta) and result (succeeded, failed, refused, aborted).",
+		}, []string{"kind", "result"}),
+		syncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "sync_duration_seconds",
+			Help:    "Wall time of directory sync runs, by kind and result.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600},
+		}, []string{"kind", "result"}),
+		syncSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "sync_ticks_skipped_total",
+			Help: "Scheduled ticks that did not start a sync here, by kind and reason (busy, other_replica, full_same_tick, lock_error).",
+		}, []string{"kind", "reason"}),
+		syncRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "sync_retries_total",
+			Help: "Retries of failed scheduled syncs, by kind.",
+		}, []string{"kind"}),
+		syncRunning: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "sync_running",
+			Help: "1 while this process runs a directory sync.",
+		}),
+		ldapErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "ldap_errors_total",
+			Help: "Errors talking to the directory, by operation (sync, probe, bind).",
+		}, []string{"op"}),
+		dbErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "database_errors_total",
+			Help: "Errors talking to the database, by operation (sync, probe, lock, query).",
+		}, []string{"op"}),
+		ceremonies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "portal_ceremonies_total",
+			Help: "Portal WebAuthn ceremonies, by kind (registration, login) and result.",
+		}, []string{"kind", "result"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "http_request_duration_seconds",
+			Help:    "HTTP request durations, by method, route pattern and status code.",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+		}, []string{"method", "route", "code"}),
+		timeout: 5 * time.Second,
+	}
+	info := buildinfo.Get()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "build_info",
+		Help:        "Always 1; the labels say which passbridge is running.",
+		ConstLabels: prometheus.Labels{"version": info.Version, "commit": info.Commit, "goversion": info.GoVersion},
+	})
+	build.Set(1)
+	reg.MustRegister(
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(),
+		build,
+		m.syncRuns, m.syncDuration, m.syncSkipped, m.syncRetries, m.syncRunning,
+		m.ldapErrors, m.dbErrors, m.ceremonies, m.httpDuration,
+		snapshotCollector{m},
+	)
+	// Pre-create the series alerts look for, so that "no failures yet"
+	// reads as 0 rather than as a missing series.
+	for _, kind := range []string{"full", "delta"} {
+		for _, r := range []string{ResultSucceeded, ResultFailed, ResultRefused, ResultAborted} {
+			m.syncRuns.WithLabelValues(kind, r)
+		}
+	}
+	for _, op := range []string{"sync", "probe"} {
+		m.ldapErrors.WithLabelValues(op)
+		m.dbErrors.WithLabelValues(op)
+	}
+	return m
+}
+
+// Registry is where other packages register their own collectors (the
+// portal's adoption figures, for instance).
+func (m *Metrics) Registry() *prometheus.Registry {
+	if m == nil {
+		return nil
+	}
+	return m.reg
+}
+
+// Handler serves the registry in the Prometheus exposition format. A failing
+// collector (the database is down) still lets every other series through.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorHandling:       promhttp.ContinueOnError,
+		Registry:            m.reg,
+		MaxRequestsInFlight: 4,
+	})
+}
+
+// SetSnapshot installs the function that reads identities per state and the
+// last successful sync times from the database at scrape time.
+func (m *Metrics) SetSnapshot(fn SnapshotFunc, log *slog.Logger) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.snapshot, m.log = fn, log
+}
+
+// SyncRun records one finished sync run.
+func (m *Metrics) SyncRun(kind, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.syncRuns.WithLabelValues(kind, result).Inc()
+	m.syncDuration.WithLabelValues(kind, result).Observe(d.Seconds())
+}
+
+// SyncRunning flips the running gauge.
+func (m *Metrics) SyncRunning(running bool) {
+	if m == nil {
+		return
+	}
+	if running {
+		m.syncRunning.Set(1)
+	} else {
+		m.syncRunning.Set(0)
+	}
+}
+
+// SyncSkipped records a scheduled tick that did not start a sync here.
+func (m *Metrics) SyncSkipped(kind, reason string) {
+	if m == nil {
+		return
+	}
+	m.syncSkipped.WithLabelValues(kind, reason).Inc()
+}
+
+// SyncRetry records a retry of a failed scheduled sync.
+func (m *Metrics) SyncRetry(kind string) {
+	if m == nil {
+		return
+	}
+	m.syncRetries.WithLabelValues(kind).Inc()
+}
+
+// LDAPError records an error talking to the directory.
+func (m *Metrics) LDAPError(op string) {
+	if m == nil {
+		return
+	}
+	m.ldapErrors.WithLabelValues(op).Inc()
+}
+
+// DBError records an error talking to the database.
+func (m *Metrics) DBError(op string) {
+	if m == nil {
+		return
+	}
+	m.dbErrors.WithLabelValues(op).Inc()
+}
+
+// Ceremony records a finished (or abandoned) portal WebAuthn ceremony. kind
+// is "registration" or "login"; result is a short word such as "success",
+// "failure", "refused" or "abandoned".
+func (m *Metrics) Ceremony(kind, result string) {
+	if m == nil {
+		return
+	}
+	m.ceremonies.WithLabelValues(kind, result).Inc()
+}
+
+// HTTPRequest records one served request. route is the router's pattern
+// ("/api/v1/runs"), never the raw path, so the label set stays bounded.
+func (m *Metrics) HTTPRequest(method, route string, code int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.httpDuration.WithLabelValues(method, route, strconv.Itoa(code)).Observe(d.Seconds())
+}
+
+// Identity states always exported, so a dashboard sees 0 rather than nothing.
+var identityStates = []string{"active", "disabled", "deleted"}
+
+var (
+	identitiesDesc = prometheus.NewDesc(Namespace+"_identities",
+		"Directory identities in the database, by state (active, disabled, deleted).", []string{"state"}, nil)
+	lastSuccessDesc = prometheus.NewDesc(Namespace+"_sync_last_success_timestamp_seconds",
+		"Unix time at which the newest successful sync of each kind finished (any replica).", []string{"kind"}, nil)
+)
+
+// snapshotCollector reads the database at scrape time: counts kept in
+// process memory would disagree between replicas.
+type snapshotCollector struct{ m *Metrics }
+
+func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- identitiesDesc
+	ch <- lastSuccessDesc
+}
+
+func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	fn, log, timeout := c.m.snapshot, c.m.log, c.m.timeout
+	c.m.mu.Unlock()
+	if fn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	snap, err := fn(ctx)
+	if err != nil {
+		c.m.DBError("query")
+		if log != nil {
+			log.Warn("metrics: cannot read identities and sync history", "err", err)
+		}
+		return
+	}
+	seen := map[string]bool{}
+	for _, s := range identityStates {
+		seen[s] = true
+		ch <- prometheus.MustNewConstMetric(identitiesDesc, prometheus.GaugeValue, float64(snap.Identities[s]), s)
+	}
+	for s, n := range snap.Identities {
+		if !seen[s] {
+			ch <- prometheus.MustNewConstMetric(identitiesDesc, prometheus.GaugeValue, float64(n), s)
+		}
+	}
+	for kind, t := range snap.LastSuccess {
+		ch <- prometheus.MustNewConstMetric(lastSuccessDesc, prometheus.GaugeValue, float64(t.UnixNano())/1e9, kind)
+	}
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/internal/testsrv"
+	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/store"
+)
+
+// execute runs one passbridge command line in-process.
+func execute(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	root := newRootCmd()
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
+}
+
+// TestSyncAndUsersCommands drives `passbridge sync` and `passbridge users`
+// against a real slapd and an SQLite application database.
+func TestSyncAndUsersCommands(t *testing.T) {
+	srv := testsrv.Slapd(t)
+	ou := srv.NewOU(t)
+	alice := srv.AddUser(t, ou, "alice", map[string][]string{"displayName": {"Alice Liddell"}})
+	srv.AddUser(t, ou, "bob", nil)
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "app.db")
+	cfgPath := filepath.Join(dir, "passbridge.yaml")
+	yaml := fmt.Sprintf(`database: {driver: sqlite, dsn: %q}
+users_table: {name: users, key: id, username: username, email: email, password: password_hash}
+directory:
+  kind: openldap
+  urls: [%q]
+  start_tls: true
+  ca_file: %q
+  bind_dn: %q
+  bind_password: %q
+  base_dn: %q
+  max_deletions: 0
+log: {level: warn}
+`, dbPath, srv.URL, srv.CAFile, srv.BindDN, srv.BindPassword, ou)
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	db, err := store.Open(ctx, cfg.Database, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL, email TEXT, password_hash TEXT)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `INSERT INTO users (username, email, password_hash) VALUES ('alice', 'ALICE@corp.example', '$2y$10$x')`); err != nil {
+		t.Fatal(err)
+	}
+
+	// Before the migration: a clear error.
+	_, _, err = execute(t, "sync", "--config", cfgPath)
+	if err == nil || !strings.Contains(err.Error(), "migrate") {
+		t.Fatalf("sync before migrate: %v", err)
+	}
+	if err := migrate.EnsureApplied(ctx, db, cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	out, _, err := execute(t, "sync", "--dry-run", "--config", cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("passbridge sync --dry-run:\n%s", out)
+	for _, want := range []string{"create     alice: new identity uid=alice,", "linked: email alice@corp.example matches users row 1",
+		"create     bob:", "dry run: nothing written", "changes    create=2 (0 applied)", "1 linked, 1 unmatched"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("sync --dry-run output lacks %q:\n%s", want, out)
+		}
+	}
+	var n int
+	if err := store.Get(ctx, db, &n, "SELECT COUNT(*) FROM passbridge_identities"); err != nil || n != 0 {
+		t.Fatalf("a dry run wrote %d identities (%v)", n, err)
+	}
+
+	out, _, err = execute(t, "sync", "-o", "json", "--config", cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Summary directory.Summary `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("sync -o json: %v\n%s", err, out)
+	}
+	if res.Summary.Status != "succeeded" || res.Summary.Changes[directory.KindCreate] != 2 || res.Summary.Applied != 2 || res.Summary.Mode != "full" {
+		t.Fatalf("summary %+v", res.Summary)
+	}
+
+	out, _, err = execute(t, "users", "list", "--config", cfgPath)
+	if err != nil || !strings.Contains(out, "alice") || !strings.Contains(out, "bob") || !strings.Contains(out, "2 identities") {
+		t.Fatalf("users list: %v\n%s", err, out)
+	}
+	out, _, err = execute(t, "users", "list", "--link", "unmatched", "-o", "json", "--config", cfgPath)
+	var list []directory.IdentityInfo
+	if err != nil || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Username != "bob" {
+		t.Fatalf("users list --link unmatched: %v\n%s", err, out)
+	}
+	if _, _, err := execute(t, "users", "list", "--state", "gone", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), "expected one of active, disabled, deleted") {
+		t.Fatalf("bad --state: %v", err)
+	}
+
+	// A passkey, as the portal would store it.
+	_, err = store.Exec(ctx, db, `INSERT INTO passbridge_credentials (user_key, credential_id, public_key, user_handle, name, created_at, backup_eligible) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		1, []byte{1, 2, 3}, []byte{4, 5}, []byte("h"), "YubiKey 5", time.Now().UTC(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = execute(t, "users", "show", "ALICE", "--config", cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("passbridge users show ALICE:\n%s", out)
+	for _, want := range []string{"alice (Alice Liddell)", "dn            " + alice, "state         active", "link          linked",
+		"users row     1 (username alice, email ALICE@corp.example)", "passkeys      1", `"YubiKey 5": active`, "synced passkey"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("users show lacks %q:\n%s", want, out)
+		}
+	}
+	if _, _, err := execute(t, "users", "show", "nobody", "--config", cfgPath); err == nil || !strings.Contains(err.Error(), `no identity named "nobody"`) {
+		t.Fatalf("users show nobody: %v", err)
+	}
+
+	// The guard: max_deletions 0 refuses a deletion, with exit status 3.
+	srv.Delete(t, alice)
+	out, stderr, err := execute(t, "sync", "--config", cfgPath)
+	var ee exitError
+	if !errors.As(err, &ee) || ee.code != exitRefused || !strings.Contains(stderr, "refused") || !strings.Contains(out, "sync run 3: refused") {
+		t.Fatalf("refused run: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr)
+	}
+}

@@ -1,0 +1,262 @@
+package directory
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/store"
+)
+
+// maxParams bounds the placeholders of one multi-row INSERT (SQLite's
+// limit is 32766, PostgreSQL's and MySQL's 65535).
+const maxParams = 30000
+
+// applier runs a plan's changes in a transaction.
+type applier struct {
+	s *Syncer
+	// keys are the users keys created by provision changes, by directory
+	// ID; failed are the identities whose row could not be created.
+	keys   map[string]any
+	failed map[string]bool
+}
+
+// apply runs the plan in batches of BatchSize changes, one transaction
+// each. The cursor is saved in the transaction of the last batch (alone
+// when the plan is empty): a run that fails midway leaves it where it was,
+// so the next run reads the same changes again and the diff, computed
+// against what was committed, resumes where this one stopped.
+func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *Cursor, runID int64) (applied, provisionFailed int, err error) {
+	size := s.BatchSize
+	if size <= 0 {
+		size = 1000
+	}
+	a := &applier{s: s, keys: map[string]any{}, failed: map[string]bool{}}
+	batch := make([]Change, 0, size)
+	i := 0
+	t0 := time.Now()
+	defer func() { s.dbTime += time.Since(t0) }()
+	batches := 0
+	run := func(last bool) error {
+		batches++
+		if s.hookBatch != nil {
+			if err := s.hookBatch(batches); err != nil {
+				return err
+			}
+		}
+		err := s.db.InTx(ctx, func(tx *sqlx.Tx) error {
+			n, err := a.run(ctx, tx, batch)
+			if err != nil {
+				return err
+			}
+			if last {
+				if err := s.saveCursor(ctx, tx, cursor, runID); err != nil {
+					return err
+				}
+			}
+			applied += n
+			return nil
+		})
+		batch = batch[:0]
+		return err
+	}
+	err = p.each(func(c Change) error {
+		i++
+		batch = append(batch, c)
+		if len(batch) >= size && i < p.n {
+			return run(false)
+		}
+		return nil
+	})
+	if err != nil {
+		return applied, len(a.failed), err
+	}
+	if len(batch) > 0 || cursorChanged(prev, cursor) {
+		if err := run(true); err != nil {
+			return applied, len(a.failed), err
+		}
+	}
+	return applied, len(a.failed), nil
+}
+
+func cursorChanged(prev, cur *Cursor) bool {
+	if prev == nil || cur == nil {
+		return cur != nil
+	}
+	a, _ := json.Marshal(prev)
+	b, _ := json.Marshal(cur)
+	return string(a) != string(b)
+}
+
+// run executes one batch. Consecutive creates become multi-row INSERTs
+// (the same statement, many VALUES): an initial sync of 100,000 users is
+// a few hundred statements, not 100,000 round trips.
+func (a *applier) run(ctx context.Context, tx *sqlx.Tx, batch []Change) (int, error) {
+	applied := 0
+	stmts := map[string]*sqlx.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	for i := 0; i < len(batch); {
+		c := batch[i]
+		if c.Kind == KindCreate {
+			j := i + 1
+			perRow := max(len(c.Args), 1)
+			for j < len(batch) && batch[j].Kind == KindCreate && batch[j].SQL == c.SQL && (j-i+1)*perRow <= maxParams {
+				j++
+			}
+			if err := a.insertRows(ctx, tx, batch[i:j]); err != nil {
+				return applied, err
+			}
+			applied += j - i
+			i = j
+			continue
+		}
+		i++
+		if c.Kind == KindProvision {
+			ok, err := a.provision(ctx, tx, c)
+			if err != nil {
+				return applied, err
+			}
+			if ok {
+				applied++
+			}
+			continue
+		}
+		args := make([]any, len(c.Args))
+		skip := false
+		for k, v := range c.Args {
+			if pk, ok := v.(ProvisionedKey); ok {
+				key, found := a.keys[pk.DirectoryID]
+				if !found {
+					skip = true // its provision failed
+					break
+				}
+				v = key
+			}
+			args[k] = v
+		}
+		if skip {
+			continue
+		}
+		st, ok := stmts[c.SQL]
+		if !ok {
+			var err error
+			st, err = tx.PreparexContext(ctx, tx.Rebind(c.SQL))
+			if err != nil {
+				return applied, fmt.Errorf("%s %s: prepare: %w", c.Kind, c.Username, err)
+			}
+			stmts[c.SQL] = st
+		}
+		res, err := st.ExecContext(ctx, args...)
+		if err != nil {
+			return applied, fmt.Errorf("%s %s: %w", c.Kind, c.Username, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			// Its guard did not hold any more: an administrator linked it
+			// by hand meanwhile, say.
+			a.s.log.Info("change skipped: the row changed since it was planned", "kind", c.Kind, "user", c.Username)
+			continue
+		}
+		applied++
+	}
+	return applied, nil
+}
+
+func (a *applier) insertRows(ctx context.Context, tx *sqlx.Tx, rows []Change) error {
+	sqlText := rows[0].SQL
+	at := strings.LastIndex(sqlText, " VALUES (")
+	if at < 0 {
+		return fmt.Errorf("create %s: unexpected statement %q", rows[0].Username, sqlText)
+	}
+	group := sqlText[at+len(" VALUES "):]
+	var b strings.Builder
+	b.WriteString(sqlText[:at+len(" VALUES ")])
+	args := make([]any, 0, len(rows)*len(rows[0].Args))
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(group)
+		args = append(args, r.Args...)
+	}
+	if _, err := tx.ExecContext(ctx, tx.Rebind(b.String()), args...); err != nil {
+		if len(rows) == 1 {
+			return fmt.Errorf("create %s: %w", rows[0].Username, err)
+		}
+		return fmt.Errorf("create %d identities (%s ... %s): %w", len(rows), rows[0].Username, rows[len(rows)-1].Username, err)
+	}
+	return nil
+}
+
+// provision inserts a users row inside a savepoint: a row the table
+// refuses (a NOT NULL column passbridge does not fill, a duplicate
+// username) leaves that identity unmatched, with the reason, and the rest
+// of the run goes on.
+func (a *applier) provision(ctx context.Context, tx *sqlx.Tx, c Change) (bool, error) {
+	d := a.s.n.d
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT pb_provision"); err != nil {
+		return false, fmt.Errorf("provision %s: savepoint: %w", c.Username, err)
+	}
+	var key any
+	var err error
+	if d.Kind() == store.MySQL {
+		var id int64
+		res, e := tx.ExecContext(ctx, c.SQL, c.Args...)
+		if err = e; err == nil {
+			id, err = res.LastInsertId()
+			if err == nil && id == 0 {
+				err = fmt.Errorf("the users table gave no AUTO_INCREMENT key for the new row: provisioning needs an auto-increment key on MySQL")
+			}
+			key = id
+		}
+	} else {
+		err = tx.QueryRowxContext(ctx, tx.Rebind(c.SQL), c.Args...).Scan(&key)
+	}
+	if err != nil {
+		if _, rbErr := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT pb_provision"); rbErr != nil {
+			return false, fmt.Errorf("provision %s: %w (and roll back to savepoint: %v)", c.Username, err, rbErr)
+		}
+		a.failed[c.DirectoryID] = true
+		a.s.log.Warn("provision: could not create a users row; the identity stays unmatched", "user", c.Username, "err", err)
+		q := d.Quote
+		detail := clip("provision: create failed: "+err.Error(), 2000)
+		if _, err := tx.ExecContext(ctx, tx.Rebind("UPDATE "+a.s.n.identities+" SET "+q("link_state")+" = ?, "+q("link_detail")+" = ? WHERE "+
+			q("directory_id")+" = ? AND "+q("user_key")+" IS NULL AND "+q("link_state")+" <> ?"),
+			migrate.LinkUnmatched, detail, c.DirectoryID, migrate.LinkManual); err != nil {
+			return false, fmt.Errorf("provision %s: record the failure: %w", c.Username, err)
+		}
+		return false, nil
+	}
+	if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT pb_provision"); err != nil {
+		return false, fmt.Errorf("provision %s: release savepoint: %w", c.Username, err)
+	}
+	a.keys[c.DirectoryID] = normKey(key)
+	return true, nil
+}
+
+// saveCursor stores the delta cursor (inside the last batch's transaction).
+func (s *Syncer) saveCursor(ctx context.Context, tx *sqlx.Tx, c *Cursor, runID int64) error {
+	if c == nil {
+		return nil
+	}
+	body, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode the delta cursor: %w", err)
+	}
+	q, err := s.n.d.Upsert(s.n.syncState, []string{"name", "cursor", "run_id", "updated_at"}, []string{"name"}, []string{"cursor", "run_id", "updated_at"})
+	if err != nil {
+		return err
+	}
+	if _, err := store.Exec(ctx, tx, q, cursorName, string(body), runID, s.now().UTC()); err != nil {
+		return fmt.Errorf("save the delta cursor: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,108 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"unicode"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/passbridge/passbridge/config"
+)
+
+// Errors of Authenticate, for errors.Is. Callers show the user one message
+// for all three: telling them apart would tell an attacker which usernames
+// exist.
+var (
+	// ErrInvalidCredentials: unknown user or wrong password.
+	ErrInvalidCredentials = errors.New("invalid username or password")
+	// ErrDisabled: the directory says the account is disabled.
+	ErrDisabled = errors.New("the account is disabled in the directory")
+	// ErrAmbiguousUser: the username names more than one entry in scope.
+	ErrAmbiguousUser = errors.New("the username matches more than one directory entry")
+)
+
+// Authenticate checks a username and password against the directory and
+// returns the identity. It builds a client for the one call; long-lived
+// callers (the portal) keep a Client and use (*Client).Authenticate.
+func Authenticate(ctx context.Context, cfg *config.Config, username, password string) (*Identity, error) {
+	c, err := NewClient(cfg.Directory, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	return c.Authenticate(ctx, username, password)
+}
+
+// Authenticate looks the user up in scope with the service account (the
+// username escaped for the filter), then binds as the entry's DN with the
+// password on a separate connection. On AD the username may be the
+// sAMAccountName, DOMAIN\sAMAccountName or the userPrincipalName; elsewhere
+// the username attribute (uid). A disabled account is refused before any
+// bind, so that a refused login never counts as a failed password.
+func (c *Client) Authenticate(ctx context.Context, username, password string) (*Identity, error) {
+	username = strings.TrimSpace(username)
+	if username == "" || password == "" {
+		// An empty password would be an unauthenticated bind, which
+		// servers accept without checking anything (RFC 4513 5.1.2).
+		return nil, fmt.Errorf("%w: username and password are required", ErrInvalidCredentials)
+	}
+	if len(username) > 256 || strings.IndexFunc(username, unicode.IsControl) >= 0 {
+		return nil, fmt.Errorf("%w: the username is not valid", ErrInvalidCredentials)
+	}
+	m := NewMapper(c.cfg)
+	conn, err := c.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	scope, err := conn.resolveScope(ctx, c.cfg, m, scopeOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var clauses []string
+	name := username
+	if c.cfg.Kind == "ad" {
+		if i := strings.IndexByte(name, '\\'); i > 0 && strings.Count(name, `\`) == 1 {
+			name = name[i+1:] // DOMAIN\sAMAccountName
+		}
+		clauses = append(clauses, "(userPrincipalName="+ldap.EscapeFilter(username)+")")
+	}
+	clauses = append(clauses, "("+m.attrs.Username+"="+ldap.EscapeFilter(name)+")")
+	filter := "(&" + scope.Filter + "(|" + strings.Join(clauses, "") + "))"
+	req := ldap.NewSearchRequest(scope.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 2, 0, false, filter, m.Attributes(), nil)
+	var found []*ldap.Entry
+	err = conn.stream(ctx, req, 0, func(r result) error {
+		if r.entry != nil && scope.InScope(r.entry.DN) {
+			found = append(found, r.entry)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrTruncated) {
+		return nil, fmt.Errorf("look up %q: %w", username, err)
+	}
+	switch {
+	case len(found) == 0:
+		return nil, fmt.Errorf("%w: no user %q in scope", ErrInvalidCredentials, username)
+	case len(found) > 1 || errors.Is(err, ErrTruncated):
+		return nil, fmt.Errorf("%w: %q", ErrAmbiguousUser, username)
+	}
+	it, err := m.Map(found[0])
+	if err != nil {
+		return nil, err
+	}
+	if it.Disabled {
+		return &it, fmt.Errorf("%w (%s)", ErrDisabled, it.DisabledReason)
+	}
+	user, err := c.connect(ctx, "", "", false)
+	if err != nil {
+		return nil, err
+	}
+	defer user.Close()
+	if err := user.bind(it.DN, password, false); err != nil {
+		return nil, err
+	}
+	return &it, nil
+}

@@ -1,0 +1,189 @@
+package directory
+
+import (
+	"bufio"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Change kinds. A sync's plan is a list of changes; each identity may have
+// several (renamed and disabled in the same run).
+const (
+	KindCreate    = "create"     // a new identity
+	KindUpdate    = "update"     // username, email, display name or department changed
+	KindRename    = "rename"     // the DN changed, same parent
+	KindMove      = "move"       // the DN moved to another parent (OU)
+	KindDisable   = "disable"    // disabled in the directory
+	KindEnable    = "enable"     // enabled again
+	KindDelete    = "delete"     // gone from the directory or out of scope: marked deleted, never removed
+	KindRestore   = "restore"    // a deleted identity is back, with everything still attached
+	KindLink      = "link"       // linked to a row of the users table
+	KindUnlink    = "unlink"     // its users row is gone: unmatched again
+	KindLinkState = "link_state" // still unlinked, for another reason (unmatched <-> ambiguous)
+	KindProvision = "provision"  // a users row created for it (provision: create)
+)
+
+// Kinds lists the change kinds in the order summaries print them.
+var Kinds = []string{KindCreate, KindUpdate, KindRename, KindMove, KindDisable, KindEnable,
+	KindDelete, KindRestore, KindLink, KindUnlink, KindLinkState, KindProvision}
+
+// Change is one planned write: what it is, for whom, in words, and the SQL
+// (? placeholders, rebound for the database when run) with its arguments.
+// A dry run prints the changes; a real run executes exactly these
+// statements.
+type Change struct {
+	Kind        string `json:"kind"`
+	DirectoryID string `json:"directory_id"`
+	Username    string `json:"username"`
+	Description string `json:"description"`
+	SQL         string `json:"sql"`
+	Args        []any  `json:"args"`
+}
+
+// ProvisionedKey is an argument standing for the key of the users row that
+// the provision change of the same identity creates; it is known only when
+// that INSERT runs.
+type ProvisionedKey struct {
+	DirectoryID string `json:"provisioned_key_of"`
+}
+
+func (k ProvisionedKey) String() string { return "<key of the new users row>" }
+
+// String renders a change on one line: kind, who, what.
+func (c Change) String() string {
+	return fmt.Sprintf("%-10s %s: %s", c.Kind, c.Username, c.Description)
+}
+
+func init() {
+	gob.Register(time.Time{})
+	gob.Register(ProvisionedKey{})
+}
+
+// plan is the list of changes of a run, spooled to a temporary file so
+// that memory does not grow with the size of the directory (an initial
+// sync of 100,000 users plans 100,000 creates). It also keeps the counts.
+type plan struct {
+	f      *os.File
+	w      *bufio.Writer
+	enc    *gob.Encoder
+	n      int
+	counts map[string]int
+}
+
+func newPlan() (*plan, error) {
+	f, err := os.CreateTemp("", "passbridge-sync-plan-*")
+	if err != nil {
+		return nil, fmt.Errorf("create the plan file: %w", err)
+	}
+	// Unlinked at once: nothing is left behind if the process dies.
+	_ = os.Remove(f.Name())
+	w := bufio.NewWriterSize(f, 1<<16)
+	return &plan{f: f, w: w, enc: gob.NewEncoder(w), counts: map[string]int{}}, nil
+}
+
+func (p *plan) add(c Change) error {
+	if err := p.enc.Encode(&c); err != nil {
+		return fmt.Errorf("spool change: %w", err)
+	}
+	p.n++
+	p.counts[c.Kind]++
+	return nil
+}
+
+// each calls fn for every change, in order.
+func (p *plan) each(fn func(Change) error) error {
+	if err := p.w.Flush(); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if _, err := p.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	dec := gob.NewDecoder(bufio.NewReaderSize(p.f, 1<<16))
+	for i := 0; i < p.n; i++ {
+		var c Change
+		if err := dec.Decode(&c); err != nil {
+			return fmt.Errorf("read back change %d of %d: %w", i+1, p.n, err)
+		}
+		if err := fn(c); err != nil {
+			return err
+		}
+	}
+	_, err := p.f.Seek(0, io.SeekEnd)
+	return err
+}
+
+func (p *plan) close() {
+	if p != nil && p.f != nil {
+		p.f.Close()
+	}
+}
+
+// Counts maps a change kind to how many changes of it a run planned.
+type Counts map[string]int
+
+// String prints the non-zero counts in the order of Kinds.
+func (c Counts) String() string {
+	var parts []string
+	for _, k := range Kinds {
+		if c[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, c[k]))
+		}
+	}
+	var other []string
+	for k, n := range c {
+		if n > 0 && !isKnownKind(k) {
+			other = append(other, fmt.Sprintf("%s=%d", k, n))
+		}
+	}
+	sort.Strings(other)
+	parts = append(parts, other...)
+	if len(parts) == 0 {
+		return "no changes"
+	}
+	return strings.Join(parts, " ")
+}
+
+func isKnownKind(k string) bool {
+	for _, x := range Kinds {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+// RefusedError is returned when a run stops before writing anything
+// because it would disable or delete too many identities.
+type RefusedError struct {
+	Would    int    // identities the run would mark deleted or disabled
+	Active   int    // active identities before the run
+	Limit    string // directory.max_deletions
+	Allowed  int    // the most the limit allows out of Active
+	Detail   string // what the directory returned, when that is the cause
+	Deletes  int
+	Disables int
+}
+
+func (e *RefusedError) Error() string {
+	pct := 100.0
+	if e.Active > 0 {
+		pct = float64(e.Would) * 100 / float64(e.Active)
+	}
+	msg := fmt.Sprintf("refused: this run would mark %d identities deleted or disabled (%d deleted, %d disabled) out of %d active (%.1f%%), over directory.max_deletions %s (at most %d); nothing was written",
+		e.Would, e.Deletes, e.Disables, e.Active, pct, e.Limit, e.Allowed)
+	if e.Detail != "" {
+		msg += ". " + e.Detail
+	}
+	return msg + ". If this is intended, run once with a higher limit, e.g. PASSBRIDGE_DIRECTORY_MAX_DELETIONS=100% passbridge sync --full"
+}
+
+// ErrRefused matches every RefusedError with errors.Is.
+var ErrRefused = errors.New("refused by the deletion guard")
+
+func (e *RefusedError) Is(target error) bool { return target == ErrRefused }

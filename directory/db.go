@@ -1,0 +1,163 @@
+package directory
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/store"
+)
+
+// names are the quoted SQL names the sync uses: passbridge's tables (in
+// the users table's schema, with migrate.prefix) and the configured users
+// table and columns ("" when a column is not configured).
+type names struct {
+	d                                           store.Dialect
+	identities, syncRuns, syncState, credential string
+	users                                       string
+	uKey, uUsername, uEmail, uDisplayName       string
+	uActive                                     string
+	keyName                                     string // unquoted users key column
+}
+
+func namesFor(cfg *config.Config, d store.Dialect) names {
+	ut := cfg.UsersTable
+	t := func(n string) string { return d.Table(ut.Schema, cfg.Migrate.Prefix+n) }
+	col := func(c string) string {
+		if c == "" {
+			return ""
+		}
+		return d.Quote(c)
+	}
+	return names{
+		d:          d,
+		identities: t("identities"), syncRuns: t("sync_runs"), syncState: t("sync_state"), credential: t("credentials"),
+		users: d.Table(ut.Schema, ut.Name),
+		uKey:  col(ut.Key), uUsername: col(ut.Username), uEmail: col(ut.Email), uDisplayName: col(ut.DisplayName),
+		uActive: col(ut.Active), keyName: ut.Key,
+	}
+}
+
+// identityRow is an identity as stored.
+type identityRow struct {
+	ID          int64          `db:"id" json:"id"`
+	DirectoryID string         `db:"directory_id" json:"directory_id"`
+	DN          string         `db:"dn" json:"dn"`
+	Username    string         `db:"username" json:"username"`
+	Email       sql.NullString `db:"email" json:"-"`
+	DisplayName sql.NullString `db:"display_name" json:"-"`
+	Department  sql.NullString `db:"department" json:"-"`
+	State       string         `db:"state" json:"state"`
+	StateReason sql.NullString `db:"state_reason" json:"-"`
+	UserKey     any            `db:"user_key" json:"-"`
+	LinkState   string         `db:"link_state" json:"link_state"`
+	LinkDetail  sql.NullString `db:"link_detail" json:"-"`
+}
+
+const identityColumns = "id, directory_id, dn, username, email, display_name, department, state, state_reason, user_key, link_state, link_detail"
+
+func (n names) selectIdentities() string {
+	cols := strings.Split(identityColumns, ", ")
+	for i, c := range cols {
+		cols[i] = n.d.Quote(c)
+	}
+	return "SELECT " + strings.Join(cols, ", ") + " FROM " + n.identities
+}
+
+// placeholders returns "?, ?, ?" for n values.
+func placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// identitiesByDirectoryID loads the stored identities with these IDs.
+func (s *Syncer) identitiesByDirectoryID(ctx context.Context, ids []string) (map[string]*identityRow, error) {
+	out := make(map[string]*identityRow, len(ids))
+	for start := 0; start < len(ids); start += maxInList {
+		end := min(start+maxInList, len(ids))
+		args := make([]any, 0, end-start)
+		for _, id := range ids[start:end] {
+			args = append(args, id)
+		}
+		var rows []*identityRow
+		q := s.n.selectIdentities() + " WHERE " + s.n.d.Quote("directory_id") + " IN (" + placeholders(len(args)) + ")"
+		if err := store.Select(ctx, s.db, &rows, q, args...); err != nil {
+			return nil, fmt.Errorf("read identities: %w", err)
+		}
+		for _, r := range rows {
+			r.UserKey = normKey(r.UserKey)
+			out[r.DirectoryID] = r
+		}
+	}
+	return out, nil
+}
+
+// maxInList bounds the values of one IN (...) list (SQLite allows 32766
+// parameters, PostgreSQL and MySQL 65535).
+const maxInList = 1000
+
+// normKey makes a users key comparable and printable: drivers return
+// []byte for some column types.
+func normKey(k any) any {
+	switch v := k.(type) {
+	case []byte:
+		return string(v)
+	case int32:
+		return int64(v)
+	case int:
+		return int64(v)
+	}
+	return k
+}
+
+func keyString(k any) string {
+	if k == nil {
+		return ""
+	}
+	return fmt.Sprint(k)
+}
+
+// eachIdentity streams stored identities matching where (no user input in
+// it) in pages by id, so memory holds one page.
+func (s *Syncer) eachIdentity(ctx context.Context, where string, fn func(rows []*identityRow) error) error {
+	var last int64 = -1 << 62
+	for {
+		var rows []*identityRow
+		q := s.n.selectIdentities() + " WHERE " + s.n.d.Quote("id") + " > ?"
+		if where != "" {
+			q += " AND (" + where + ")"
+		}
+		q += " ORDER BY " + s.n.d.Quote("id") + " LIMIT " + fmt.Sprint(maxInList)
+		t0 := time.Now()
+		err := store.Select(ctx, s.db, &rows, q, last)
+		s.dbTime += time.Since(t0)
+		if err != nil {
+			return fmt.Errorf("read identities: %w", err)
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		for _, r := range rows {
+			r.UserKey = normKey(r.UserKey)
+		}
+		if err := fn(rows); err != nil {
+			return err
+		}
+		last = rows[len(rows)-1].ID
+		if len(rows) < maxInList {
+			return nil
+		}
+	}
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

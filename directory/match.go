@@ -1,0 +1,207 @@
+package directory
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/store"
+)
+
+// linkInput is an identity to link to a users row.
+type linkInput struct {
+	DirectoryID, Username, Email string
+}
+
+// linkResult is the outcome of the match rules for one identity.
+type linkResult struct {
+	State  string // migrate.LinkLinked, LinkUnmatched or LinkAmbiguous
+	Key    any    // the users row, when linked
+	Rule   string // the rule that decided
+	Detail string // why, in words
+}
+
+// match links identities to users rows by the configured rules, in order:
+// the first rule that finds exactly one row links it; a rule that finds
+// several rows makes the identity ambiguous (never guessed); a row already
+// linked to another identity is not taken again. Emails and usernames
+// compare case-insensitively (SQLite's LOWER folds ASCII only, so the query
+// also asks for the value as given and in upper case, and Go compares).
+func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, error) {
+	s := p.s
+	out := make([]linkResult, len(in))
+	decided := make([]bool, len(in))
+	tried := []string{}
+	for _, rule := range s.cfg.Directory.Match {
+		col := s.n.uEmail
+		if rule == "username" {
+			col = s.n.uUsername
+		}
+		if col == "" {
+			continue
+		}
+		tried = append(tried, rule)
+		value := func(li linkInput) string {
+			if rule == "email" {
+				return strings.ToLower(strings.TrimSpace(li.Email))
+			}
+			return strings.ToLower(strings.TrimSpace(li.Username))
+		}
+		var want []string
+		for i, li := range in {
+			if !decided[i] && value(li) != "" {
+				want = append(want, value(li))
+			}
+		}
+		rows, err := p.usersBy(ctx, col, want)
+		if err != nil {
+			return nil, err
+		}
+		for i, li := range in {
+			v := value(li)
+			if decided[i] || v == "" {
+				continue
+			}
+			keys := rows[v]
+			switch {
+			case len(keys) == 1:
+				out[i] = linkResult{State: migrate.LinkLinked, Key: keys[0], Rule: rule,
+					Detail: fmt.Sprintf("%s %s matches users row %s", rule, v, keyString(keys[0]))}
+				decided[i] = true
+			case len(keys) > 1:
+				ks := make([]string, len(keys))
+				for j, k := range keys {
+					ks[j] = keyString(k)
+				}
+				out[i] = linkResult{State: migrate.LinkAmbiguous, Rule: rule,
+					Detail: fmt.Sprintf("%s %s matches %d users rows (%s): link one by hand", rule, v, len(keys), strings.Join(ks, ", "))}
+				decided[i] = true
+			}
+		}
+	}
+	for i := range in {
+		if !decided[i] {
+			out[i] = linkResult{State: migrate.LinkUnmatched, Detail: "no users row matches by " + strings.Join(tried, " or ")}
+		}
+	}
+	// A row already linked to another identity is not taken again.
+	var keys []any
+	for _, r := range out {
+		if r.State == migrate.LinkLinked {
+			keys = append(keys, r.Key)
+		}
+	}
+	owners, err := p.keyOwners(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range out {
+		if r.State != migrate.LinkLinked {
+			continue
+		}
+		k := keyString(r.Key)
+		owner, ok := owners[k]
+		if !ok {
+			owner, ok = p.claimed[k]
+		}
+		if ok && owner != in[i].DirectoryID {
+			out[i] = linkResult{State: migrate.LinkAmbiguous, Rule: r.Rule,
+				Detail: fmt.Sprintf("%s; but that row is already linked to identity %s: link one by hand", r.Detail, owner)}
+			continue
+		}
+		p.claimed[k] = in[i].DirectoryID
+	}
+	return out, nil
+}
+
+// usersBy returns the keys of the users rows whose column equals one of
+// the (lower-case) values, case-insensitively, by lower-case value.
+func (p *planner) usersBy(ctx context.Context, col string, values []string) (map[string][]any, error) {
+	s := p.s
+	out := map[string][]any{}
+	uniq := map[string]bool{}
+	var vals []string
+	for _, v := range values {
+		if !uniq[v] {
+			uniq[v] = true
+			vals = append(vals, v)
+		}
+	}
+	for start := 0; start < len(vals); start += maxInList / 3 {
+		chunk := vals[start:min(start+maxInList/3, len(vals))]
+		var args []any
+		for _, v := range chunk {
+			args = append(args, v)
+		}
+		var exact []any
+		for _, v := range chunk {
+			exact = append(exact, v, strings.ToUpper(v))
+		}
+		q := "SELECT " + s.n.uKey + " AS k, " + col + " AS v FROM " + s.n.users +
+			" WHERE LOWER(" + col + ") IN (" + placeholders(len(args)) + ") OR " + col + " IN (" + placeholders(len(exact)) + ")"
+		t0 := time.Now()
+		rows, err := s.db.QueryxContext(ctx, s.db.Rebind(q), append(args, exact...)...)
+		if err != nil {
+			s.dbTime += time.Since(t0)
+			return nil, fmt.Errorf("match against %s: %w", s.n.users, err)
+		}
+		seen := map[string]bool{}
+		for rows.Next() {
+			var k, v any
+			if err := rows.Scan(&k, &v); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("match against %s: %w", s.n.users, err)
+			}
+			k = normKey(k)
+			lv := strings.ToLower(strings.TrimSpace(fmt.Sprint(normKey(v))))
+			if !uniq[lv] {
+				continue // a false positive of the LOWER/exact prefilter
+			}
+			id := lv + "\x00" + keyString(k)
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			out[lv] = append(out[lv], k)
+		}
+		err = rows.Err()
+		rows.Close()
+		s.dbTime += time.Since(t0)
+		if err != nil {
+			return nil, fmt.Errorf("match against %s: %w", s.n.users, err)
+		}
+	}
+	for v := range out {
+		sort.Slice(out[v], func(i, j int) bool { return keyString(out[v][i]) < keyString(out[v][j]) })
+	}
+	return out, nil
+}
+
+// keyOwners returns which identity (directory ID) each users key is linked
+// to, for the keys given.
+func (p *planner) keyOwners(ctx context.Context, keys []any) (map[string]string, error) {
+	s := p.s
+	out := map[string]string{}
+	for start := 0; start < len(keys); start += maxInList {
+		chunk := keys[start:min(start+maxInList, len(keys))]
+		var rows []struct {
+			Key any    `db:"user_key"`
+			ID  string `db:"directory_id"`
+		}
+		q := "SELECT " + s.n.d.Quote("user_key") + ", " + s.n.d.Quote("directory_id") + " FROM " + s.n.identities +
+			" WHERE " + s.n.d.Quote("user_key") + " IN (" + placeholders(len(chunk)) + ")"
+		t0 := time.Now()
+		err := store.Select(ctx, s.db, &rows, q, chunk...)
+		s.dbTime += time.Since(t0)
+		if err != nil {
+			return nil, fmt.Errorf("read linked identities: %w", err)
+		}
+		for _, r := range rows {
+			out[keyString(normKey(r.Key))] = r.ID
+		}
+	}
+	return out, nil
+}

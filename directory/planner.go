@@ -1,0 +1,400 @@
+package directory
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/store"
+)
+
+// planner is the diff: it receives what the directory says (it is the
+// reader's sink), compares it with the identities in the database a page at
+// a time, and spools the changes. It writes nothing.
+type planner struct {
+	s     *Syncer
+	plan  *plan
+	runID int64
+	now   time.Time
+	log   *slog.Logger
+
+	// touched: directory IDs seen in this run, with how (seenUpsert,
+	// seenPresent, seenGone). For a full read it is the whole scope: IDs
+	// only, the one thing that grows with the directory.
+	touched map[string]uint8
+	// claimed: users keys linked in this run, to the directory ID.
+	claimed map[string]string
+
+	upserted, presents int
+	pages              int
+	invalidCount       int
+	deletes, disables  int
+	linked             int
+	unmatched          int
+	ambiguous          int
+	issues             []LinkIssue
+}
+
+// LinkIssue is an identity left unlinked: unmatched or ambiguous.
+type LinkIssue struct {
+	DirectoryID string `json:"directory_id"`
+	Username    string `json:"username"`
+	State       string `json:"state"`
+	Detail      string `json:"detail"`
+}
+
+// maxIssues bounds the link issues kept in a summary; `passbridge users
+// list --link unmatched` lists them all.
+const maxIssues = 50
+
+func (p *planner) add(c Change) error {
+	switch c.Kind {
+	case KindDelete:
+		p.deletes++
+	case KindDisable:
+		p.disables++
+	}
+	return p.plan.add(c)
+}
+
+func (p *planner) invalid(dn string, err error) {
+	p.invalidCount++
+	if p.invalidCount <= 20 {
+		p.log.Warn("directory entry skipped", "dn", dn, "err", err)
+	} else if p.invalidCount == 21 {
+		p.log.Warn("more directory entries skipped; see the run summary for the count")
+	}
+}
+
+// sink interface ---------------------------------------------------------
+
+// How an ID was seen in this run.
+const (
+	seenUpsert uint8 = 1 << iota
+	seenPresent
+	seenGone
+)
+
+func (p *planner) present(_ context.Context, ids []string) error {
+	for _, id := range ids {
+		p.touched[id] |= seenPresent
+	}
+	p.presents += len(ids)
+	return nil
+}
+
+func (p *planner) upsert(ctx context.Context, page []Identity) error {
+	ids := make([]string, 0, len(page))
+	keep := page[:0:0]
+	for _, it := range page {
+		if p.touched[it.DirectoryID]&seenUpsert != 0 {
+			p.invalid(it.DN, fmt.Errorf("%s %s is also the ID of another entry in scope: the stable ID attribute must be unique", p.s.mapper.IDAttribute(), it.DirectoryID))
+			continue
+		}
+		p.touched[it.DirectoryID] |= seenUpsert
+		ids = append(ids, it.DirectoryID)
+		keep = append(keep, it)
+	}
+	p.upserted += len(keep)
+	t0 := time.Now()
+	cur, err := p.s.identitiesByDirectoryID(ctx, ids)
+	p.s.dbTime += time.Since(t0)
+	if err != nil {
+		return err
+	}
+	var toLink []linkInput
+	var linkRows []*identityRow // nil for a new identity
+	var linkIdentities []Identity
+	for _, it := range keep {
+		row := cur[it.DirectoryID]
+		if row != nil {
+			if err := p.diff(row, it); err != nil {
+				return err
+			}
+			if row.LinkState == migrate.LinkManual || row.UserKey != nil {
+				continue
+			}
+		}
+		toLink = append(toLink, linkInput{DirectoryID: it.DirectoryID, Username: it.Username, Email: it.Email})
+		linkRows = append(linkRows, row)
+		linkIdentities = append(linkIdentities, it)
+	}
+	results, err := p.match(ctx, toLink)
+	if err != nil {
+		return err
+	}
+	for i, res := range results {
+		it, row := linkIdentities[i], linkRows[i]
+		if row == nil {
+			if err := p.create(it, res); err != nil {
+				return err
+			}
+		} else if err := p.relink(row, it, res); err != nil {
+			return err
+		}
+	}
+	p.pages++
+	if p.s.hookPage != nil {
+		p.s.hookPage(p.pages)
+	}
+	return nil
+}
+
+func (p *planner) gone(ctx context.Context, ids []string, reason string) error {
+	var fresh []string
+	for _, id := range ids {
+		// An ID upserted or reported present in this read is in scope.
+		if p.touched[id]&(seenUpsert|seenPresent) == 0 {
+			p.touched[id] |= seenGone
+			fresh = append(fresh, id)
+		}
+	}
+	t0 := time.Now()
+	cur, err := p.s.identitiesByDirectoryID(context.WithoutCancel(ctx), fresh)
+	p.s.dbTime += time.Since(t0)
+	if err != nil {
+		return err
+	}
+	for _, id := range fresh {
+		if row := cur[id]; row != nil && row.State != migrate.StateDeleted {
+			if err := p.markDeleted(row, reason); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// changes ----------------------------------------------------------------
+
+func (p *planner) q(name string) string { return p.s.n.d.Quote(name) }
+
+func (p *planner) create(it Identity, res linkResult) error {
+	n := p.s.n
+	state, reason := migrate.StateActive, ""
+	var changedAt any
+	if it.Disabled {
+		state, reason, changedAt = migrate.StateDisabled, it.DisabledReason, p.now
+	}
+	cols := []string{"directory_id", "dn", "username", "email", "display_name", "department", "state", "state_reason",
+		"state_changed_at", "user_key", "link_state", "link_detail", "seen_run_id", "first_seen_at", "last_seen_at", "updated_at"}
+	quoted := make([]string, len(cols))
+	for i, c := range cols {
+		quoted[i] = p.q(c)
+	}
+	var key any
+	if res.State == migrate.LinkLinked {
+		key = res.Key
+	}
+	desc := fmt.Sprintf("new identity %s (%s)", it.DN, state)
+	if it.Disabled {
+		desc += ": " + reason
+	}
+	switch res.State {
+	case migrate.LinkLinked:
+		desc += "; linked: " + res.Detail
+		p.linked++
+	default:
+		desc += "; " + res.State + ": " + res.Detail
+	}
+	err := p.add(Change{
+		Kind: KindCreate, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
+		SQL: "INSERT INTO " + n.identities + " (" + strings.Join(quoted, ", ") + ") VALUES (" + placeholders(len(cols)) + ")",
+		Args: []any{it.DirectoryID, it.DN, it.Username, nullString(it.Email), nullString(it.DisplayName), nullString(it.Department),
+			state, nullString(reason), changedAt, key, res.State, nullString(res.Detail), p.runID, p.now, p.now, p.now},
+	})
+	if err != nil {
+		return err
+	}
+	if res.State != migrate.LinkLinked {
+		return p.unlinked(it.DirectoryID, it.Username, it.Email, it.DisplayName, !it.Disabled, res)
+	}
+	return nil
+}
+
+// unlinked records an identity left without a row and, with provision:
+// create, plans the row.
+func (p *planner) unlinked(id, username, email, displayName string, active bool, res linkResult) error {
+	if res.State == migrate.LinkUnmatched && active && p.s.cfg.Directory.Provision == "create" {
+		return p.provision(id, username, email, displayName)
+	}
+	switch res.State {
+	case migrate.LinkUnmatched:
+		p.unmatched++
+	case migrate.LinkAmbiguous:
+		p.ambiguous++
+	}
+	if len(p.issues) < maxIssues {
+		p.issues = append(p.issues, LinkIssue{DirectoryID: id, Username: username, State: res.State, Detail: res.Detail})
+	}
+	return nil
+}
+
+// diff plans the changes of an identity that is already stored.
+func (p *planner) diff(row *identityRow, it Identity) error {
+	n := p.s.n
+	wantState, reason := migrate.StateActive, ""
+	if it.Disabled {
+		wantState, reason = migrate.StateDisabled, it.DisabledReason
+	}
+	stateSQL := "UPDATE " + n.identities + " SET " + p.q("state") + " = ?, " + p.q("state_reason") + " = ?, " +
+		p.q("state_changed_at") + " = ?, " + p.q("updated_at") + " = ?, " + p.q("last_seen_at") + " = ?, " + p.q("seen_run_id") + " = ? WHERE " + p.q("id") + " = ?"
+	stateArgs := []any{wantState, nullString(reason), p.now, p.now, p.now, p.runID, row.ID}
+	switch {
+	case row.State == migrate.StateDeleted:
+		desc := "back in the directory (was deleted: " + row.StateReason.String + "), " + wantState
+		if row.UserKey != nil {
+			desc += "; still linked to users row " + keyString(row.UserKey)
+		}
+		if err := p.add(Change{Kind: KindRestore, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc, SQL: stateSQL, Args: stateArgs}); err != nil {
+			return err
+		}
+	case row.State == migrate.StateActive && it.Disabled:
+		if err := p.add(Change{Kind: KindDisable, DirectoryID: it.DirectoryID, Username: it.Username, Description: reason, SQL: stateSQL, Args: stateArgs}); err != nil {
+			return err
+		}
+	case row.State == migrate.StateDisabled && !it.Disabled:
+		if err := p.add(Change{Kind: KindEnable, DirectoryID: it.DirectoryID, Username: it.Username, Description: "enabled again in the directory", SQL: stateSQL, Args: stateArgs}); err != nil {
+			return err
+		}
+	}
+
+	if row.DN != it.DN {
+		kind, desc := KindRename, fmt.Sprintf("%s -> %s", row.DN, it.DN)
+		if parentDN(row.DN) != parentDN(it.DN) {
+			kind = KindMove
+		}
+		err := p.add(Change{Kind: kind, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
+			SQL: "UPDATE " + n.identities + " SET " + p.q("dn") + " = ?, " + p.q("updated_at") + " = ?, " + p.q("last_seen_at") + " = ?, " +
+				p.q("seen_run_id") + " = ? WHERE " + p.q("id") + " = ?",
+			Args: []any{it.DN, p.now, p.now, p.runID, row.ID}})
+		if err != nil {
+			return err
+		}
+	}
+
+	var what []string
+	cmp := func(label, old, new string) {
+		if old != new {
+			what = append(what, fmt.Sprintf("%s %q -> %q", label, old, new))
+		}
+	}
+	cmp("username", row.Username, it.Username)
+	cmp("email", row.Email.String, it.Email)
+	cmp("display name", row.DisplayName.String, it.DisplayName)
+	cmp("department", row.Department.String, it.Department)
+	// A disabled identity whose reason changed (now also expired, say).
+	if row.State == migrate.StateDisabled && it.Disabled && row.StateReason.String != reason {
+		what = append(what, fmt.Sprintf("disabled because %q", reason))
+	}
+	if len(what) > 0 {
+		sqlText := "UPDATE " + n.identities + " SET " + p.q("username") + " = ?, " + p.q("email") + " = ?, " + p.q("display_name") + " = ?, " +
+			p.q("department") + " = ?, " + p.q("updated_at") + " = ?, " + p.q("last_seen_at") + " = ?, " + p.q("seen_run_id") + " = ?"
+		args := []any{it.Username, nullString(it.Email), nullString(it.DisplayName), nullString(it.Department), p.now, p.now, p.runID}
+		if it.Disabled {
+			sqlText += ", " + p.q("state_reason") + " = ?"
+			args = append(args, nullString(reason))
+		}
+		sqlText += " WHERE " + p.q("id") + " = ?"
+		args = append(args, row.ID)
+		if err := p.add(Change{Kind: KindUpdate, DirectoryID: it.DirectoryID, Username: it.Username, Description: strings.Join(what, "; "), SQL: sqlText, Args: args}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// relink plans the link changes of a stored identity that has no users
+// row (never linked, ambiguous, or its row was deleted).
+func (p *planner) relink(row *identityRow, it Identity, res linkResult) error {
+	username, active := it.Username, !it.Disabled
+	n := p.s.n
+	switch {
+	case res.State == migrate.LinkLinked:
+		p.linked++
+		return p.add(Change{Kind: KindLink, DirectoryID: row.DirectoryID, Username: username, Description: res.Detail,
+			SQL: "UPDATE " + n.identities + " SET " + p.q("user_key") + " = ?, " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " +
+				p.q("updated_at") + " = ? WHERE " + p.q("id") + " = ? AND " + p.q("link_state") + " <> ? AND " + p.q("user_key") + " IS NULL",
+			Args: []any{res.Key, migrate.LinkLinked, res.Detail, p.now, row.ID, migrate.LinkManual}})
+	case row.LinkState == migrate.LinkLinked || row.LinkState == migrate.LinkCreated:
+		// Its users row was deleted (the foreign key set user_key NULL).
+		err := p.add(Change{Kind: KindUnlink, DirectoryID: row.DirectoryID, Username: username,
+			Description: "its users row was deleted; " + res.State + ": " + res.Detail,
+			SQL: "UPDATE " + n.identities + " SET " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " + p.q("updated_at") + " = ? WHERE " +
+				p.q("id") + " = ? AND " + p.q("link_state") + " <> ? AND " + p.q("user_key") + " IS NULL",
+			Args: []any{res.State, res.Detail, p.now, row.ID, migrate.LinkManual}})
+		if err != nil {
+			return err
+		}
+	case row.LinkState != res.State:
+		err := p.add(Change{Kind: KindLinkState, DirectoryID: row.DirectoryID, Username: username,
+			Description: row.LinkState + " -> " + res.State + ": " + res.Detail,
+			SQL: "UPDATE " + n.identities + " SET " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " + p.q("updated_at") + " = ? WHERE " +
+				p.q("id") + " = ? AND " + p.q("link_state") + " <> ? AND " + p.q("user_key") + " IS NULL",
+			Args: []any{res.State, res.Detail, p.now, row.ID, migrate.LinkManual}})
+		if err != nil {
+			return err
+		}
+	}
+	return p.unlinked(row.DirectoryID, username, it.Email, it.DisplayName, active, res)
+}
+
+// provision plans a users row for an unmatched identity, then its link.
+// Only the columns the configuration names are written; the new row's key
+// is known when the INSERT runs (RETURNING, or LastInsertId on MySQL).
+func (p *planner) provision(id, username, email, displayName string) error {
+	n := p.s.n
+	var cols []string
+	var args []any
+	var what []string
+	addCol := func(col, label string, v any) {
+		if col != "" {
+			cols = append(cols, col)
+			args = append(args, v)
+			what = append(what, fmt.Sprintf("%s=%v", label, v))
+		}
+	}
+	addCol(n.uUsername, "username", username)
+	addCol(n.uEmail, "email", nullString(email))
+	addCol(n.uDisplayName, "display_name", nullString(displayName))
+	addCol(n.uActive, "active", true)
+	q := "INSERT INTO " + n.users + " (" + strings.Join(cols, ", ") + ") VALUES (" + placeholders(len(cols)) + ")"
+	if p.s.n.d.Kind() != store.MySQL {
+		q += " RETURNING " + n.uKey
+	}
+	if err := p.add(Change{Kind: KindProvision, DirectoryID: id, Username: username,
+		Description: "no users row matched: create one (" + strings.Join(what, ", ") + ")", SQL: q, Args: args}); err != nil {
+		return err
+	}
+	p.linked++
+	return p.add(Change{Kind: KindLink, DirectoryID: id, Username: username, Description: "linked to the users row created for it",
+		SQL: "UPDATE " + n.identities + " SET " + p.q("user_key") + " = ?, " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " +
+			p.q("updated_at") + " = ? WHERE " + p.q("directory_id") + " = ? AND " + p.q("link_state") + " <> ? AND " + p.q("user_key") + " IS NULL",
+		Args: []any{ProvisionedKey{DirectoryID: id}, migrate.LinkCreated, "created by provision: create", p.now, id, migrate.LinkManual}})
+}
+
+func (p *planner) markDeleted(row *identityRow, reason string) error {
+	n := p.s.n
+	desc := reason
+	if row.UserKey != nil {
+		desc += "; stays linked to users row " + keyString(row.UserKey) + " for a restore"
+	}
+	return p.add(Change{Kind: KindDelete, DirectoryID: row.DirectoryID, Username: row.Username, Description: desc,
+		SQL: "UPDATE " + n.identities + " SET " + p.q("state") + " = ?, " + p.q("state_reason") + " = ?, " + p.q("state_changed_at") + " = ?, " +
+			p.q("updated_at") + " = ? WHERE " + p.q("id") + " = ? AND " + p.q("state") + " <> ?",
+		Args: []any{migrate.StateDeleted, clip(reason, maxNameLen), p.now, p.now, row.ID, migrate.StateDeleted}})
+}
+
+// parentDN is the normalized parent of a DN.
+func parentDN(dn string) string {
+	p, err := ldap.ParseDN(dn)
+	if err != nil || len(p.RDNs) == 0 {
+		return ""
+	}
+	return normDN((&ldap.DN{RDNs: p.RDNs[1:]}).String())
+}

@@ -1,0 +1,408 @@
+package directory
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/store"
+)
+
+// Syncer syncs the directory into the database. One Syncer serves every
+// run of a process (the agent's schedules, the CLI, the admin API): they
+// share this code path.
+type Syncer struct {
+	cfg    *config.Config
+	db     *store.DB
+	log    *slog.Logger
+	client *Client
+	mapper *Mapper
+	n      names
+
+	// BatchSize is the number of changes applied per transaction.
+	BatchSize int
+	// now is the clock (tests).
+	now       func() time.Time
+	scopeOpts scopeOptions
+
+	dbTime time.Duration // accumulated during a run
+
+	// Test hooks: after each page of upserts is planned, before each
+	// batch is applied.
+	hookPage  func(page int)
+	hookBatch func(batch int) error
+}
+
+// NewSyncer checks the directory settings (URLs, CA file) and returns a
+// Syncer. It logs a warning when certificate checks are off.
+func NewSyncer(cfg *config.Config, db *store.DB, log *slog.Logger) (*Syncer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "directory")
+	client, err := NewClient(cfg.Directory, log)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ValidateFilter(cfg.Directory.UserFilter); err != nil {
+		return nil, err
+	}
+	return &Syncer{
+		cfg: cfg, db: db, log: log, client: client, mapper: NewMapper(cfg.Directory),
+		n: namesFor(cfg, db.Dialect()), BatchSize: 1000, now: time.Now,
+	}, nil
+}
+
+// Client is the syncer's directory client (for Authenticate).
+func (s *Syncer) Client() *Client { return s.client }
+
+// RunOptions choose what a run does.
+type RunOptions struct {
+	// Full reads everything in scope instead of what changed.
+	Full bool
+	// DryRun plans and reports the changes without writing them (the run
+	// itself is still recorded in the run history, as a dry run).
+	DryRun bool
+	// Trigger says who started the run: schedule, cli, api.
+	Trigger string
+	// OnChange, when set, receives every planned change in order before
+	// anything is written (what `sync --dry-run` prints).
+	OnChange func(Change)
+}
+
+// Run statuses (sync_runs.status).
+const (
+	StatusRunning   = "running"
+	StatusSucceeded = "succeeded"
+	StatusFailed    = "failed"
+	StatusRefused   = "refused"
+)
+
+// Summary is the one report of a run: logged as one line, stored in
+// sync_runs.summary, printed by `passbridge sync`.
+type Summary struct {
+	RunID     int64  `json:"run_id"`
+	Status    string `json:"status"`
+	Mode      string `json:"mode"` // full | delta
+	Mechanism string `json:"mechanism,omitempty"`
+	// FullReason says why the run read everything.
+	FullReason string `json:"full_reason,omitempty"`
+	DryRun     bool   `json:"dry_run"`
+	Trigger    string `json:"trigger"`
+	Server     string `json:"server,omitempty"`
+
+	// Entries is how many directory entries (or IDs) the run read.
+	Entries int `json:"entries"`
+	// Invalid entries could not become identities (no ID, no username,
+	// duplicate ID); they are logged with their DN.
+	Invalid int `json:"invalid"`
+	// Changes counts the planned changes per kind; Applied those written.
+	Changes Counts `json:"changes"`
+	Applied int    `json:"applied"`
+	// Linked identities got a users row in this run; Unmatched and
+	// Ambiguous were left without one (see LinkIssues, at most 50).
+	Linked     int         `json:"linked"`
+	Unmatched  int         `json:"unmatched"`
+	Ambiguous  int         `json:"ambiguous"`
+	LinkIssues []LinkIssue `json:"link_issues,omitempty"`
+	// ProvisionFailed counts users rows that provision: create could not
+	// insert (the identity stays unmatched; see the log).
+	ProvisionFailed int `json:"provision_failed,omitempty"`
+
+	StartedAt        time.Time `json:"started_at"`
+	FinishedAt       time.Time `json:"finished_at"`
+	LDAPMillis       int64     `json:"ldap_ms"`
+	DBMillis         int64     `json:"db_ms"`
+	TotalMillis      int64     `json:"total_ms"`
+	EntriesPerSecond float64   `json:"entries_per_second"`
+	Error            string    `json:"error,omitempty"`
+}
+
+// SyncLockName is the named database lock a writing run holds: two syncs
+// (the daemon's and one started by hand) never interleave.
+const SyncLockName = "passbridge-directory-sync"
+
+// cursorName is the sync_state row of the directory's delta cursor.
+const cursorName = "directory"
+
+// Run does one sync. The steps read top to bottom: configure, read the
+// wanted state from the directory, inspect the current state in the
+// database and diff (a page at a time, into a plan of changes), check the
+// deletion guard, then print or apply. Nothing is written before the whole
+// directory has been read and the guard has passed; the plan is applied in
+// batches, one transaction each, and the delta cursor is saved in the
+// transaction of the last batch. Every run ends with one summary, logged
+// and recorded in sync_runs; a refused run returns a *RefusedError.
+func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err error) {
+	// Configure.
+	start := s.now()
+	s.dbTime = 0
+	if opts.Trigger == "" {
+		opts.Trigger = "api"
+	}
+	sum = &Summary{Status: StatusRunning, Mode: "delta", DryRun: opts.DryRun, Trigger: opts.Trigger, StartedAt: start.UTC(), Changes: Counts{}}
+	if opts.Full {
+		sum.Mode = "full"
+	}
+	if !opts.DryRun {
+		lock, ok, err := s.db.TryLock(ctx, SyncLockName)
+		if err != nil {
+			return sum, fmt.Errorf("take the sync lock: %w", err)
+		}
+		if !ok {
+			return sum, fmt.Errorf("another directory sync is running against %s (lock %s): try again when it ends", s.db.Describe(), SyncLockName)
+		}
+		defer lock.Unlock()
+	}
+	if sum.RunID, err = s.startRun(ctx, sum); err != nil {
+		return sum, err
+	}
+	var ldapTime time.Duration
+	defer func() { s.finishRun(ctx, sum, start, ldapTime, err) }()
+
+	prev, err := s.loadCursor(ctx)
+	if err != nil {
+		return sum, err
+	}
+	p := &planner{s: s, runID: sum.RunID, now: s.now().UTC(), log: s.log, touched: map[string]uint8{}, claimed: map[string]string{}}
+	if p.plan, err = newPlan(); err != nil {
+		return sum, err
+	}
+	defer p.plan.close()
+
+	// Read the wanted state from the directory; the planner inspects the
+	// current state and diffs as pages arrive.
+	t0 := time.Now()
+	conn, err := s.client.Connect(ctx)
+	if err != nil {
+		return sum, err
+	}
+	defer conn.Close()
+	sum.Server = conn.URL
+	scope, err := conn.resolveScope(ctx, s.cfg.Directory, s.mapper, s.scopeOpts)
+	if err != nil {
+		return sum, err
+	}
+	r := &reader{conn: conn, cfg: s.cfg.Directory, m: s.mapper, scope: scope, log: s.log, out: p, now: s.now}
+	out, err := r.read(ctx, prev, opts.Full)
+	ldapTime = time.Since(t0) - s.dbTime
+	if err != nil {
+		return sum, fmt.Errorf("read the directory: %w", err)
+	}
+	conn.Close()
+	sum.Mechanism, sum.Entries, sum.Server = out.Mechanism, out.Entries, out.Cursor.Server
+	if out.Full {
+		sum.Mode, sum.FullReason = "full", out.Reason
+	}
+
+	// Identities the read did not mention: gone when the read was
+	// complete; unlinked ones are matched again.
+	if err := s.finishPlan(ctx, p, out, scope); err != nil {
+		return sum, err
+	}
+	sum.Changes = p.plan.counts
+	sum.Invalid, sum.Linked, sum.Unmatched, sum.Ambiguous, sum.LinkIssues = p.invalidCount, p.linked, p.unmatched, p.ambiguous, p.issues
+
+	// Print.
+	if opts.OnChange != nil {
+		if err := p.plan.each(func(c Change) error { opts.OnChange(c); return nil }); err != nil {
+			return sum, err
+		}
+	}
+	// The guard, before anything is written.
+	if err := s.guard(ctx, p, out, scope); err != nil {
+		sum.Status = StatusRefused
+		return sum, err
+	}
+	if opts.DryRun {
+		sum.Status = StatusSucceeded
+		return sum, nil
+	}
+	// Apply.
+	applied, failed, err := s.apply(ctx, p.plan, out.Cursor, prev, sum.RunID)
+	sum.Applied, sum.ProvisionFailed = applied, failed
+	if err != nil {
+		return sum, err
+	}
+	sum.Status = StatusSucceeded
+	return sum, nil
+}
+
+// finishPlan completes the diff once the directory has been read.
+func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *readOutcome, scope *Scope) error {
+	q := s.n.d.Quote
+	if out.Complete {
+		if p.invalidCount > 0 {
+			s.log.Warn("some entries in scope could not be read: identities missing from this read are NOT marked deleted this run",
+				"invalid", p.invalidCount)
+		} else {
+			err := s.eachIdentity(ctx, q("state")+" <> '"+migrate.StateDeleted+"'", func(rows []*identityRow) error {
+				for _, row := range rows {
+					if _, ok := p.touched[row.DirectoryID]; ok {
+						continue
+					}
+					if err := p.markDeleted(row, "no longer in the directory, or out of scope"); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	// Identities without a users row that this read did not cover: the
+	// application may have added their row since.
+	where := q("state") + " <> '" + migrate.StateDeleted + "' AND " + q("link_state") + " <> '" + migrate.LinkManual + "' AND " + q("user_key") + " IS NULL"
+	return s.eachIdentity(ctx, where, func(rows []*identityRow) error {
+		var in []linkInput
+		var pending []*identityRow
+		for _, row := range rows {
+			if p.touched[row.DirectoryID]&(seenUpsert|seenGone) != 0 {
+				continue // matched already in this run, or just deleted
+			}
+			in = append(in, linkInput{DirectoryID: row.DirectoryID, Username: row.Username, Email: row.Email.String})
+			pending = append(pending, row)
+		}
+		if len(in) == 0 {
+			return nil
+		}
+		res, err := p.match(ctx, in)
+		if err != nil {
+			return err
+		}
+		for i, row := range pending {
+			it := Identity{DirectoryID: row.DirectoryID, DN: row.DN, Username: row.Username, Email: row.Email.String,
+				DisplayName: row.DisplayName.String, Department: row.Department.String, Disabled: row.State != migrate.StateActive}
+			if err := p.relink(row, it, res[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// guard refuses a run that would mark too many identities deleted or
+// disabled (directory.max_deletions, a count or a percentage of the active
+// identities).
+func (s *Syncer) guard(ctx context.Context, p *planner, out *readOutcome, scope *Scope) error {
+	would := p.deletes + p.disables
+	if would == 0 {
+		return nil
+	}
+	var active int
+	t0 := time.Now()
+	err := store.Get(ctx, s.db, &active, "SELECT COUNT(*) FROM "+s.n.identities+" WHERE "+s.n.d.Quote("state")+" = ?", migrate.StateActive)
+	s.dbTime += time.Since(t0)
+	if err != nil {
+		return fmt.Errorf("count active identities: %w", err)
+	}
+	limit := s.cfg.Directory.MaxDeletions
+	if !limit.Exceeded(would, active) {
+		return nil
+	}
+	e := &RefusedError{Would: would, Active: active, Limit: limit.String(), Allowed: limit.Limit(active), Deletes: p.deletes, Disables: p.disables}
+	if out.Complete && p.upserted+p.presents == 0 {
+		e.Detail = fmt.Sprintf("The directory returned NO users in scope (base_dn %q, filter %s): a wrong base_dn, user_filter or group, or a service account that may not read users, looks exactly like this", scope.BaseDN, scope.Filter)
+	}
+	return e
+}
+
+// startRun records the run as running. Runs left running by a process that
+// died are closed first (the caller holds the sync lock, so none is live).
+func (s *Syncer) startRun(ctx context.Context, sum *Summary) (int64, error) {
+	q := s.n.d.Quote
+	node, _ := os.Hostname()
+	t0 := time.Now()
+	defer func() { s.dbTime += time.Since(t0) }()
+	if !sum.DryRun {
+		_, err := store.Exec(ctx, s.db, "UPDATE "+s.n.syncRuns+" SET "+q("status")+" = ?, "+q("finished_at")+" = ?, "+q("error")+" = ? WHERE "+
+			q("status")+" = ? AND "+q("dry_run")+" = ?",
+			StatusFailed, s.now().UTC(), "interrupted: the process ended before the run finished", StatusRunning, false)
+		if err != nil {
+			return 0, fmt.Errorf("record the sync run in %s: %w", s.n.syncRuns, err)
+		}
+	}
+	id, err := s.n.d.InsertID(ctx, s.db, "INSERT INTO "+s.n.syncRuns+" ("+q("kind")+", "+q("trigger")+", "+q("dry_run")+", "+q("status")+", "+
+		q("node")+", "+q("started_at")+", "+q("entries")+") VALUES (?, ?, ?, ?, ?, ?, ?)", "id",
+		sum.Mode, sum.Trigger, sum.DryRun, StatusRunning, nullString(node), sum.StartedAt, 0)
+	if err != nil {
+		return 0, fmt.Errorf("record the sync run in %s (has `passbridge migrate apply` run?): %w", s.n.syncRuns, err)
+	}
+	return id, nil
+}
+
+// finishRun completes the summary, logs it as one line and records it.
+func (s *Syncer) finishRun(ctx context.Context, sum *Summary, start time.Time, ldapTime time.Duration, runErr error) {
+	sum.FinishedAt = s.now().UTC()
+	total := sum.FinishedAt.Sub(start)
+	if runErr != nil {
+		sum.Error = runErr.Error()
+		if sum.Status != StatusRefused {
+			sum.Status = StatusFailed
+		}
+	}
+	// The record below is the last DB time; count it in.
+	t0 := time.Now()
+	q := s.n.d.Quote
+	sum.LDAPMillis = max(ldapTime, 0).Milliseconds()
+	sum.DBMillis = s.dbTime.Milliseconds()
+	sum.TotalMillis = total.Milliseconds()
+	if total > 0 {
+		sum.EntriesPerSecond = float64(int64(float64(sum.Entries)/total.Seconds()*10)) / 10
+	}
+	body, _ := json.Marshal(sum)
+	// Record even when the run's context was cancelled.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	_, err := store.Exec(rctx, s.db, "UPDATE "+s.n.syncRuns+" SET "+q("kind")+" = ?, "+q("status")+" = ?, "+q("finished_at")+" = ?, "+q("entries")+" = ?, "+
+		q("summary")+" = ?, "+q("error")+" = ? WHERE "+q("id")+" = ?",
+		sum.Mode, sum.Status, sum.FinishedAt, sum.Entries, string(body), nullString(sum.Error), sum.RunID)
+	if err != nil {
+		s.log.Error("could not record the sync run", "run_id", sum.RunID, "err", err)
+	}
+	_ = t0
+	attrs := []any{"run_id", sum.RunID, "status", sum.Status, "mode", sum.Mode, "dry_run", sum.DryRun, "trigger", sum.Trigger,
+		"server", sum.Server, "mechanism", sum.Mechanism, "entries", sum.Entries, "changes", sum.Changes.String(), "applied", sum.Applied,
+		"linked", sum.Linked, "unmatched", sum.Unmatched, "ambiguous", sum.Ambiguous, "invalid", sum.Invalid,
+		"ldap_ms", sum.LDAPMillis, "db_ms", sum.DBMillis, "total_ms", sum.TotalMillis, "entries_per_s", sum.EntriesPerSecond}
+	if sum.FullReason != "" {
+		attrs = append(attrs, "full_reason", sum.FullReason)
+	}
+	switch sum.Status {
+	case StatusSucceeded:
+		s.log.Info("directory sync finished", attrs...)
+	case StatusRefused:
+		s.log.Warn("directory sync refused", append(attrs, "err", sum.Error)...)
+	default:
+		s.log.Error("directory sync failed", append(attrs, "err", sum.Error)...)
+	}
+}
+
+// loadCursor reads the delta cursor; nil when there is none yet.
+func (s *Syncer) loadCursor(ctx context.Context) (*Cursor, error) {
+	var raw string
+	t0 := time.Now()
+	err := store.Get(ctx, s.db, &raw, "SELECT "+s.n.d.Quote("cursor")+" FROM "+s.n.syncState+" WHERE "+s.n.d.Quote("name")+" = ?", cursorName)
+	s.dbTime += time.Since(t0)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the delta cursor from %s: %w", s.n.syncState, err)
+	}
+	var c Cursor
+	if err := json.Unmarshal([]byte(raw), &c); err != nil {
+		s.log.Warn("the stored delta cursor is unreadable: this run reads everything", "err", err)
+		return nil, nil
+	}
+	return &c, nil
+}
