@@ -354,7 +354,7 @@ func (p *planner) indexStep(table, nameBase string, ix Index, onUsers, bookkeepi
 	tx := false
 	rows := "it"
 	if onUsers {
-		rows = fmt.Sprintf("%s (about %s rows)", table, approxRows(p.users.Rows))
+		rows = fmt.Sprintf("%s (%s)", table, approxRows(p.users.Rows))
 	}
 	patient := false
 	switch {
@@ -400,11 +400,12 @@ func (p *planner) indexStep(table, nameBase string, ix Index, onUsers, bookkeepi
 	return s
 }
 
+// approxRows words the catalog's row estimate.
 func approxRows(n int64) string {
 	if n < 0 {
-		return "an unknown number of"
+		return "row count not estimated yet: never analyzed"
 	}
-	return fmt.Sprintf("%d", n)
+	return fmt.Sprintf("about %d rows", n)
 }
 
 func (p *planner) foreignKey(t Table, fk ForeignKey) []Step {

@@ -15,7 +15,7 @@ func (p *Plan) WriteText(w io.Writer, prefix string) error {
 	u := p.Users
 	pending := len(p.Pending())
 	ew.printf("-- passbridge migrate plan: %s, users table %s\n", p.Engine, u.Qualified)
-	ew.printf("--   key %s (%s), about %s rows", quoteFor(p.Engine, u.Key.Name), u.KeyKind, approxRows(u.Rows))
+	ew.printf("--   key %s (%s), %s", quoteFor(p.Engine, u.Key.Name), u.KeyKind, approxRows(u.Rows))
 	if u.StorageEngine != "" {
 		ew.printf(", %s, %s", u.StorageEngine, u.Collation)
 	}
