@@ -261,6 +261,19 @@ func inspectPostgres(ctx context.Context, q querier, ut config.UsersTable, u *Us
 		return fmt.Errorf("find users table: %w", err)
 	}
 	u.Schema = schema
+	if ut.Schema == "" {
+		// Unqualified, passbridge's tables would go to current_schema():
+		// they must live beside the users table, where the catalog checks
+		// look for them.
+		var cur sql.NullString
+		if err := q.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&cur); err != nil {
+			return fmt.Errorf("current schema: %w", err)
+		}
+		if cur.String != schema {
+			return fmt.Errorf("users_table.schema: the users table %s was found in schema %q through the search_path, but new tables would be created in %q; set users_table.schema: %s",
+				Postgres.quote(ut.Name), schema, cur.String, schema)
+		}
+	}
 
 	rows, err := q.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
 			coalesce(pg_get_expr(d.adbin, d.adrelid), ''), coalesce(co.collname, '')
