@@ -193,7 +193,7 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 	res := &StepResult{ID: s.ID(), Kind: s.Kind(), Object: s.Object()}
 	start := time.Now()
 	defer func() { res.DurationMS = time.Since(start).Milliseconds() }()
-	rebuilt := false
+	rebuilt, ran := false, false
 	bo := &backoff{m: m}
 	for {
 		env, err := m.env(ctx, conn)
@@ -201,6 +201,11 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 			return res, err
 		}
 		st, detail := s.check(env)
+		if ran && st == StatePending {
+			// Never loop on a statement that succeeds without effect.
+			return res, fmt.Errorf("step %s ran without error but the catalog does not show its effect; stopping (please report this)", s.ID())
+		}
+		ran = false
 		switch st {
 		case StateApplied:
 			h, recorded := env.history[s.ID()]
@@ -256,6 +261,7 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 			}
 			res.Attempts++
 			err = m.run(ctx, conn, i, s)
+			ran = err == nil
 		}
 		if err == nil {
 			continue // check again, which also confirms the step took
