@@ -132,3 +132,33 @@ directory: {urls: [ldaps://dc1.corp.example], base_dn: "DC=corp,DC=example"}
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestRunRefusesPendingMigration: a real deployment never migrates behind
+// the DBA's back; run names the command to run instead.
+func TestRunRefusesPendingMigration(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "erp.db")
+	seed := exec.Command("sqlite3", dbPath, "CREATE TABLE users (id INTEGER PRIMARY KEY, username TEXT, email TEXT, password_hash TEXT);")
+	if testsrv.Binary(t, "sqlite3", "sqlite3") != "" {
+		if out, err := seed.CombinedOutput(); err != nil {
+			t.Fatalf("sqlite3: %v %s", err, out)
+		}
+	}
+	cfgPath := filepath.Join(dir, "passbridge.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`database: {driver: sqlite, dsn: %q}
+directory: {kind: openldap, urls: ["ldap://127.0.0.1:1"], base_dn: "dc=corp,dc=example"}
+portal: {listen: "127.0.0.1:%d"}
+`, dbPath, testsrv.FreePort(t))), 0o600)
+
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"run", "--config", cfgPath, "--log-format", "json"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	if err == nil || !strings.Contains(err.Error(), "passbridge migrate apply") {
+		t.Fatalf("run with pending migration steps: err = %v", err)
+	}
+}
