@@ -99,6 +99,44 @@ type Portal struct {
 	TLSCertFile     string   `yaml:"tls_cert_file"`
 	TLSKeyFile      string   `yaml:"tls_key_file"`
 	SessionLifetime Duration `yaml:"session_lifetime"`
+	// LinkLifetime is how long an enrollment link stays valid by default.
+	LinkLifetime Duration `yaml:"link_lifetime"`
+	// CeremonyTimeout bounds a WebAuthn ceremony from begin to finish.
+	CeremonyTimeout Duration `yaml:"ceremony_timeout"`
+	// TrustedProxies are the CIDRs of load balancers whose X-Forwarded-For
+	// the portal believes when it rate-limits by client address. Empty:
+	// the TCP peer is the client.
+	TrustedProxies []string   `yaml:"trusted_proxies"`
+	Policy         Policy     `yaml:"policy"`
+	RateLimits     RateLimits `yaml:"rate_limits"`
+}
+
+// Policy is what the enterprise allows as a passkey.
+type Policy struct {
+	// AllowedAAGUIDs are the authenticator models allowed to register
+	// (canonical AAGUID strings); empty allows any.
+	AllowedAAGUIDs []string `yaml:"allowed_aaguids"`
+	// ForbidSynced refuses passkeys that can be synced to other devices
+	// (the BackupEligible flag): device-bound keys only.
+	ForbidSynced bool `yaml:"forbid_synced"`
+	// Attestation is the conveyance preference: none, indirect, direct or
+	// enterprise.
+	Attestation string `yaml:"attestation"`
+	// MaxPasskeys is how many active passkeys one user may have.
+	MaxPasskeys int `yaml:"max_passkeys"`
+}
+
+// RateLimits bound the directory password checks of the portal, so that the
+// portal can never be what locks an employee out of the directory: keep
+// PasswordPerUser below the directory's lockout threshold for the same
+// window.
+type RateLimits struct {
+	// PasswordPerUser is the number of password checks per account in any
+	// PasswordWindow (a sliding window: never more in any such span).
+	PasswordPerUser int `yaml:"password_per_user"`
+	// PasswordPerIP bounds password checks per client address per window.
+	PasswordPerIP  int      `yaml:"password_per_ip"`
+	PasswordWindow Duration `yaml:"password_window"`
 }
 
 // Admin is the operator surface: health, readiness, metrics and the admin API.

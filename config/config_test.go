@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const validYAML = `database:
@@ -238,5 +239,40 @@ func TestScheduleAndAdminValidation(t *testing.T) {
 	}
 	if cfg.Schedule.Incremental != "" || cfg.Schedule.Full != "@every 1h" {
 		t.Fatalf("schedule = %+v", cfg.Schedule)
+	}
+}
+
+func TestPortalValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name, portal, want string
+	}{
+		{"origin not under rp_id", "  rp_id: passkeys.corp.example\n  origins: [https://evil.example]\n", `portal.origins[0]: host "evil.example" is neither portal.rp_id`},
+		{"http off localhost", "  rp_id: corp.example\n  origins: [http://passkeys.corp.example]\n", "portal.origins[0]: must be https://"},
+		{"rp_id with scheme", "  rp_id: https://corp.example\n  origins: [https://corp.example]\n", "portal.rp_id: expected a domain name"},
+		{"origins without rp_id", "  origins: [https://corp.example]\n", "portal.rp_id: is required when portal.origins is set"},
+		{"rp_id without origins", "  rp_id: corp.example\n", "portal.origins: needs at least one origin"},
+		{"bad aaguid", "  rp_id: corp.example\n  origins: [https://corp.example]\n  policy: {allowed_aaguids: [yubikey]}\n", "portal.policy.allowed_aaguids[0]: expected an AAGUID"},
+		{"bad attestation", "  rp_id: corp.example\n  origins: [https://corp.example]\n  policy: {attestation: always}\n", "portal.policy.attestation: must be one of none, indirect, direct, enterprise"},
+		{"too many attempts", "  rp_id: corp.example\n  origins: [https://corp.example]\n  rate_limits: {password_per_user: 0}\n", "portal.rate_limits.password_per_user: must be between 1 and 100"},
+		{"bad proxy", "  rp_id: corp.example\n  origins: [https://corp.example]\n  trusted_proxies: [lb.corp]\n", "portal.trusted_proxies[0]: expected an address or CIDR"},
+		{"unknown policy key", "  rp_id: corp.example\n  origins: [https://corp.example]\n  policy: {forbid_sync: true}\n", `unknown key "forbid_sync" in portal.policy`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := validYAML[:strings.Index(validYAML, "portal:\n")] + "portal:\n" + tc.portal
+			_, err := Load(write(t, body), nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+	cfg, err := Load(write(t, validYAML), []string{"PASSBRIDGE_PORTAL_POLICY_FORBID_SYNCED=true", "PASSBRIDGE_PORTAL_POLICY_ALLOWED_AAGUIDS=ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4, fbfc3007-154e-4ecc-8c0b-6e020557d7bd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := cfg.Portal.Policy; !p.ForbidSynced || len(p.AllowedAAGUIDs) != 2 || p.MaxPasskeys != 10 || p.Attestation != "none" {
+		t.Errorf("policy = %+v, want the env overrides over the defaults", p)
+	}
+	if r := cfg.Portal.RateLimits; r.PasswordPerUser != 3 || r.PasswordWindow.D() != 15*time.Minute {
+		t.Errorf("rate limits default = %+v, want 3 per 15m", r)
 	}
 }

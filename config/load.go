@@ -47,6 +47,10 @@ func Default() Config {
 			Listen:          ":8080",
 			RPName:          "passbridge",
 			SessionLifetime: Duration(8 * 3600e9),
+			LinkLifetime:    Duration(72 * 3600e9),
+			CeremonyTimeout: Duration(5 * 60e9),
+			Policy:          Policy{Attestation: "none", MaxPasskeys: 10},
+			RateLimits:      RateLimits{PasswordPerUser: 3, PasswordPerIP: 30, PasswordWindow: Duration(15 * 60e9)},
 		},
 		Admin: Admin{
 			ReadyMaxAge:   Duration(3 * 3600e9),
@@ -144,7 +148,7 @@ func sectionName(goType string) string {
 	names := map[string]string{
 		"Config": "the top level", "Database": "database", "UsersTable": "users_table",
 		"Directory": "directory", "Attributes": "directory.attributes", "Schedule": "schedule",
-		"Portal": "portal", "Admin": "admin", "Migrate": "migrate", "Log": "log",
+		"Portal": "portal", "Policy": "portal.policy", "RateLimits": "portal.rate_limits", "Admin": "admin", "Migrate": "migrate", "Log": "log",
 	}
 	if n, ok := names[goType]; ok {
 		return n

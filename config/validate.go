@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -145,6 +146,7 @@ func Validate(cfg *Config) error {
 			bad(fmt.Sprintf("portal.origins[%d]", i), "expected an origin such as https://passkeys.corp.example (got %q)", o)
 		}
 	}
+	validatePortal(cfg.Portal, bad, oneOf)
 	if (cfg.Portal.TLSCertFile == "") != (cfg.Portal.TLSKeyFile == "") {
 		bad("portal.tls_cert_file", "and portal.tls_key_file must be set together")
 	}
@@ -245,4 +247,87 @@ func MaskDSN(dsn string) string {
 		}
 	}
 	return dsn
+}
+
+// validatePortal checks the WebAuthn relying party and the portal's policy.
+// The RP ID must be the host of every origin or a parent domain of it: the
+// browser refuses any other pairing, and a mistake here would only show at
+// the first enrollment.
+func validatePortal(p Portal, bad func(key, format string, args ...any), oneOf func(key, got string, allowed ...string)) {
+	if p.RPID != "" {
+		if strings.Contains(p.RPID, "://") || strings.ContainsAny(p.RPID, ":/ ") || net.ParseIP(p.RPID) != nil {
+			bad("portal.rp_id", "expected a domain name such as passkeys.corp.example, without scheme or port (got %q)", p.RPID)
+		}
+		if len(p.Origins) == 0 {
+			bad("portal.origins", "needs at least one origin (such as https://%s) when portal.rp_id is set", p.RPID)
+		}
+		for i, o := range p.Origins {
+			u, err := url.Parse(o)
+			if err != nil || u.Host == "" {
+				continue // reported above
+			}
+			host := strings.ToLower(u.Hostname())
+			rp := strings.ToLower(p.RPID)
+			if host != rp && !strings.HasSuffix(host, "."+rp) {
+				bad(fmt.Sprintf("portal.origins[%d]", i), "host %q is neither portal.rp_id %q nor a subdomain of it", host, p.RPID)
+			}
+			if u.Scheme == "http" && host != "localhost" && !strings.HasSuffix(host, ".localhost") {
+				bad(fmt.Sprintf("portal.origins[%d]", i), "must be https:// (browsers allow passkeys over http only on localhost; got %q)", o)
+			}
+		}
+	} else if len(p.Origins) > 0 {
+		bad("portal.rp_id", "is required when portal.origins is set: the domain passkeys are bound to")
+	}
+	for i, c := range p.TrustedProxies {
+		if _, _, err := net.ParseCIDR(c); err != nil && net.ParseIP(c) == nil {
+			bad(fmt.Sprintf("portal.trusted_proxies[%d]", i), "expected an address or CIDR such as 10.0.0.0/8 (got %q)", c)
+		}
+	}
+	for i, a := range p.Policy.AllowedAAGUIDs {
+		if !isAAGUID(a) {
+			bad(fmt.Sprintf("portal.policy.allowed_aaguids[%d]", i), "expected an AAGUID such as ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4 (got %q)", a)
+		}
+	}
+	oneOf("portal.policy.attestation", p.Policy.Attestation, "none", "indirect", "direct", "enterprise")
+	if p.Policy.MaxPasskeys < 1 || p.Policy.MaxPasskeys > 100 {
+		bad("portal.policy.max_passkeys", "must be between 1 and 100 (got %d)", p.Policy.MaxPasskeys)
+	}
+	if p.RateLimits.PasswordPerUser < 1 || p.RateLimits.PasswordPerUser > 100 {
+		bad("portal.rate_limits.password_per_user", "must be between 1 and 100, and below the directory's lockout threshold (got %d)", p.RateLimits.PasswordPerUser)
+	}
+	if p.RateLimits.PasswordPerIP < 1 {
+		bad("portal.rate_limits.password_per_ip", "must be 1 or more (got %d)", p.RateLimits.PasswordPerIP)
+	}
+	if p.RateLimits.PasswordWindow < Duration(time.Minute) {
+		bad("portal.rate_limits.password_window", "must be at least 1m, as long as the directory's lockout observation window (got %s)", p.RateLimits.PasswordWindow)
+	}
+	if p.SessionLifetime < Duration(time.Minute) {
+		bad("portal.session_lifetime", "must be at least 1m (got %s)", p.SessionLifetime)
+	}
+	if p.LinkLifetime < Duration(time.Minute) || p.LinkLifetime > Duration(30*24*time.Hour) {
+		bad("portal.link_lifetime", "must be between 1m and 720h (got %s)", p.LinkLifetime)
+	}
+	if p.CeremonyTimeout < Duration(30*time.Second) || p.CeremonyTimeout > Duration(time.Hour) {
+		bad("portal.ceremony_timeout", "must be between 30s and 1h (got %s)", p.CeremonyTimeout)
+	}
+}
+
+// isAAGUID reports whether s is a canonical 8-4-4-4-12 hexadecimal AAGUID.
+func isAAGUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if r != '-' {
+				return false
+			}
+		default:
+			if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -36,20 +37,38 @@ func Authenticate(ctx context.Context, cfg *config.Config, username, password st
 	return c.Authenticate(ctx, username, password)
 }
 
-// Authenticate looks the user up in scope with the service account (the
-// username escaped for the filter), then binds as the entry's DN with the
-// password on a separate connection. On AD the username may be the
-// sAMAccountName, DOMAIN\sAMAccountName or the userPrincipalName; elsewhere
-// the username attribute (uid). A disabled account is refused before any
-// bind, so that a refused login never counts as a failed password.
+// Authenticate looks the user up in scope (LookupUser), then checks the
+// password with a bind as the entry's DN on a separate connection
+// (CheckPassword). A disabled account is refused before any bind, so that a
+// refused login never counts as a failed password.
 func (c *Client) Authenticate(ctx context.Context, username, password string) (*Identity, error) {
-	username = strings.TrimSpace(username)
-	if username == "" || password == "" {
+	if strings.TrimSpace(username) == "" || password == "" {
 		// An empty password would be an unauthenticated bind, which
 		// servers accept without checking anything (RFC 4513 5.1.2).
 		return nil, fmt.Errorf("%w: username and password are required", ErrInvalidCredentials)
 	}
-	if len(username) > 256 || strings.IndexFunc(username, unicode.IsControl) >= 0 {
+	it, err := c.LookupUser(ctx, username)
+	if err != nil {
+		return it, err
+	}
+	if err := c.CheckPassword(ctx, it.DN, password); err != nil {
+		return nil, err
+	}
+	return it, nil
+}
+
+// LookupUser finds a user in scope with the service account, without any
+// bind as the user: nothing it does counts towards the directory's lockout.
+// The username is escaped for the filter. On AD it may be the
+// sAMAccountName, DOMAIN\sAMAccountName or the userPrincipalName; elsewhere
+// the username attribute (uid). An unknown user is ErrInvalidCredentials;
+// a disabled one is returned with ErrDisabled.
+func (c *Client) LookupUser(ctx context.Context, username string) (*Identity, error) {
+	username = strings.TrimSpace(username)
+	if username == "" {
+		return nil, fmt.Errorf("%w: a username is required", ErrInvalidCredentials)
+	}
+	if len(username) > 256 || !utf8.ValidString(username) || strings.IndexFunc(username, unicode.IsControl) >= 0 {
 		return nil, fmt.Errorf("%w: the username is not valid", ErrInvalidCredentials)
 	}
 	m := NewMapper(c.cfg)
@@ -96,13 +115,35 @@ func (c *Client) Authenticate(ctx context.Context, username, password string) (*
 	if it.Disabled {
 		return &it, fmt.Errorf("%w (%s)", ErrDisabled, it.DisabledReason)
 	}
+	return &it, nil
+}
+
+// ErrPasswordExpired: the password was right but has expired or must be
+// changed (AD answers so only to the right password).
+var ErrPasswordExpired = errors.New("the directory password has expired and must be changed")
+
+// CheckPassword binds as dn with password on a connection of its own (the
+// service account's connections are never rebound). A wrong password is
+// ErrInvalidCredentials.
+func (c *Client) CheckPassword(ctx context.Context, dn, password string) error {
+	if dn == "" || password == "" {
+		return fmt.Errorf("%w: username and password are required", ErrInvalidCredentials)
+	}
 	user, err := c.connect(ctx, "", "", false)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer user.Close()
-	if err := user.bind(it.DN, password, false); err != nil {
-		return nil, err
+	err = user.bind(dn, password, false)
+	if err != nil && errors.Is(err, ErrInvalidCredentials) && adPasswordExpired(err) {
+		return fmt.Errorf("%w: %w", ErrPasswordExpired, err)
 	}
-	return &it, nil
+	return err
+}
+
+// adPasswordExpired reads AD's bind diagnostic ("... AcceptSecurityContext
+// error, data 532, ..."): 532 the password expired, 773 it must be reset.
+func adPasswordExpired(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "data 532,") || strings.Contains(msg, "data 773,")
 }

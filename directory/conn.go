@@ -306,7 +306,9 @@ func (c *Conn) bind(bindDN, password string, service bool) error {
 			if service {
 				return fmt.Errorf("%s: bind as %q refused: invalid credentials (check directory.bind_dn and directory.bind_password): %w", c.URL, bindDN, err)
 			}
-			return fmt.Errorf("%s: bind refused: %w", c.URL, ErrInvalidCredentials)
+			// The server's diagnostic stays in the chain: AD tells an
+			// expired password (data 532) from a wrong one (data 52e).
+			return fmt.Errorf("%s: bind refused: %w: %w", c.URL, ErrInvalidCredentials, err)
 		}
 		return fmt.Errorf("%s: bind as %q: %w", c.URL, bindDN, err)
 	}
