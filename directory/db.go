@@ -161,3 +161,7 @@ func nullString(s string) any {
 	}
 	return s
 }
+
+// UserKey normalizes a users key as a driver returned it (some return
+// []byte) so it compares, prints and goes back into a query as an argument.
+func UserKey(k any) any { return normKey(k) }

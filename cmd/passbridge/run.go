@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,8 +13,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/passbridge/passbridge/agent"
+	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/demo"
+	"github.com/passbridge/passbridge/enroll"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
 )
@@ -105,7 +108,20 @@ func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 		}
 	}
 
-	a, err := agent.NewDaemon(cfg, db, log, agent.Options{})
+	m := metrics.New()
+	opts := agent.Options{Metrics: m}
+	portal, err := enroll.New(cfg, enroll.Options{DB: db, Log: log.With("component", "portal"), Metrics: m})
+	switch {
+	case errors.Is(err, enroll.ErrNotConfigured):
+		log.Warn("the employee portal is off: set portal.rp_id and portal.origins to serve it")
+	case err != nil:
+		return err
+	default:
+		opts.Mount = portal.Mount
+		opts.PortalErrors = portal.ErrorHandler()
+		go portal.Janitor(ctx, 10*time.Minute)
+	}
+	a, err := agent.NewDaemon(cfg, db, log, opts)
 	if err != nil {
 		return err
 	}

@@ -142,20 +142,31 @@ func Browser(tb testing.TB) context.Context {
 // webauthn.GetCredentials.
 func VirtualAuthenticator(tb testing.TB, ctx context.Context) webauthn.AuthenticatorID {
 	tb.Helper()
+	return VirtualAuthenticatorWith(tb, ctx, nil)
+}
+
+// VirtualAuthenticatorWith is VirtualAuthenticator with its options changed
+// by edit first: for example DefaultBackupEligibility and
+// DefaultBackupState for a provider of synced passkeys. The WebAuthn domain
+// is enabled once per tab; adding a second authenticator to a tab is fine.
+func VirtualAuthenticatorWith(tb testing.TB, ctx context.Context, edit func(*webauthn.VirtualAuthenticatorOptions)) webauthn.AuthenticatorID {
+	tb.Helper()
 	if _, err := chromedp.Call(ctx, webauthn.Enable, webauthn.EnableParams{}); err != nil {
 		tb.Fatalf("chromium: enable WebAuthn: %v", err)
 	}
-	res, err := chromedp.Call(ctx, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{
-		Options: &webauthn.VirtualAuthenticatorOptions{
-			Protocol:                    webauthn.AuthenticatorProtocolCtap2,
-			Ctap2version:                webauthn.Ctap2versionCtap21,
-			Transport:                   webauthn.AuthenticatorTransportInternal,
-			HasResidentKey:              true,
-			HasUserVerification:         true,
-			IsUserVerified:              true,
-			AutomaticPresenceSimulation: true,
-		},
-	})
+	opts := &webauthn.VirtualAuthenticatorOptions{
+		Protocol:                    webauthn.AuthenticatorProtocolCtap2,
+		Ctap2version:                webauthn.Ctap2versionCtap21,
+		Transport:                   webauthn.AuthenticatorTransportInternal,
+		HasResidentKey:              true,
+		HasUserVerification:         true,
+		IsUserVerified:              true,
+		AutomaticPresenceSimulation: true,
+	}
+	if edit != nil {
+		edit(opts)
+	}
+	res, err := chromedp.Call(ctx, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{Options: opts})
 	if err != nil {
 		tb.Fatalf("chromium: add a virtual authenticator: %v", err)
 	}

@@ -1,0 +1,163 @@
+package enroll
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/store"
+)
+
+// Enrollment links are how IT lets someone in who cannot (or should not)
+// use a password: `passbridge enroll link USER` makes a single-use,
+// expiring link. Only the SHA-256 of its secret is stored
+// (passbridge_tokens), so the table cannot be turned into links.
+
+// Link kinds.
+const (
+	LinkEnroll = "enroll"
+)
+
+// link is a stored enrollment link.
+type link struct {
+	ID         int64     `db:"id"`
+	Kind       string    `db:"kind"`
+	IdentityID int64     `db:"identity_id"`
+	ExpiresAt  time.Time `db:"expires_at"`
+}
+
+// peekLink returns the link of a secret if it is usable now, nil if not.
+func (s *data) peekLink(ctx context.Context, secret string) (*link, error) {
+	if !validSecret(secret) {
+		return nil, nil
+	}
+	var l link
+	err := store.Get(ctx, s.db, &l, "SELECT "+s.cols("", "id", "kind", "identity_id", "expires_at")+" FROM "+s.n.Tokens+
+		" WHERE "+s.q("token_hash")+" = ? AND "+s.q("used_at")+" IS NULL AND "+s.q("expires_at")+" > ?", hashSecret(secret), s.now())
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read link: %w", err)
+	}
+	return &l, nil
+}
+
+// claimLink uses a link up: one conditional UPDATE, so that of two
+// requests with the same link, on any replicas, exactly one succeeds.
+func (s *data) claimLink(ctx context.Context, secret string) (*link, error) {
+	l, err := s.peekLink(ctx, secret)
+	if err != nil || l == nil {
+		return nil, err
+	}
+	now := s.now()
+	res, err := store.Exec(ctx, s.db, "UPDATE "+s.n.Tokens+" SET "+s.q("used_at")+" = ? WHERE "+s.q("id")+" = ? AND "+s.q("used_at")+" IS NULL AND "+s.q("expires_at")+" > ?", now, l.ID, now)
+	if err != nil {
+		return nil, fmt.Errorf("use link: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return nil, nil
+	}
+	return l, nil
+}
+
+// LinkOptions shape a new link.
+type LinkOptions struct {
+	Kind string // LinkEnroll (default)
+	// TTL is how long the link is valid (default portal.link_lifetime).
+	TTL time.Duration
+	// CreatedBy names who asked for it ("cli:root", an admin's username).
+	CreatedBy string
+}
+
+// Link is a new enrollment link, as handed to IT.
+type Link struct {
+	URL       string    `json:"url"`
+	Kind      string    `json:"kind"`
+	Username  string    `json:"username"`
+	Name      string    `json:"name"`
+	Email     string    `json:"email,omitempty"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// IssueLink makes a one-time link for the identity that user names (a
+// username, an email or a directory ID). Earlier unused links of the same
+// kind for that identity stop working: only the newest one handed out is
+// valid. The identity must be allowed to use the portal.
+func IssueLink(ctx context.Context, db *store.DB, cfg *config.Config, user string, o LinkOptions) (*Link, error) {
+	if cfg.Portal.RPID == "" || len(cfg.Portal.Origins) == 0 {
+		return nil, fmt.Errorf("links need the portal: %w", ErrNotConfigured)
+	}
+	if o.Kind == "" {
+		o.Kind = LinkEnroll
+	}
+	if o.TTL == 0 {
+		o.TTL = cfg.Portal.LinkLifetime.D()
+	}
+	if o.TTL < time.Minute || o.TTL > 30*24*time.Hour {
+		return nil, fmt.Errorf("a link must be valid between 1m and 720h (got %s)", o.TTL)
+	}
+	s := newData(db, cfg)
+	user = strings.TrimSpace(user)
+	if user == "" {
+		return nil, errors.New("which user? give a username, an email or a directory ID")
+	}
+	lower := strings.ToLower(user)
+	var its []*identity
+	err := store.Select(ctx, db, &its, "SELECT "+s.cols("", identityCols...)+" FROM "+s.n.Identities+" WHERE "+s.q("directory_id")+" = ? OR LOWER("+s.q("username")+") = ? OR LOWER("+s.q("email")+") = ? ORDER BY "+s.q("id"),
+		user, lower, lower)
+	if err != nil {
+		return nil, fmt.Errorf("find %q: %w", user, err)
+	}
+	switch len(its) {
+	case 0:
+		return nil, fmt.Errorf("no identity %q: the directory sync has not seen such a user (try `passbridge users list`)", user)
+	case 1:
+	default:
+		var names []string
+		for _, it := range its {
+			names = append(names, it.Username+" ("+it.DirectoryID+")")
+		}
+		return nil, fmt.Errorf("%q names %d identities: %s; give the directory ID", user, len(its), strings.Join(names, ", "))
+	}
+	it := its[0]
+	it.UserKey = directory.UserKey(it.UserKey)
+	if why := it.refusal(); why != "" {
+		return nil, fmt.Errorf("%s cannot use the portal: %s (identity state %s, link %s)", it.Username, strings.TrimSuffix(why, "."), it.State, it.LinkState)
+	}
+	secret, hash := newSecret()
+	now := s.now()
+	l := &Link{Kind: o.Kind, Username: it.Username, Name: it.Name(), Email: it.Email.String, ExpiresAt: now.Add(o.TTL)}
+	err = db.InTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := store.Exec(ctx, tx, "UPDATE "+s.n.Tokens+" SET "+s.q("expires_at")+" = ? WHERE "+s.q("identity_id")+" = ? AND "+s.q("kind")+" = ? AND "+s.q("used_at")+" IS NULL AND "+s.q("expires_at")+" > ?",
+			now, it.ID, o.Kind, now); err != nil {
+			return err
+		}
+		id, err := s.d.InsertID(ctx, tx, "INSERT INTO "+s.n.Tokens+" ("+s.cols("", "token_hash", "kind", "identity_id", "created_by", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?, ?)",
+			"id", hash, o.Kind, it.ID, clip(o.CreatedBy, 255), now, l.ExpiresAt)
+		if err != nil {
+			return err
+		}
+		return s.record(ctx, tx, event{Event: evLinkIssued, Success: true, Actor: o.CreatedBy, Target: it.Username,
+			Detail: map[string]any{"kind": o.Kind, "link_id": id, "expires_at": l.ExpiresAt}})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issue link: %w", err)
+	}
+	base := strings.TrimRight(cfg.Portal.PublicURL, "/")
+	if base == "" {
+		base = strings.TrimRight(cfg.Portal.Origins[0], "/")
+	}
+	l.URL = base + "/link/" + secret
+	return l, nil
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,344 @@
+// Package enroll is the employee portal: sign in with the directory
+// password or a one-time link from IT, attach passkeys (WebAuthn, through
+// go-webauthn) to the directory identity, manage them, and sign in with
+// them. Everything it keeps between requests (sessions, ceremony state,
+// rate-limit counters) is in the application database, so any replica can
+// serve any request; the passkeys themselves are stored in the columns
+// `passbridge migrate` added, complete enough for the application to verify
+// a passkey login with any WebAuthn library.
+//
+// The portal is one Echo router surface mounted on the daemon's portal
+// listener (agent.Options.Mount): server-rendered pages (html/template,
+// embedded) that work without JavaScript, plus a small JSON API under
+// /webauthn/ for the ceremonies, called by the embedded script.
+package enroll
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-webauthn/webauthn/protocol"
+	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/store"
+)
+
+// Directory is what the portal asks of the directory: find a user in scope
+// with the service account, and check a password with a bind.
+// *directory.Client is the real one.
+type Directory interface {
+	LookupUser(ctx context.Context, username string) (*directory.Identity, error)
+	CheckPassword(ctx context.Context, dn, password string) error
+}
+
+// Options are the portal's dependencies.
+type Options struct {
+	DB *store.DB
+	// Directory checks passwords; nil builds a directory.Client from the
+	// configuration.
+	Directory Directory
+	Log       *slog.Logger
+	// Metrics receives ceremony counts; nil records nothing.
+	Metrics *metrics.Metrics
+}
+
+// Portal is the employee portal of one configuration.
+type Portal struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	data    *data
+	dir     Directory
+	wa      *webauthn.WebAuthn
+	limits  *limiter
+	views   *views
+	policy  policy
+	// secure: the portal is reached over HTTPS (cookies get Secure).
+	secure  bool
+	csrf    echo.MiddlewareFunc
+	baseURL string
+}
+
+// ErrNotConfigured means portal.rp_id and portal.origins are not set: the
+// daemon then runs without the portal.
+var ErrNotConfigured = errors.New("the portal needs portal.rp_id and portal.origins")
+
+// New builds the portal. It checks the relying party (RP ID and origins)
+// now, so that a wrong one stops the daemon at start instead of failing the
+// first employee's enrollment.
+func New(cfg *config.Config, opts Options) (*Portal, error) {
+	if cfg.Portal.RPID == "" || len(cfg.Portal.Origins) == 0 {
+		return nil, ErrNotConfigured
+	}
+	if opts.DB == nil {
+		return nil, errors.New("portal: no database")
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	pol, err := newPolicy(cfg.Portal.Policy)
+	if err != nil {
+		return nil, err
+	}
+	conveyance := protocol.ConveyancePreference(cfg.Portal.Policy.Attestation)
+	wa, err := webauthn.New(&webauthn.Config{
+		RPID:                  cfg.Portal.RPID,
+		RPDisplayName:         cfg.Portal.RPName,
+		RPOrigins:             cfg.Portal.Origins,
+		AttestationPreference: conveyance,
+		AuthenticatorSelection: protocol.AuthenticatorSelection{
+			ResidentKey:        protocol.ResidentKeyRequirementRequired,
+			RequireResidentKey: protocol.ResidentKeyRequired(),
+			UserVerification:   protocol.VerificationRequired,
+		},
+		Timeouts: webauthn.TimeoutsConfig{
+			Login:        webauthn.TimeoutConfig{Enforce: true, Timeout: cfg.Portal.CeremonyTimeout.D(), TimeoutUVD: cfg.Portal.CeremonyTimeout.D()},
+			Registration: webauthn.TimeoutConfig{Enforce: true, Timeout: cfg.Portal.CeremonyTimeout.D(), TimeoutUVD: cfg.Portal.CeremonyTimeout.D()},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("portal: portal.rp_id / portal.origins: %w", err)
+	}
+	dir := opts.Directory
+	if dir == nil {
+		c, err := directory.NewClient(cfg.Directory, opts.Log.With("component", "portal-directory"))
+		if err != nil {
+			return nil, fmt.Errorf("portal: %w", err)
+		}
+		dir = c
+	}
+	v, err := newViews(cfg.Portal.RPName)
+	if err != nil {
+		return nil, err
+	}
+	p := &Portal{
+		cfg: cfg, log: opts.Log, metrics: opts.Metrics, data: newData(opts.DB, cfg), dir: dir, wa: wa,
+		views: v, policy: pol, secure: allHTTPS(cfg.Portal.Origins),
+	}
+	p.limits = &limiter{data: p.data}
+	p.baseURL = strings.TrimRight(cfg.Portal.PublicURL, "/")
+	if p.baseURL == "" {
+		p.baseURL = strings.TrimRight(cfg.Portal.Origins[0], "/")
+	}
+	p.csrf = middleware.CSRFWithConfig(middleware.CSRFConfig{
+		TokenLookup:    "header:" + csrfHeader + ",form:" + csrfField,
+		CookieName:     "pb_csrf",
+		CookiePath:     "/",
+		CookieHTTPOnly: true,
+		CookieSecure:   p.secure,
+		CookieSameSite: http.SameSiteStrictMode,
+		CookieMaxAge:   int((24 * time.Hour).Seconds()),
+		ContextKey:     ctxCSRF,
+		// Every CSRF refusal is a 403 that says what to do, whether the
+		// token is missing or wrong.
+		ErrorHandler: func(err error, c echo.Context) error {
+			return &userError{Status: http.StatusForbidden, Code: "csrf",
+				Message: "This form has expired or did not come from this portal. Reload the page and try again."}
+		},
+	})
+	return p, nil
+}
+
+// BaseURL is the address employees open (portal.public_url, else the first
+// origin), without a trailing slash.
+func (p *Portal) BaseURL() string { return p.baseURL }
+
+// allHTTPS reports whether every origin is HTTPS (then cookies are Secure;
+// plain HTTP is only accepted on localhost, see config).
+func allHTTPS(origins []string) bool {
+	for _, o := range origins {
+		if u, err := url.Parse(o); err != nil || u.Scheme != "https" {
+			return false
+		}
+	}
+	return true
+}
+
+// CSRF token transport: a header for the script's JSON calls, a hidden
+// field for forms.
+const (
+	csrfHeader = "X-CSRF-Token"
+	csrfField  = "_csrf"
+	ctxCSRF    = "csrf"
+)
+
+// Mount adds the portal's routes to the portal listener's router.
+func (p *Portal) Mount(e *echo.Echo) {
+	if len(p.cfg.Portal.TrustedProxies) > 0 {
+		var trust []echo.TrustOption
+		for _, c := range p.cfg.Portal.TrustedProxies {
+			if !strings.Contains(c, "/") {
+				if ip := net.ParseIP(c); ip != nil && ip.To4() != nil {
+					c += "/32"
+				} else {
+					c += "/128"
+				}
+			}
+			if _, n, err := net.ParseCIDR(c); err == nil {
+				trust = append(trust, echo.TrustIPRange(n))
+			}
+		}
+		// Only these proxies are believed; loopback and private ranges
+		// are not trusted by default.
+		trust = append(trust, echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false))
+		e.IPExtractor = echo.ExtractIPFromXFFHeader(trust...)
+	} else {
+		e.IPExtractor = echo.ExtractIPDirect()
+	}
+	page := []echo.MiddlewareFunc{p.headers, p.csrf, p.withSession}
+	signedIn := append(append([]echo.MiddlewareFunc{}, page...), requireSession)
+	api := append(append([]echo.MiddlewareFunc{}, page...), p.noStore)
+
+	e.GET("/", p.home, page...)
+	e.POST("/signin/password", p.signInPassword, page...)
+	e.POST("/signout", p.signOut, page...)
+	e.GET("/link/:token", p.showLink, page...)
+	e.POST("/link/:token", p.useLink, page...)
+	e.POST("/passkeys/:id/rename", p.rename, signedIn...)
+	e.POST("/passkeys/:id/delete", p.delete, signedIn...)
+
+	e.POST("/webauthn/login/begin", p.loginBegin, api...)
+	e.POST("/webauthn/login/finish", p.loginFinish, api...)
+	e.POST("/webauthn/register/begin", p.registerBegin, append(api, requireSession)...)
+	e.POST("/webauthn/register/finish", p.registerFinish, append(api, requireSession)...)
+	e.POST("/webauthn/cancel", p.cancel, api...)
+
+	e.GET("/static/*", p.static, p.headers)
+}
+
+// headers are the security headers of every portal response: a CSP that
+// allows no inline script and no framing, no referrer (enrollment links
+// carry a secret in the path), no MIME sniffing, and HSTS over HTTPS.
+func (p *Portal) headers(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		h.Set("Permissions-Policy", "publickey-credentials-get=(self), publickey-credentials-create=(self), camera=(), microphone=(), geolocation=()")
+		if p.secure {
+			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		if !strings.HasPrefix(c.Request().URL.Path, "/static/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		return next(c)
+	}
+}
+
+func (p *Portal) noStore(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Response().Header().Set("Cache-Control", "no-store")
+		return next(c)
+	}
+}
+
+// isAPI reports whether a path is the portal's JSON API (errors as JSON).
+func isAPI(path string) bool { return strings.HasPrefix(path, "/webauthn/") }
+
+// userError is an error meant for the person using the portal: its
+// message is shown as it is, its code lets the script react.
+type userError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *userError) Error() string { return e.Message }
+
+// ErrorHandler renders the portal's errors: JSON under /webauthn/, an HTML
+// page elsewhere. A 500 never shows its cause (it is logged).
+func (p *Portal) ErrorHandler() echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		status, code, msg := http.StatusInternalServerError, "internal", "Something went wrong on our side. Please try again in a moment; if it keeps happening, contact IT."
+		var ue *userError
+		var he *echo.HTTPError
+		switch {
+		case errors.As(err, &ue):
+			status, code, msg = ue.Status, ue.Code, ue.Message
+		case errors.As(err, &he) && he.Code < 500:
+			status, code = he.Code, strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "_"))
+			msg = http.StatusText(he.Code)
+			if s, ok := he.Message.(string); ok && s != "" {
+				msg = s
+			}
+			if he.Code == http.StatusNotFound {
+				msg = "There is no such page here."
+			}
+		}
+		if status >= 500 {
+			p.log.Error("portal request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+		}
+		var werr error
+		switch {
+		case c.Request().Method == http.MethodHead:
+			werr = c.NoContent(status)
+		case isAPI(c.Request().URL.Path):
+			werr = c.JSON(status, map[string]any{"status": status, "code": code, "error": msg})
+		default:
+			werr = p.render(c, status, "error", pageData{Title: http.StatusText(status), Error: msg})
+		}
+		if werr != nil {
+			p.log.Debug("cannot write the error response", "err", werr)
+		}
+	}
+}
+
+// Janitor deletes what has expired, every interval until ctx ends:
+// sessions, rate-limit slots, and enrollment links, ceremonies and audit
+// beyond their retention. Every replica may run it: the deletes are
+// idempotent.
+func (p *Portal) Janitor(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if err := p.sweep(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("portal cleanup failed; will retry", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ceremonyRetention is how long finished and abandoned ceremonies are kept
+// for the adoption figures.
+const ceremonyRetention = 90 * 24 * time.Hour
+
+func (p *Portal) sweep(ctx context.Context) error {
+	now := p.data.now()
+	q := p.data.q
+	for _, st := range []struct {
+		table, col string
+		before     time.Time
+	}{
+		{p.data.n.Sessions, "expires_at", now},
+		{p.data.n.RateLimits, "window_start", now.Add(-24 * time.Hour)},
+		{p.data.n.Tokens, "expires_at", now.Add(-30 * 24 * time.Hour)},
+		{p.data.n.Ceremonies, "created_at", now.Add(-ceremonyRetention)},
+	} {
+		if _, err := store.Exec(ctx, p.data.db, "DELETE FROM "+st.table+" WHERE "+q(st.col)+" < ?", st.before); err != nil {
+			return fmt.Errorf("clean up %s: %w", st.table, err)
+		}
+	}
+	return nil
+}

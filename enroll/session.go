@@ -1,0 +1,183 @@
+package enroll
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/store"
+)
+
+// Sessions live in the database (passbridge_sessions), keyed by the SHA-256
+// of the cookie's value, so any replica serves any request and a stolen
+// table holds no usable cookie. The cookie is HttpOnly, SameSite=Lax,
+// Secure when the portal is served over HTTPS, and gets a new value at
+// every sign-in (no session fixation).
+
+// sessionCookie names the portal's session cookie.
+const sessionCookie = "pb_session"
+
+// Sign-in methods, as recorded in a session and in the audit trail.
+const (
+	methodPassword = "password"
+	methodLink     = "link"
+	methodPasskey  = "passkey"
+)
+
+// sessionData is the JSON in passbridge_sessions.data.
+type sessionData struct {
+	Method string    `json:"method"`
+	AuthAt time.Time `json:"auth_at"`
+	// CredentialID is the passkey a passkey session was made with (base64url),
+	// so that revoking the passkey can end the sessions it made.
+	CredentialID string `json:"credential_id,omitempty"`
+	IP           string `json:"ip,omitempty"`
+	UserAgent    string `json:"user_agent,omitempty"`
+}
+
+// session is a signed-in visitor: the session and the identity it belongs
+// to, as read at the start of the request.
+type session struct {
+	id       string // the hash, the row's key
+	data     sessionData
+	expires  time.Time
+	identity *identity
+}
+
+// createSession signs the identity in: a new row and a new cookie. Any
+// session the browser had is ended first.
+func (p *Portal) createSession(c echo.Context, it *identity, sd sessionData) error {
+	ctx := c.Request().Context()
+	if old, err := c.Cookie(sessionCookie); err == nil && validSecret(old.Value) {
+		if _, err := store.Exec(ctx, p.data.db, "DELETE FROM "+p.data.n.Sessions+" WHERE "+p.data.q("id")+" = ?", hashSecret(old.Value)); err != nil {
+			return fmt.Errorf("end the previous session: %w", err)
+		}
+	}
+	secret, hash := newSecret()
+	now := p.data.now()
+	sd.AuthAt = now
+	sd.IP = c.RealIP()
+	sd.UserAgent = clip(c.Request().UserAgent(), 512)
+	raw, err := json.Marshal(sd)
+	if err != nil {
+		return err
+	}
+	expires := now.Add(p.cfg.Portal.SessionLifetime.D())
+	_, err = store.Exec(ctx, p.data.db, "INSERT INTO "+p.data.n.Sessions+" ("+p.data.cols("", "id", "identity_id", "data", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?)",
+		hash, it.ID, string(raw), now, expires)
+	if err != nil {
+		return fmt.Errorf("create session: %w", err)
+	}
+	p.setCookie(c, sessionCookie, secret, expires)
+	return nil
+}
+
+func (p *Portal) setCookie(c echo.Context, name, value string, expires time.Time) {
+	ck := &http.Cookie{
+		Name: name, Value: value, Path: "/", HttpOnly: true, Secure: p.secure, SameSite: http.SameSiteLaxMode,
+	}
+	if value == "" {
+		ck.MaxAge = -1
+	} else {
+		ck.Expires = expires
+	}
+	c.SetCookie(ck)
+}
+
+// loadSession reads the visitor's session, nil when there is none (no
+// cookie, unknown, expired). The identity comes with it in one query, so
+// that a user the last sync disabled is refused at their next request.
+func (p *Portal) loadSession(ctx context.Context, c echo.Context) (*session, error) {
+	ck, err := c.Cookie(sessionCookie)
+	if err != nil || !validSecret(ck.Value) {
+		return nil, nil
+	}
+	s := &session{id: hashSecret(ck.Value)}
+	var row struct {
+		Data    string    `db:"data"`
+		Expires time.Time `db:"expires_at"`
+		identity
+	}
+	cols := p.data.cols("s", "data", "expires_at") + ", " + p.data.cols("i", identityCols...)
+	err = store.Get(ctx, p.data.db, &row, "SELECT "+cols+" FROM "+p.data.n.Sessions+" s JOIN "+p.data.n.Identities+" i ON i."+p.data.q("id")+" = s."+p.data.q("identity_id")+
+		" WHERE s."+p.data.q("id")+" = ? AND s."+p.data.q("expires_at")+" > ?", s.id, p.data.now())
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read session: %w", err)
+	}
+	if err := json.Unmarshal([]byte(row.Data), &s.data); err != nil {
+		return nil, fmt.Errorf("session data: %w", err)
+	}
+	s.expires = row.Expires
+	it := row.identity
+	it.UserKey = directory.UserKey(it.UserKey)
+	s.identity = &it
+	return s, nil
+}
+
+// endSession deletes the visitor's session and its cookie.
+func (p *Portal) endSession(c echo.Context, s *session) error {
+	p.setCookie(c, sessionCookie, "", time.Time{})
+	if s == nil {
+		return nil
+	}
+	_, err := store.Exec(c.Request().Context(), p.data.db, "DELETE FROM "+p.data.n.Sessions+" WHERE "+p.data.q("id")+" = ?", s.id)
+	if err != nil {
+		return fmt.Errorf("end session: %w", err)
+	}
+	return nil
+}
+
+// ctxSession is the echo.Context key of the request's session.
+const ctxSession = "passbridge.session"
+
+// withSession loads the session of every portal request (nil when signed
+// out) and refuses, ending the session, an identity that may no longer use
+// the portal.
+func (p *Portal) withSession(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		s, err := p.loadSession(c.Request().Context(), c)
+		if err != nil {
+			return err
+		}
+		if s != nil {
+			if why := s.identity.refusal(); why != "" {
+				if err := p.endSession(c, s); err != nil {
+					return err
+				}
+				p.audit(c, event{Event: "session.refused", Success: false, Target: s.identity.Username, Detail: map[string]any{"reason": s.identity.State}})
+				return &userError{Status: http.StatusForbidden, Code: "refused", Message: why}
+			}
+			c.Set(ctxSession, s)
+		}
+		return next(c)
+	}
+}
+
+// currentSession is the request's session, nil when signed out.
+func currentSession(c echo.Context) *session {
+	s, _ := c.Get(ctxSession).(*session)
+	return s
+}
+
+// requireSession guards pages and calls that need a signed-in user.
+func requireSession(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if currentSession(c) == nil {
+			if isAPI(c.Request().URL.Path) {
+				return &userError{Status: http.StatusUnauthorized, Code: "signed_out", Message: "Your session has ended. Sign in again."}
+			}
+			return c.Redirect(http.StatusSeeOther, "/")
+		}
+		return next(c)
+	}
+}

@@ -1,0 +1,256 @@
+package enroll
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/passbridge/passbridge/directory"
+)
+
+// home is the portal's one address: the sign-in page when signed out, the
+// passkeys page when signed in.
+func (p *Portal) home(c echo.Context) error {
+	s := currentSession(c)
+	if s == nil {
+		return p.render(c, http.StatusOK, "signin", pageData{Title: "Sign in", Notice: notices[c.QueryParam("done")]})
+	}
+	return p.renderHome(c, s, http.StatusOK, pageData{Notice: notices[c.QueryParam("done")]})
+}
+
+// notices are the messages of ?done= after a redirect (post/redirect/get).
+var notices = map[string]string{
+	"signedout": "You are signed out.",
+	"signedin":  "You are signed in.",
+	"link":      "Welcome. Add a passkey now: next time you sign in with it, no password needed.",
+	"added":     "Your passkey is ready. Next time, choose “Sign in with a passkey”.",
+	"renamed":   "The passkey was renamed.",
+	"deleted":   "The passkey was deleted. It no longer signs you in; you can also remove it from the device or password manager that holds it.",
+}
+
+func (p *Portal) renderHome(c echo.Context, s *session, status int, d pageData) error {
+	creds, err := p.data.activeCredentials(c.Request().Context(), s.identity.UserKey)
+	if err != nil {
+		return err
+	}
+	d.Title = "Your passkeys"
+	d.Passkeys = p.passkeyViews(creds, s)
+	d.CanAdd = len(creds) < p.policy.max
+	if !d.CanAdd {
+		d.MaxNotice = "You have the most passkeys your company allows. Delete one to add another."
+	}
+	return p.render(c, status, "home", d)
+}
+
+// signInPassword checks the directory password, within the rate limits that
+// keep the portal below the directory's lockout.
+func (p *Portal) signInPassword(c echo.Context) error {
+	ctx := c.Request().Context()
+	username := strings.TrimSpace(c.FormValue("username"))
+	password := c.FormValue("password")
+	again := func(status int, msg string) error {
+		return p.render(c, status, "signin", pageData{Title: "Sign in", Error: msg, Username: username})
+	}
+	if username == "" || password == "" {
+		return again(http.StatusBadRequest, "Enter your username and your password.")
+	}
+	if len(username) > 256 || len(password) > 1024 || strings.IndexFunc(username, unicode.IsControl) >= 0 {
+		return again(http.StatusBadRequest, "That username or password is too long or has characters that are not allowed.")
+	}
+	rl := p.cfg.Portal.RateLimits
+	window := rl.PasswordWindow.D()
+	ip := c.RealIP()
+	ok, err := p.limits.hit(ctx, ip, rl.PasswordPerIP, window)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		p.audit(c, event{Event: evSignInLimited, Target: username, Detail: map[string]any{"method": methodPassword, "limit": "address"}})
+		return again(http.StatusTooManyRequests, "Too many sign-in attempts from your network. Wait a few minutes and try again, or sign in with a passkey.")
+	}
+
+	// The lookup uses the service account: it counts towards nobody's
+	// lockout. The limit is per directory account (by its stable ID), so
+	// that "alice", "CORP\alice" and "alice@corp.example" share one.
+	found, lookupErr := p.dir.LookupUser(ctx, username)
+	account := "name:" + strings.ToLower(username)
+	if found != nil {
+		account = "id:" + found.DirectoryID
+	}
+	if lookupErr != nil && !isCredentialError(lookupErr) {
+		_ = p.limits.unhit(ctx, ip)
+		p.log.Warn("directory unavailable for a password sign-in", "err", lookupErr)
+		return again(http.StatusServiceUnavailable, "The company directory cannot be reached right now, so passwords cannot be checked. Try again in a few minutes, or sign in with a passkey.")
+	}
+	sl, ok, retry, err := p.limits.take(ctx, account, rl.PasswordPerUser, window)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		p.audit(c, event{Event: evSignInLimited, Target: username, Detail: map[string]any{"method": methodPassword, "limit": "account"}})
+		wait := max(time.Until(retry).Round(time.Minute), time.Minute)
+		return again(http.StatusTooManyRequests, "Too many password attempts for this account. To keep it from being locked in the directory, the portal allows "+
+			plural(rl.PasswordPerUser, "attempt")+" every "+humanDuration(window)+". Try again in about "+humanDuration(wait)+", or ask IT for an enrollment link.")
+	}
+
+	var checkErr error
+	if lookupErr == nil {
+		checkErr = p.dir.CheckPassword(ctx, found.DN, password)
+	} else {
+		// Unknown, disabled or ambiguous: bind as a DN that does not
+		// exist, so that the answer takes as long as a wrong password
+		// and says the same. No account's lockout counter moves.
+		_ = p.dir.CheckPassword(ctx, "cn=passbridge-no-such-user,"+p.cfg.Directory.BaseDN, password)
+		checkErr = lookupErr
+	}
+	switch {
+	case errors.Is(checkErr, directory.ErrPasswordExpired):
+		_ = p.limits.giveBack(ctx, sl)
+		_ = p.limits.unhit(ctx, ip)
+		p.audit(c, event{Event: evSignInFailed, Target: found.Username, Detail: map[string]any{"method": methodPassword, "reason": "password expired"}})
+		return again(http.StatusUnauthorized, "Your directory password has expired. Change it first (on a company computer, or wherever you usually change it), then sign in here.")
+	case checkErr != nil && isCredentialError(checkErr):
+		reason := "wrong password"
+		if lookupErr != nil {
+			reason = strings.SplitN(lookupErr.Error(), ":", 2)[0]
+		}
+		p.audit(c, event{Event: evSignInFailed, Target: username, Detail: map[string]any{"method": methodPassword, "reason": reason}})
+		return again(http.StatusUnauthorized, "That username and password did not work. Check them and try again.")
+	case checkErr != nil:
+		_ = p.limits.giveBack(ctx, sl)
+		_ = p.limits.unhit(ctx, ip)
+		p.log.Warn("directory unavailable for a password check", "err", checkErr)
+		return again(http.StatusServiceUnavailable, "The company directory cannot be reached right now, so passwords cannot be checked. Try again in a few minutes, or sign in with a passkey.")
+	}
+	// Right password: it used up nothing.
+	if err := p.limits.giveBack(ctx, sl); err != nil {
+		return err
+	}
+	if err := p.limits.unhit(ctx, ip); err != nil {
+		return err
+	}
+	return p.signInIdentity(c, found.DirectoryID, methodPassword)
+}
+
+// signInIdentity opens a session for the stored identity of a directory
+// entry, if it may use the portal.
+func (p *Portal) signInIdentity(c echo.Context, directoryID, method string) error {
+	ctx := c.Request().Context()
+	it, err := p.data.identityByDirectoryID(ctx, directoryID)
+	if err != nil {
+		return err
+	}
+	if it == nil {
+		return p.render(c, http.StatusForbidden, "signin", pageData{Title: "Sign in",
+			Error: "Your account has not reached the passkey portal yet: it is added by the next directory sync, within a few minutes. Try again later, or contact IT."})
+	}
+	return p.openSession(c, it, sessionData{Method: method}, "/?done=signedin")
+}
+
+// openSession signs an identity in, if it may use the portal, and sends the
+// browser to next.
+func (p *Portal) openSession(c echo.Context, it *identity, sd sessionData, next string) error {
+	if why := it.refusal(); why != "" {
+		p.audit(c, event{Event: evSignInFailed, Target: it.Username, Detail: map[string]any{"method": sd.Method, "reason": it.State + "/" + it.LinkState}})
+		return &userError{Status: http.StatusForbidden, Code: "refused", Message: why}
+	}
+	if err := p.createSession(c, it, sd); err != nil {
+		return err
+	}
+	p.audit(c, event{Event: evSignIn, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"method": sd.Method}})
+	return c.Redirect(http.StatusSeeOther, next)
+}
+
+// isCredentialError: the directory answered, and the answer is no.
+func isCredentialError(err error) bool {
+	return errors.Is(err, directory.ErrInvalidCredentials) || errors.Is(err, directory.ErrDisabled) || errors.Is(err, directory.ErrAmbiguousUser)
+}
+
+func (p *Portal) signOut(c echo.Context) error {
+	s := currentSession(c)
+	if s != nil {
+		p.audit(c, event{Event: evSignOut, Success: true, Target: s.identity.Username})
+	}
+	if err := p.endSession(c, s); err != nil {
+		return err
+	}
+	return c.Redirect(http.StatusSeeOther, "/?done=signedout")
+}
+
+// useLinkCtx is how long a link redemption may take.
+const useLinkCtx = 10 * time.Second
+
+// showLink is the landing page of an enrollment link. Opening it changes
+// nothing (mail scanners and link previews open links too): the employee
+// uses it with the button, a POST.
+func (p *Portal) showLink(c echo.Context) error {
+	token := c.Param("token")
+	ctx, cancel := context.WithTimeout(c.Request().Context(), useLinkCtx)
+	defer cancel()
+	l, err := p.data.peekLink(ctx, token)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return errLinkGone
+	}
+	it, err := p.data.identityByID(ctx, l.IdentityID)
+	if err != nil {
+		return err
+	}
+	if it == nil {
+		return errLinkGone
+	}
+	if why := it.refusal(); why != "" {
+		return &userError{Status: http.StatusForbidden, Code: "refused", Message: why}
+	}
+	return p.render(c, http.StatusOK, "link", pageData{Title: "Add a passkey", Token: token, Kind: l.Kind, Expires: l.ExpiresAt,
+		User: &userView{Name: it.Name(), Username: it.Username, Email: it.Email.String}})
+}
+
+var errLinkGone = &userError{Status: http.StatusGone, Code: "link_gone",
+	Message: "This link is not valid: it has expired, was already used, or was replaced by a newer one. Ask IT for a new link."}
+
+// useLink redeems an enrollment link (once) and signs its identity in.
+func (p *Portal) useLink(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), useLinkCtx)
+	defer cancel()
+	l, err := p.data.claimLink(ctx, c.Param("token"))
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return errLinkGone
+	}
+	it, err := p.data.identityByID(ctx, l.IdentityID)
+	if err != nil {
+		return err
+	}
+	if it == nil {
+		return errLinkGone
+	}
+	p.audit(c, event{Event: evLinkUsed, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"kind": l.Kind, "link_id": l.ID}})
+	return p.openSession(c, it, sessionData{Method: methodLink}, "/?done=link")
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return itoa(n) + " " + word + "s"
+}
+
+func humanDuration(d time.Duration) string {
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		return plural(int(d/time.Hour), "hour")
+	case d >= time.Minute:
+		return plural(int(d.Round(time.Minute)/time.Minute), "minute")
+	}
+	return plural(int(d.Round(time.Second)/time.Second), "second")
+}
