@@ -124,8 +124,10 @@ type env struct {
 	portal  *Portal
 	metrics *metrics.Metrics
 	syncer  *directory.Syncer
-	// URL is the portal's origin, http://localhost:PORT.
-	URL string
+	// URL is the portal's origin, http://localhost:PORT; URLs are the
+	// origins of every replica, URL first.
+	URL  string
+	URLs []string
 }
 
 type envOptions struct {
@@ -133,6 +135,9 @@ type envOptions struct {
 	dir    string // openldap (default) | ad
 	// configure adjusts the configuration before the portal is built.
 	configure func(cfg *config.Config)
+	// replicas is the number of extra portals on the same database, each
+	// on its own port (all ports are origins of the RP).
+	replicas int
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -166,11 +171,16 @@ func newEnv(t testing.TB, o envOptions) *env {
 	e.db = db
 	createUsersTable(t, db)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var lns []net.Listener
+	for range 1 + o.replicas {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		e.URLs = append(e.URLs, "http://localhost:"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
-	e.URL = "http://localhost:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	e.URL = e.URLs[0]
 
 	cfg := config.Default()
 	cfg.Database = dc
@@ -184,7 +194,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	e.dir.configure(&cfg, e.ou)
 	cfg.Portal.RPID = "localhost"
 	cfg.Portal.RPName = "Test Corp"
-	cfg.Portal.Origins = []string{e.URL}
+	cfg.Portal.Origins = e.URLs
 	if o.configure != nil {
 		o.configure(&cfg)
 	}
@@ -199,25 +209,30 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.metrics = metrics.New()
-	e.portal, err = New(e.cfg, Options{DB: db, Log: log, Metrics: e.metrics})
-	if err != nil {
-		t.Fatalf("portal: %v", err)
-	}
-	a, err := agent.NewDaemon(e.cfg, db, log, agent.Options{Mount: e.portal.Mount, PortalErrors: e.portal.ErrorHandler(), Metrics: e.metrics, NoCatchUp: true})
-	if err != nil {
-		t.Fatalf("daemon: %v", err)
-	}
-	srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("serve: %v", err)
+	for i, ln := range lns {
+		p, err := New(e.cfg, Options{DB: db, Log: log, Metrics: e.metrics})
+		if err != nil {
+			t.Fatalf("portal: %v", err)
 		}
-	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
+		if i == 0 {
+			e.portal = p
+		}
+		a, err := agent.NewDaemon(e.cfg, db, log, agent.Options{Mount: p.Mount, PortalErrors: p.ErrorHandler(), Metrics: e.metrics, NoCatchUp: true})
+		if err != nil {
+			t.Fatalf("daemon: %v", err)
+		}
+		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				t.Errorf("serve: %v", err)
+			}
+		}()
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			srv.Shutdown(ctx)
+		})
+	}
 	return e
 }
 
