@@ -48,6 +48,7 @@ With no --config and no passbridge.yaml, 'passbridge run' starts an embedded dem
 		newRunCmd(g),
 		newSyncCmd(g),
 		newUsersCmd(g),
+		newEnrollCmd(g),
 		newMigrateCmd(g),
 	)
 	return root
