@@ -63,7 +63,7 @@
 // for servers, 1 for SQLite (a file may have more: readers then run beside
 // the writer; an in-memory database always has 1). SQLite DSNs get, unless
 // they set them: busy_timeout 5s, journal_mode WAL (a persistent change to
-// the file), foreign_keys on, _txlock=immediate, times written as UTC text.
+// the file) with synchronous NORMAL, foreign_keys on, _txlock=immediate, times written as UTC text.
 // MySQL DSNs always get parseTime=true and clientFoundRows=true
 // (RowsAffected counts matched rows, as on the others) and, unless they set
 // loc or time_zone, a UTC session, so that DATETIME values and

@@ -177,7 +177,7 @@ func TestOpenAndPing(t *testing.T) {
 		}
 		if db.Dialect().Kind() == SQLite {
 			// The DSN defaults reached the connection.
-			for pragma, want := range map[string]string{"journal_mode": "wal", "foreign_keys": "1", "busy_timeout": "5000"} {
+			for pragma, want := range map[string]string{"journal_mode": "wal", "foreign_keys": "1", "busy_timeout": "5000", "synchronous": "1"} {
 				var got string
 				if err := db.GetContext(ctx, &got, "PRAGMA "+pragma); err != nil || got != want {
 					t.Errorf("PRAGMA %s = %q (%v), want %q", pragma, got, err, want)
