@@ -57,9 +57,17 @@ func (s *data) record(ctx context.Context, q store.Querier, e event) error {
 	return nil
 }
 
-// audit records an event of a portal request, with the client's address and
-// user agent, and the signed-in user as actor unless the event names one.
+// audit records an event of a portal request.
 func (p *Portal) audit(c echo.Context, e event) {
+	if err := p.data.record(c.Request().Context(), p.data.db, p.event(c, e)); err != nil {
+		p.log.Error("cannot write the audit trail", "event", e.Event, "err", err)
+	}
+}
+
+// event completes an audit event of a portal request with the client's
+// address and user agent, and the signed-in user as actor unless the event
+// names one.
+func (p *Portal) event(c echo.Context, e event) event {
 	e.IP = c.RealIP()
 	e.UA = c.Request().UserAgent()
 	if e.Actor == "" {
@@ -69,7 +77,5 @@ func (p *Portal) audit(c echo.Context, e event) {
 			e.Actor = e.Target
 		}
 	}
-	if err := p.data.record(c.Request().Context(), p.data.db, e); err != nil {
-		p.log.Error("cannot write the audit trail", "event", e.Event, "err", err)
-	}
+	return e
 }

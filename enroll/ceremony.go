@@ -86,21 +86,36 @@ func (p *Portal) claimCeremony(ctx context.Context, id, kind string) (*ceremony,
 		Data       string        `db:"session_data"`
 		CreatedAt  time.Time     `db:"created_at"`
 	}
-	err := store.Get(ctx, p.data.db, &row, "SELECT "+p.data.cols("", "kind", "identity_id", "session_data", "created_at")+" FROM "+p.data.n.Ceremonies+
-		" WHERE "+p.data.q("id")+" = ? AND "+p.data.q("finished_at")+" IS NULL AND "+p.data.q("expires_at")+" > ?", hash, now)
-	if errors.Is(err, sql.ErrNoRows) || err == nil && row.Kind != kind {
-		return nil, errCeremonyGone
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read ceremony: %w", err)
-	}
-	res, err := store.Exec(ctx, p.data.db, "UPDATE "+p.data.n.Ceremonies+" SET "+p.data.q("finished_at")+" = ?, "+p.data.q("result")+" = ? WHERE "+p.data.q("id")+" = ? AND "+p.data.q("finished_at")+" IS NULL",
-		now, resultClaimed, hash)
-	if err != nil {
-		return nil, fmt.Errorf("claim ceremony: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return nil, errCeremonyGone // another request claimed it first
+	q := p.data.q
+	cols := p.data.cols("", "kind", "identity_id", "session_data", "created_at")
+	claim := "UPDATE " + p.data.n.Ceremonies + " SET " + q("finished_at") + " = ?, " + q("result") + " = ? WHERE " + q("id") + " = ? AND " + q("kind") + " = ? AND " + q("finished_at") + " IS NULL AND " + q("expires_at") + " > ?"
+	if p.data.d.Kind() != store.MySQL {
+		// One round trip: claim and read at once.
+		err := store.Get(ctx, p.data.db, &row, claim+" RETURNING "+cols, now, resultClaimed, hash, kind, now)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, errCeremonyGone
+		}
+		if err != nil {
+			return nil, fmt.Errorf("claim ceremony: %w", err)
+		}
+	} else {
+		// MariaDB has no UPDATE ... RETURNING: read, then claim; only
+		// the claim that changes the row wins.
+		err := store.Get(ctx, p.data.db, &row, "SELECT "+cols+" FROM "+p.data.n.Ceremonies+
+			" WHERE "+q("id")+" = ? AND "+q("kind")+" = ? AND "+q("finished_at")+" IS NULL AND "+q("expires_at")+" > ?", hash, kind, now)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, errCeremonyGone
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read ceremony: %w", err)
+		}
+		res, err := store.Exec(ctx, p.data.db, claim, now, resultClaimed, hash, kind, now)
+		if err != nil {
+			return nil, fmt.Errorf("claim ceremony: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return nil, errCeremonyGone // another request claimed it first
+		}
 	}
 	c := &ceremony{hash: hash, kind: row.Kind, identityID: row.IdentityID, createdAt: row.CreatedAt}
 	if err := json.Unmarshal([]byte(row.Data), &c.session); err != nil {
@@ -114,12 +129,18 @@ func (p *Portal) finishCeremony(ctx context.Context, c *ceremony, result string)
 	if c == nil {
 		return
 	}
-	_, err := store.Exec(ctx, p.data.db, "UPDATE "+p.data.n.Ceremonies+" SET "+p.data.q("result")+" = ?, "+p.data.q("finished_at")+" = ? WHERE "+p.data.q("id")+" = ?",
-		result, p.data.now(), c.hash)
-	if err != nil {
+	if err := p.setResult(ctx, p.data.db, c, result); err != nil {
 		p.log.Warn("cannot record the ceremony result", "kind", c.kind, "result", result, "err", err)
 	}
 	p.metrics.Ceremony(c.kind, result)
+}
+
+// setResult writes a ceremony's result through q (inside the transaction
+// of a successful finish).
+func (p *Portal) setResult(ctx context.Context, q store.Querier, c *ceremony, result string) error {
+	_, err := store.Exec(ctx, q, "UPDATE "+p.data.n.Ceremonies+" SET "+p.data.q("result")+" = ?, "+p.data.q("finished_at")+" = ? WHERE "+p.data.q("id")+" = ?",
+		result, p.data.now(), c.hash)
+	return err
 }
 
 // cancelCeremony records a ceremony the browser gave up on (the user

@@ -138,12 +138,17 @@ type envOptions struct {
 	// replicas is the number of extra portals on the same database, each
 	// on its own port (all ports are origins of the RP).
 	replicas int
+	// quiet logs errors only (benchmarks).
+	quiet bool
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	ctx := context.Background()
 	log := testLogger(t)
+	if o.quiet {
+		log = slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelError}))
+	}
 	e := &env{t: t}
 	switch o.dir {
 	case "", "openldap":

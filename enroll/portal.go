@@ -199,6 +199,8 @@ func (p *Portal) Mount(e *echo.Echo) {
 	}
 	page := []echo.MiddlewareFunc{p.headers, p.csrf, p.withSession}
 	signedIn := append(append([]echo.MiddlewareFunc{}, page...), requireSession)
+	// The sign-in ceremonies need no session: they make one.
+	anonAPI := []echo.MiddlewareFunc{p.headers, p.csrf, p.noStore}
 	api := append(append([]echo.MiddlewareFunc{}, page...), p.noStore)
 
 	e.GET("/", p.home, page...)
@@ -209,11 +211,11 @@ func (p *Portal) Mount(e *echo.Echo) {
 	e.POST("/passkeys/:id/rename", p.rename, signedIn...)
 	e.POST("/passkeys/:id/delete", p.delete, signedIn...)
 
-	e.POST("/webauthn/login/begin", p.loginBegin, api...)
-	e.POST("/webauthn/login/finish", p.loginFinish, api...)
+	e.POST("/webauthn/login/begin", p.loginBegin, anonAPI...)
+	e.POST("/webauthn/login/finish", p.loginFinish, anonAPI...)
 	e.POST("/webauthn/register/begin", p.registerBegin, append(api, requireSession)...)
 	e.POST("/webauthn/register/finish", p.registerFinish, append(api, requireSession)...)
-	e.POST("/webauthn/cancel", p.cancel, api...)
+	e.POST("/webauthn/cancel", p.cancel, anonAPI...)
 
 	e.GET("/static/*", p.static, p.headers)
 }

@@ -54,10 +54,22 @@ type session struct {
 // createSession signs the identity in: a new row and a new cookie. Any
 // session the browser had is ended first.
 func (p *Portal) createSession(c echo.Context, it *identity, sd sessionData) error {
+	secret, expires, err := p.newSession(c, p.data.db, it, sd)
+	if err != nil {
+		return err
+	}
+	p.setCookie(c, sessionCookie, secret, expires)
+	return nil
+}
+
+// newSession writes the session row through q (a transaction, so that a
+// sign-in's writes commit together) and returns the cookie value and its
+// expiry; the caller sets the cookie once q has committed.
+func (p *Portal) newSession(c echo.Context, q store.Querier, it *identity, sd sessionData) (string, time.Time, error) {
 	ctx := c.Request().Context()
 	if old, err := c.Cookie(sessionCookie); err == nil && validSecret(old.Value) {
-		if _, err := store.Exec(ctx, p.data.db, "DELETE FROM "+p.data.n.Sessions+" WHERE "+p.data.q("id")+" = ?", hashSecret(old.Value)); err != nil {
-			return fmt.Errorf("end the previous session: %w", err)
+		if _, err := store.Exec(ctx, q, "DELETE FROM "+p.data.n.Sessions+" WHERE "+p.data.q("id")+" = ?", hashSecret(old.Value)); err != nil {
+			return "", time.Time{}, fmt.Errorf("end the previous session: %w", err)
 		}
 	}
 	secret, hash := newSecret()
@@ -67,16 +79,15 @@ func (p *Portal) createSession(c echo.Context, it *identity, sd sessionData) err
 	sd.UserAgent = clip(c.Request().UserAgent(), 512)
 	raw, err := json.Marshal(sd)
 	if err != nil {
-		return err
+		return "", time.Time{}, err
 	}
 	expires := now.Add(p.cfg.Portal.SessionLifetime.D())
-	_, err = store.Exec(ctx, p.data.db, "INSERT INTO "+p.data.n.Sessions+" ("+p.data.cols("", "id", "identity_id", "data", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?)",
+	_, err = store.Exec(ctx, q, "INSERT INTO "+p.data.n.Sessions+" ("+p.data.cols("", "id", "identity_id", "data", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?)",
 		hash, it.ID, string(raw), now, expires)
 	if err != nil {
-		return fmt.Errorf("create session: %w", err)
+		return "", time.Time{}, fmt.Errorf("create session: %w", err)
 	}
-	p.setCookie(c, sessionCookie, secret, expires)
-	return nil
+	return secret, expires, nil
 }
 
 func (p *Portal) setCookie(c echo.Context, name, value string, expires time.Time) {

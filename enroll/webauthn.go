@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -365,9 +366,15 @@ func (p *Portal) loginFinish(c echo.Context) error {
 		return &waUser{handle: cr.UserHandle, creds: []webauthn.Credential{wc}}, nil
 	}
 	_, wc, err := p.wa.ValidatePasskeyLogin(handler, cer.session, parsed)
+	var it *identity
 	target := ""
 	if found != nil {
-		if it, ierr := p.credentialIdentity(c, found); ierr == nil && it != nil {
+		var ierr error
+		if it, ierr = p.credentialIdentity(c, found); ierr != nil {
+			p.finishCeremony(ctx, cer, resultFailed)
+			return ierr
+		}
+		if it != nil {
 			target = it.Username
 		}
 	}
@@ -389,11 +396,6 @@ func (p *Portal) loginFinish(c echo.Context) error {
 		p.audit(c, event{Event: evSignInFailed, Target: target, Detail: map[string]any{"method": methodPasskey, "code": errClone.Code, "passkey_id": found.ID}})
 		return errClone
 	}
-	it, err := p.credentialIdentity(c, found)
-	if err != nil {
-		p.finishCeremony(ctx, cer, resultFailed)
-		return err
-	}
 	if it == nil {
 		return fail(resultRefused, errUnknownPasskey, target, nil)
 	}
@@ -405,21 +407,33 @@ func (p *Portal) loginFinish(c echo.Context) error {
 		return err
 	}
 	q := p.data.q
-	// The guard on sign_count keeps a concurrent sign-in with a higher
-	// counter from being overwritten by this one.
-	_, err = store.Exec(ctx, p.data.db, "UPDATE "+p.data.n.Credentials+" SET "+q("sign_count")+" = ?, "+q("backup_state")+" = ?, "+q("user_verified")+" = ?, "+
-		q("last_used_at")+" = ?, "+q("credential_json")+" = ? WHERE "+q("id")+" = ? AND "+q("sign_count")+" <= ?",
-		int64(wc.Authenticator.SignCount), wc.Flags.BackupState, wc.Flags.UserVerified, p.data.now(), string(raw), found.ID, int64(wc.Authenticator.SignCount))
+	var secret string
+	var expires time.Time
+	// Everything a sign-in writes commits together: the passkey's counter
+	// and last use, the session, the ceremony's result, the audit entry.
+	err = p.data.db.InTx(ctx, func(tx *sqlx.Tx) error {
+		// The guard on sign_count keeps a concurrent sign-in with a
+		// higher counter from being overwritten by this one.
+		_, err := store.Exec(ctx, tx, "UPDATE "+p.data.n.Credentials+" SET "+q("sign_count")+" = ?, "+q("backup_state")+" = ?, "+q("user_verified")+" = ?, "+
+			q("last_used_at")+" = ?, "+q("credential_json")+" = ? WHERE "+q("id")+" = ? AND "+q("sign_count")+" <= ?",
+			int64(wc.Authenticator.SignCount), wc.Flags.BackupState, wc.Flags.UserVerified, p.data.now(), string(raw), found.ID, int64(wc.Authenticator.SignCount))
+		if err != nil {
+			return fmt.Errorf("update passkey: %w", err)
+		}
+		if secret, expires, err = p.newSession(c, tx, it, sessionData{Method: methodPasskey, CredentialID: base64.RawURLEncoding.EncodeToString(found.CredentialID)}); err != nil {
+			return err
+		}
+		if err := p.setResult(ctx, tx, cer, resultSucceeded); err != nil {
+			return err
+		}
+		return p.data.record(ctx, tx, p.event(c, event{Event: evSignIn, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"method": methodPasskey, "passkey_id": found.ID}}))
+	})
 	if err != nil {
-		p.finishCeremony(ctx, cer, resultFailed)
-		return fmt.Errorf("update passkey: %w", err)
-	}
-	if err := p.createSession(c, it, sessionData{Method: methodPasskey, CredentialID: base64.RawURLEncoding.EncodeToString(found.CredentialID)}); err != nil {
 		p.finishCeremony(ctx, cer, resultFailed)
 		return err
 	}
-	p.finishCeremony(ctx, cer, resultSucceeded)
-	p.audit(c, event{Event: evSignIn, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"method": methodPasskey, "passkey_id": found.ID}})
+	p.metrics.Ceremony(kindLogin, resultSucceeded)
+	p.setCookie(c, sessionCookie, secret, expires)
 	return c.JSON(http.StatusOK, map[string]any{"ok": true, "redirect": "/?done=signedin"})
 }
 
