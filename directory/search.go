@@ -83,6 +83,13 @@ type result struct {
 	controls []ldap.Control
 }
 
+// streamBuffer is how many decoded messages a search may hold ahead of
+// its consumer. While the sync plans a page (database queries), go-ldap
+// goes on reading and decoding the next entries into this buffer instead of
+// stopping after a few dozen: two pages of entries, a few MB at most. With
+// 64, a full sync of 100,000 users read for 5.0 s instead of 3.5 s.
+const streamBuffer = 2048
+
 // stream runs one search request and calls fn for every message as it
 // arrives. idle > 0 replaces the connection's whole-request timeout with a
 // "no message for this long" timeout, for long reads such as a syncrepl
@@ -98,7 +105,7 @@ func (c *Conn) stream(ctx context.Context, req *ldap.SearchRequest, idle time.Du
 		timer = time.AfterFunc(idle, func() { close(timedOut); cancel() })
 		defer timer.Stop()
 	}
-	resp := c.SearchAsync(sctx, req, 64)
+	resp := c.SearchAsync(sctx, req, streamBuffer)
 	for resp.Next() {
 		if timer != nil {
 			timer.Reset(idle)
