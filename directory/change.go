@@ -87,8 +87,92 @@ func newPlan() (*plan, error) {
 	return &plan{f: f, w: w, enc: gob.NewEncoder(w), counts: map[string]int{}}, nil
 }
 
+// spooled is a change as the plan file holds it: its arguments typed,
+// since gob writes an interface value with its type's name and decodes it
+// through a registry, which made encoding and decoding the plan the largest
+// cost of a big sync after the directory and the database themselves.
+type spooled struct {
+	Kind, DirectoryID, Username, Description, SQL string
+	Args                                          []spooledArg
+}
+
+// spooledArg is one argument: K says which field holds it; X holds types
+// other than the usual ones, as before (an interface value).
+type spooledArg struct {
+	K uint8
+	S string
+	I int64
+	B bool
+	T time.Time
+	X any
+}
+
+// Kinds of spooled arguments (0: nil).
+const (
+	argNil uint8 = iota
+	argString
+	argInt64
+	argBool
+	argTime
+	argProvisioned
+	argOther
+)
+
+func spool(c Change) spooled {
+	sp := spooled{Kind: c.Kind, DirectoryID: c.DirectoryID, Username: c.Username, Description: c.Description, SQL: c.SQL}
+	if c.Args != nil {
+		sp.Args = make([]spooledArg, len(c.Args))
+	}
+	for i, a := range c.Args {
+		switch v := a.(type) {
+		case nil:
+		case string:
+			sp.Args[i] = spooledArg{K: argString, S: v}
+		case int64:
+			sp.Args[i] = spooledArg{K: argInt64, I: v}
+		case bool:
+			sp.Args[i] = spooledArg{K: argBool, B: v}
+		case time.Time:
+			sp.Args[i] = spooledArg{K: argTime, T: v}
+		case ProvisionedKey:
+			sp.Args[i] = spooledArg{K: argProvisioned, S: v.DirectoryID}
+		default:
+			sp.Args[i] = spooledArg{K: argOther, X: v}
+		}
+	}
+	return sp
+}
+
+func (sp *spooled) change() (Change, error) {
+	c := Change{Kind: sp.Kind, DirectoryID: sp.DirectoryID, Username: sp.Username, Description: sp.Description, SQL: sp.SQL}
+	if sp.Args != nil {
+		c.Args = make([]any, len(sp.Args))
+	}
+	for i, a := range sp.Args {
+		switch a.K {
+		case argNil:
+		case argString:
+			c.Args[i] = a.S
+		case argInt64:
+			c.Args[i] = a.I
+		case argBool:
+			c.Args[i] = a.B
+		case argTime:
+			c.Args[i] = a.T
+		case argProvisioned:
+			c.Args[i] = ProvisionedKey{DirectoryID: a.S}
+		case argOther:
+			c.Args[i] = a.X
+		default:
+			return c, fmt.Errorf("argument %d of kind %d", i+1, a.K)
+		}
+	}
+	return c, nil
+}
+
 func (p *plan) add(c Change) error {
-	if err := p.enc.Encode(&c); err != nil {
+	sp := spool(c)
+	if err := p.enc.Encode(&sp); err != nil {
 		return fmt.Errorf("spool change: %w", err)
 	}
 	p.n++
@@ -106,8 +190,12 @@ func (p *plan) each(fn func(Change) error) error {
 	}
 	dec := gob.NewDecoder(bufio.NewReaderSize(p.f, 1<<16))
 	for i := 0; i < p.n; i++ {
-		var c Change
-		if err := dec.Decode(&c); err != nil {
+		var sp spooled
+		if err := dec.Decode(&sp); err != nil {
+			return fmt.Errorf("read back change %d of %d: %w", i+1, p.n, err)
+		}
+		c, err := sp.change()
+		if err != nil {
 			return fmt.Errorf("read back change %d of %d: %w", i+1, p.n, err)
 		}
 		if err := fn(c); err != nil {

@@ -29,6 +29,8 @@ type planner struct {
 	touched map[string]uint8
 	// claimed: users keys linked in this run, to the directory ID.
 	claimed map[string]string
+	// createSQL is the INSERT of a new identity, built once per run.
+	createSQL string
 
 	upserted, presents int
 	pages              int
@@ -181,11 +183,14 @@ func (p *planner) create(it Identity, res linkResult) error {
 	if it.Disabled {
 		state, reason, changedAt = migrate.StateDisabled, it.DisabledReason, p.now
 	}
-	cols := []string{"directory_id", "dn", "username", "email", "display_name", "department", "state", "state_reason",
-		"state_changed_at", "user_key", "link_state", "link_detail", "seen_run_id", "first_seen_at", "last_seen_at", "updated_at"}
-	quoted := make([]string, len(cols))
-	for i, c := range cols {
-		quoted[i] = p.q(c)
+	if p.createSQL == "" {
+		cols := []string{"directory_id", "dn", "username", "email", "display_name", "department", "state", "state_reason",
+			"state_changed_at", "user_key", "link_state", "link_detail", "seen_run_id", "first_seen_at", "last_seen_at", "updated_at"}
+		quoted := make([]string, len(cols))
+		for i, c := range cols {
+			quoted[i] = p.q(c)
+		}
+		p.createSQL = "INSERT INTO " + n.identities + " (" + strings.Join(quoted, ", ") + ") VALUES (" + placeholders(len(cols)) + ")"
 	}
 	var key any
 	if res.State == migrate.LinkLinked {
@@ -204,7 +209,7 @@ func (p *planner) create(it Identity, res linkResult) error {
 	}
 	err := p.add(Change{
 		Kind: KindCreate, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
-		SQL: "INSERT INTO " + n.identities + " (" + strings.Join(quoted, ", ") + ") VALUES (" + placeholders(len(cols)) + ")",
+		SQL: p.createSQL,
 		Args: []any{it.DirectoryID, it.DN, it.Username, nullString(it.Email), nullString(it.DisplayName), nullString(it.Department),
 			state, nullString(reason), changedAt, key, res.State, nullString(res.Detail), p.runID, p.now, p.now, p.now},
 	})
