@@ -120,10 +120,16 @@ func TestCertificateChecks(t *testing.T) {
 }
 
 // TestDeletionGuard: a run that would delete or disable more than
-// max_deletions stops before writing anything and says why, and so does a
-// read that returns nobody.
+// max_deletions stops before writing anything and says why, through full
+// and delta syncs, and so does a read that returns nobody, on OpenLDAP and
+// on AD.
 func TestDeletionGuard(t *testing.T) {
-	f := fixtures(t)["openldap"](t)
+	for name, mk := range fixtures(t) {
+		t.Run(name, func(t *testing.T) { deletionGuard(t, mk(t)) })
+	}
+}
+
+func deletionGuard(t *testing.T, f fixture) {
 	dc, db := database(t, "sqlite")
 	cfg := baseConfig(t, dc, f.kind())
 	ou := f.newOU(t)
@@ -181,6 +187,9 @@ func TestDeletionGuard(t *testing.T) {
 	// A filter that matches nobody is never "everyone left".
 	cfg.Directory.MaxDeletions = config.Threshold{Percent: 5, IsPct: true}
 	cfg.Directory.UserFilter = "(&(objectClass=inetOrgPerson)(uid=nobody-has-this-uid))"
+	if f.kind() == "ad" {
+		cfg.Directory.UserFilter = "(&(objectCategory=person)(objectClass=user)(sAMAccountName=nobody-has-this-name))"
+	}
 	s, _ = newSyncerNoSchema(t, cfg, db)
 	before = dump(t, s)
 	_, err := s.Run(context.Background(), RunOptions{Trigger: "test"})
@@ -204,8 +213,13 @@ func newSyncerNoSchema(t *testing.T, cfg *config.Config, db *store.DB) (*Syncer,
 
 // TestKilledMidRun: slapd killed in the middle of the read leaves the
 // database exactly as it was; the next run, with slapd back, applies
-// everything.
+// everything. Same with a Samba AD DC killed in the middle of a paged read.
 func TestKilledMidRun(t *testing.T) {
+	t.Run("openldap", killedMidRunSlapd)
+	t.Run("ad", killedMidRunAD)
+}
+
+func killedMidRunSlapd(t *testing.T) {
 	srv := testsrv.StartSlapd(t, testsrv.SlapdOptions{Users: 3000})
 	dc, db := database(t, "sqlite")
 	cfg := baseConfig(t, dc, "openldap")
@@ -245,6 +259,58 @@ func TestKilledMidRun(t *testing.T) {
 	_, changes := run(t, s, RunOptions{})
 	if c := countKinds(changes); c[KindUpdate] != 10 || c[KindDelete] != 5 || len(changes) != 15 {
 		t.Fatalf("after restart: %v", countKinds(changes))
+	}
+}
+
+func killedMidRunAD(t *testing.T) {
+	ad := testsrv.StartSambaDC(t)
+	f := sambaFixture{ad}
+	dc, db := database(t, "sqlite")
+	cfg := baseConfig(t, dc, f.kind())
+	ou := f.newOU(t)
+	f.configure(cfg, ou)
+	cfg.Directory.PageSize = 4
+	var dns []string
+	for i := range 12 {
+		dns = append(dns, f.addUser(t, ou, fmt.Sprintf("k%02d", i), nil))
+	}
+	s, _ := newSyncer(t, cfg, db)
+	run(t, s, RunOptions{})
+	if n := len(identities(t, s)); n != 12 {
+		t.Fatalf("%d identities after the first sync", n)
+	}
+	for i, dn := range dns[:3] {
+		f.modify(t, dn, map[string][]string{"displayName": {fmt.Sprintf("Renamed %d", i)}})
+	}
+	for _, dn := range dns[3:5] {
+		f.remove(t, dn)
+	}
+	before := dump(t, s)
+	s.hookPage = func(page int) {
+		if page == 1 {
+			ad.Kill(t)
+		}
+	}
+	_, err := s.Run(context.Background(), RunOptions{Full: true, Trigger: "test"})
+	if err == nil {
+		t.Fatal("the run must fail when the DC dies mid-read")
+	}
+	t.Logf("killed mid-run: %v", err)
+	if after := dump(t, s); after != before {
+		t.Fatal("a run whose directory died mid-read wrote to the database")
+	}
+	var status string
+	if err := store.Get(context.Background(), db, &status, "SELECT status FROM passbridge_sync_runs ORDER BY id DESC LIMIT 1"); err != nil || status != StatusFailed {
+		t.Fatalf("run history: %q %v", status, err)
+	}
+	s.hookPage = nil
+	ad.Restart(t)
+	sum, changes := run(t, s, RunOptions{})
+	if sum.Mode != "delta" {
+		t.Fatalf("after restart: mode %s (%s): the failed run must not have moved the cursor", sum.Mode, sum.FullReason)
+	}
+	if c := countKinds(changes); c[KindUpdate] != 3 || c[KindDelete] != 2 || len(changes) != 5 {
+		t.Fatalf("after restart: %v", changes)
 	}
 }
 
