@@ -1,0 +1,395 @@
+// Package directorybench measures the directory sync at scale: a slapd
+// seeded with 100,000 users (slapadd), a full sync into SQLite and into
+// PostgreSQL with the real `passbridge` binary (wall time, entries/s, peak
+// RSS of the syncing process), a delta sync of 100 changed users, and
+// `ldapsearch` reading the same entries side by side as the read limit. Run
+// it with
+//
+//	make bench    (or: go test -run '^$' -bench . -benchtime 1x -timeout 60m ./bench/directory/)
+//
+// Figures and how to read them: bench/README.md. Timings are reported,
+// never asserted.
+package directorybench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/internal/testsrv"
+	"github.com/passbridge/passbridge/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(testsrv.Run(m)) }
+
+const (
+	// users is the size of the directory.
+	users = 100_000
+	// changed is how many users the delta sync finds modified.
+	changed = 100
+)
+
+// The legacy users table holds a row for every user but each 20th (5,000
+// identities stay unmatched, as employees who never used the application
+// do); each 11th row has no email and links by username; each 7th has its
+// email in another case. legacyOnly rows are former employees who are in
+// no directory.
+const (
+	unmatchedEvery = 20
+	noEmailEvery   = 11
+	upperEvery     = 7
+	legacyOnly     = 1_000
+)
+
+// syncRun is one `passbridge sync` process.
+type syncRun struct {
+	wall    time.Duration
+	maxRSS  int64 // bytes
+	summary directory.Summary
+}
+
+// figures is everything one benchmark run measured, per database.
+type figures struct {
+	ldapsearch        map[string]time.Duration // before each full sync
+	client            map[string]time.Duration // passbridge's LDAP client alone, same read
+	full, delta, idle map[string]syncRun
+	renewed           map[string]syncRun // a second full sync: nothing changed
+}
+
+var measured *figures
+
+// BenchmarkDirectorySync seeds slapd with 100,000 users and measures, for
+// SQLite and PostgreSQL: the first full sync, a delta sync after 100 users
+// changed, a delta sync with nothing changed, and a full sync with nothing
+// changed (the nightly one); and ldapsearch reading the same scope.
+func BenchmarkDirectorySync(b *testing.B) {
+	// A run takes minutes: measure once, report the same figures if the
+	// testing package asks again.
+	if measured == nil {
+		measured = measure(b)
+	}
+	report(b, measured)
+}
+
+var drivers = []string{"sqlite", "postgres"}
+
+func measure(b *testing.B) *figures {
+	ctx := context.Background()
+	ldapsearch := testsrv.Binary(b, "ldapsearch", "ldap-utils")
+	bin := buildPassbridge(b)
+
+	t0 := time.Now()
+	srv := testsrv.StartSlapd(b, testsrv.SlapdOptions{Users: users})
+	b.Logf("slapd seeded with %d users (slapadd) and started in %s", users, time.Since(t0).Round(100*time.Millisecond))
+
+	// The scope and attributes exactly as the sync asks for them.
+	preset := config.Presets["openldap"]
+	dirCfg := config.Directory{Kind: "openldap", Attributes: preset.Attributes}
+	attrs := directory.NewMapper(dirCfg).Attributes()
+	filter, err := directory.ValidateFilter(preset.UserFilter)
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	work := b.TempDir()
+	f := &figures{ldapsearch: map[string]time.Duration{}, client: map[string]time.Duration{}, full: map[string]syncRun{}, delta: map[string]syncRun{},
+		idle: map[string]syncRun{}, renewed: map[string]syncRun{}}
+	cfgs := map[string]string{}
+	for _, driver := range drivers {
+		var dsn string
+		switch driver {
+		case "sqlite":
+			dsn = filepath.Join(work, "app.db")
+		case "postgres":
+			dsn = testsrv.Postgres(b).NewDatabase(b)
+		}
+		t1 := time.Now()
+		legacyUsers(ctx, b, driver, dsn)
+		cfgs[driver] = writeConfig(b, work, driver, dsn, srv)
+		passbridge(b, bin, "migrate", "apply", "--config", cfgs[driver])
+		b.Logf("%s: legacy users table (%d rows) created and migrated in %s", driver, users-users/unmatchedEvery+legacyOnly, time.Since(t1).Round(100*time.Millisecond))
+
+		f.ldapsearch[driver] = runLDAPSearch(b, ldapsearch, srv, filter, attrs)
+		f.client[driver] = clientRead(ctx, b, srv, filter, attrs)
+		f.full[driver] = runSync(b, bin, cfgs[driver], true)
+		if s := f.full[driver].summary; s.Entries != users || s.Changes[directory.KindCreate] != users || s.Mode != "full" {
+			b.Fatalf("%s: full sync summary %+v: want %d creates", driver, s, users)
+		}
+	}
+
+	// 100 users change, spread over the directory.
+	for k := range changed {
+		i := 1 + k*(users/changed) + 37
+		srv.Modify(b, "uid="+testsrv.SeedUID(i)+","+srv.PeopleDN, map[string][]string{"displayName": {fmt.Sprintf("Changed User %06d", i)}})
+	}
+	for _, driver := range drivers {
+		f.delta[driver] = runSync(b, bin, cfgs[driver], false)
+		s := f.delta[driver].summary
+		if s.Mode != "delta" || s.Changes[directory.KindUpdate] != changed || len(s.Changes) != 1 {
+			b.Fatalf("%s: delta sync summary %+v: want %d updates and nothing else", driver, s, changed)
+		}
+		f.idle[driver] = runSync(b, bin, cfgs[driver], false)
+		if s := f.idle[driver].summary; s.Mode != "delta" || s.Changes.String() != "no changes" {
+			b.Fatalf("%s: delta sync with nothing changed: %+v", driver, s)
+		}
+		f.renewed[driver] = runSync(b, bin, cfgs[driver], true)
+		if s := f.renewed[driver].summary; s.Entries != users || s.Changes.String() != "no changes" {
+			b.Fatalf("%s: second full sync: %+v", driver, s)
+		}
+	}
+	return f
+}
+
+func report(b *testing.B, f *figures) {
+	var sb strings.Builder
+	w := tabwriter.NewWriter(&sb, 2, 8, 2, ' ', 0)
+	fmt.Fprintf(w, "\nfigure\tSQLite\tPostgreSQL 15\n")
+	row := func(label string, fn func(driver string) string) {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", label, fn("sqlite"), fn("postgres"))
+	}
+	secs := func(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+	rate := func(r syncRun) string {
+		return fmt.Sprintf("%.0f entries/s", float64(r.summary.Entries)/r.wall.Seconds())
+	}
+	split := func(r syncRun) string {
+		return fmt.Sprintf("LDAP %s, DB %s, total %s", ms(r.summary.LDAPMillis), ms(r.summary.DBMillis), ms(r.summary.TotalMillis))
+	}
+	row("ldapsearch -E pr=1000/noprompt, same scope and attributes (read limit)", func(d string) string { return secs(f.ldapsearch[d]) })
+	row("passbridge's LDAP client (go-ldap) alone, same read, paged, entries discarded", func(d string) string { return secs(f.client[d]) })
+	row("full sync, first (100,000 creates): wall time", func(d string) string { return secs(f.full[d].wall) })
+	row("  ratio to ldapsearch (target <= 2x)", func(d string) string {
+		return fmt.Sprintf("%.2fx", f.full[d].wall.Seconds()/f.ldapsearch[d].Seconds())
+	})
+	row("  rate", func(d string) string { return rate(f.full[d]) })
+	row("  peak RSS of the process (target < 200 MB)", func(d string) string { return mib(f.full[d].maxRSS) })
+	row("  inside the run (summary)", func(d string) string { return split(f.full[d]) })
+	row("  linked / unmatched", func(d string) string {
+		return fmt.Sprintf("%d / %d", f.full[d].summary.Linked, f.full[d].summary.Unmatched)
+	})
+	row("delta sync, 100 users changed: wall time (target < 1 s)", func(d string) string { return secs(f.delta[d].wall) })
+	row("  inside the run (summary)", func(d string) string { return split(f.delta[d]) })
+	row("  changes", func(d string) string { return f.delta[d].summary.Changes.String() })
+	row("  peak RSS", func(d string) string { return mib(f.delta[d].maxRSS) })
+	row("delta sync, nothing changed: wall time", func(d string) string { return secs(f.idle[d].wall) })
+	row("full sync, nothing changed (nightly): wall time", func(d string) string { return secs(f.renewed[d].wall) })
+	row("  rate", func(d string) string { return rate(f.renewed[d]) })
+	row("  peak RSS", func(d string) string { return mib(f.renewed[d].maxRSS) })
+	w.Flush()
+	fmt.Print(sb.String())
+	b.Log(sb.String())
+
+	for _, d := range drivers {
+		b.ReportMetric(f.ldapsearch[d].Seconds(), d+"-ldapsearch-s")
+		b.ReportMetric(f.client[d].Seconds(), d+"-client-read-s")
+		b.ReportMetric(f.full[d].wall.Seconds(), d+"-full-s")
+		b.ReportMetric(float64(f.full[d].summary.Entries)/f.full[d].wall.Seconds(), d+"-full-entries/s")
+		b.ReportMetric(float64(f.full[d].maxRSS)/(1<<20), d+"-full-MiB")
+		b.ReportMetric(f.delta[d].wall.Seconds(), d+"-delta100-s")
+		b.ReportMetric(f.idle[d].wall.Seconds(), d+"-delta0-s")
+		b.ReportMetric(f.renewed[d].wall.Seconds(), d+"-refull-s")
+		b.ReportMetric(float64(f.renewed[d].maxRSS)/(1<<20), d+"-refull-MiB")
+	}
+}
+
+func ms(n int64) string { return fmt.Sprintf("%.2f s", float64(n)/1000) }
+
+// buildPassbridge builds the real static binary, as `make build` does.
+func buildPassbridge(b *testing.B) string {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		b.Fatal(err)
+	}
+	bin := filepath.Join(b.TempDir(), "passbridge")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/passbridge")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build passbridge: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// passbridge runs the binary to completion and returns its stdout.
+func passbridge(b *testing.B, bin string, args ...string) []byte {
+	out, _ := passbridgeRusage(b, bin, args...)
+	return out
+}
+
+func passbridgeRusage(b *testing.B, bin string, args ...string) ([]byte, *os.ProcessState) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "PASSBRIDGE_CONFIG=")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("passbridge %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	if stderr.Len() > 0 {
+		b.Logf("passbridge %s (stderr):\n%s", strings.Join(args, " "), strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), cmd.ProcessState
+}
+
+// runSync runs `passbridge sync [--full] -o json` as its own process: its
+// wall time, the summary it prints, and its peak RSS from rusage.
+func runSync(b *testing.B, bin, cfg string, full bool) syncRun {
+	args := []string{"sync", "-o", "json", "--config", cfg}
+	if full {
+		args = append(args, "--full")
+	}
+	t0 := time.Now()
+	out, st := passbridgeRusage(b, bin, args...)
+	wall := time.Since(t0)
+	var res struct {
+		Summary directory.Summary `json:"summary"`
+		Error   string            `json:"error"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		b.Fatalf("sync output: %v\n%s", err, out)
+	}
+	if res.Error != "" || res.Summary.Status != directory.StatusSucceeded {
+		b.Fatalf("sync: %s %s", res.Summary.Status, res.Error)
+	}
+	ru, ok := st.SysUsage().(*syscall.Rusage)
+	if !ok {
+		b.Fatal("no rusage for the sync process")
+	}
+	r := syncRun{wall: wall, maxRSS: ru.Maxrss * 1024, summary: res.Summary}
+	b.Logf("sync full=%v: %s, %d entries, %s, peak RSS %.1f MiB (ldap %d ms, db %d ms)", full, wall.Round(time.Millisecond),
+		r.summary.Entries, r.summary.Changes, float64(r.maxRSS)/(1<<20), r.summary.LDAPMillis, r.summary.DBMillis)
+	return r
+}
+
+// runLDAPSearch dumps the scope with ldapsearch over StartTLS, as the sync
+// reads it, to /dev/null.
+func runLDAPSearch(b *testing.B, bin string, srv *testsrv.LDAP, filter string, attrs []string) time.Duration {
+	args := append([]string{"-LLL", "-x", "-ZZ", "-H", srv.URL, "-D", srv.BindDN, "-w", srv.BindPassword,
+		"-b", srv.PeopleDN, "-s", "sub", "-E", "pr=1000/noprompt", filter}, attrs...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "LDAPTLS_CACERT="+srv.CAFile, "LDAPTLS_REQCERT=demand")
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer devnull.Close()
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = devnull, &stderr
+	t0 := time.Now()
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("ldapsearch: %v\n%s", err, stderr.String())
+	}
+	d := time.Since(t0)
+	b.Logf("ldapsearch %s %s: %s", filter, strings.Join(attrs, " "), d.Round(time.Millisecond))
+	return d
+}
+
+// clientRead reads the same scope with passbridge's own LDAP client
+// (directory.Client, go-ldap underneath) over StartTLS, paged, and
+// discards the entries: the read floor of the sync itself.
+func clientRead(ctx context.Context, b *testing.B, srv *testsrv.LDAP, filter string, attrs []string) time.Duration {
+	c, err := directory.NewClient(config.Directory{URLs: []string{srv.URL}, StartTLS: true, CAFile: srv.CAFile,
+		BindDN: srv.BindDN, BindPassword: config.Secret(srv.BindPassword), Timeout: config.Duration(time.Minute)}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	conn, err := c.Connect(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	n := 0
+	req := ldap.NewSearchRequest(srv.PeopleDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false, filter, attrs, nil)
+	if err := conn.Paged(ctx, req, 1000, func(page []*ldap.Entry) error { n += len(page); return nil }); err != nil {
+		b.Fatal(err)
+	}
+	d := time.Since(t0)
+	if n != users {
+		b.Fatalf("client read: %d entries, want %d", n, users)
+	}
+	b.Logf("passbridge's LDAP client, paged read: %s", d.Round(time.Millisecond))
+	return d
+}
+
+// writeConfig writes the passbridge configuration of one database.
+func writeConfig(b testing.TB, dir, driver, dsn string, srv *testsrv.LDAP) string {
+	path := filepath.Join(dir, driver+".yaml")
+	yaml := fmt.Sprintf(`database: {driver: %s, dsn: %q}
+users_table: {name: users, key: id, username: username, email: email, password: password_hash}
+directory:
+  kind: openldap
+  urls: [%q]
+  start_tls: true
+  ca_file: %q
+  bind_dn: %q
+  bind_password: %q
+  base_dn: %q
+  max_deletions: 5%%
+log: {level: warn}
+`, driver, dsn, srv.URL, srv.CAFile, srv.BindDN, srv.BindPassword, srv.PeopleDN)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// legacyUsers creates the application's users table and fills it.
+func legacyUsers(ctx context.Context, b testing.TB, driver, dsn string) {
+	db, err := store.Open(ctx, config.Database{Driver: driver, DSN: config.Secret(dsn), ConnectTimeout: config.Duration(time.Minute)}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	var stmts []string
+	switch driver {
+	case "sqlite":
+		stmts = []string{
+			`CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL UNIQUE, email TEXT, password_hash TEXT NOT NULL)`,
+			fmt.Sprintf(`WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < %d)
+			INSERT INTO users (username, email, password_hash)
+			SELECT printf('user%%06d', i),
+			       CASE WHEN i %% %d = 0 THEN NULL
+			            WHEN i %% %d = 0 THEN printf('USER%%06d@Corp.Example', i)
+			            ELSE printf('user%%06d@corp.example', i) END,
+			       printf('$2y$10$legacy.hash.%%06d', i)
+			FROM s WHERE i %% %d <> 0`, users, noEmailEvery, upperEvery, unmatchedEvery),
+			fmt.Sprintf(`WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < %d)
+			INSERT INTO users (username, email, password_hash)
+			SELECT printf('former%%04d', i), printf('former%%04d@corp.example', i), '$2y$10$former' FROM s`, legacyOnly),
+		}
+	case "postgres":
+		stmts = []string{
+			`CREATE TABLE users (id bigserial PRIMARY KEY, username varchar(150) NOT NULL UNIQUE, email varchar(254), password_hash varchar(255) NOT NULL)`,
+			fmt.Sprintf(`INSERT INTO users (username, email, password_hash)
+			SELECT 'user' || lpad(i::text, 6, '0'),
+			       CASE WHEN i %% %d = 0 THEN NULL
+			            WHEN i %% %d = 0 THEN 'USER' || lpad(i::text, 6, '0') || '@Corp.Example'
+			            ELSE 'user' || lpad(i::text, 6, '0') || '@corp.example' END,
+			       '$2y$10$legacy.hash.' || lpad(i::text, 6, '0')
+			FROM generate_series(1, %d) AS i WHERE i %% %d <> 0`, noEmailEvery, upperEvery, users, unmatchedEvery),
+			fmt.Sprintf(`INSERT INTO users (username, email, password_hash)
+			SELECT 'former' || lpad(i::text, 4, '0'), 'former' || lpad(i::text, 4, '0') || '@corp.example', '$2y$10$former'
+			FROM generate_series(1, %d) AS i`, legacyOnly),
+			`ANALYZE users`,
+		}
+	}
+	for _, q := range stmts {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			b.Fatalf("%s: %v\n%s", driver, err, q)
+		}
+	}
+}
