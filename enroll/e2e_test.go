@@ -215,6 +215,17 @@ func TestE2EEnrollAndUse(t *testing.T) {
 			b.waitNotice("Your passkey is ready")
 			if shots {
 				b.shot("home-enrolled")
+				// The same page on a phone (390x844, touch).
+				b.run("phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+				b.shot("home-phone")
+				var overflow bool
+				ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+				overflow, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`))
+				cancel()
+				if err != nil || overflow {
+					t.Errorf("the page is wider than a phone's screen (%v)", err)
+				}
+				b.run("desktop", chromedp.EmulateReset())
 			}
 			if n := e.activePasskeys(alice); n != 1 {
 				t.Fatalf("%d active passkeys stored, want 1", n)
