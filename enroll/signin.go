@@ -1,6 +1,7 @@
 package enroll
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
@@ -190,21 +191,9 @@ const useLinkCtx = 10 * time.Second
 // uses it with the button, a POST.
 func (p *Portal) showLink(c echo.Context) error {
 	token := c.Param("token")
-	ctx, cancel := context.WithTimeout(c.Request().Context(), useLinkCtx)
-	defer cancel()
-	l, err := p.data.peekLink(ctx, token)
+	l, it, err := p.linkIdentity(c, p.data.peekLink, token)
 	if err != nil {
 		return err
-	}
-	if l == nil {
-		return errLinkGone
-	}
-	it, err := p.data.identityByID(ctx, l.IdentityID)
-	if err != nil {
-		return err
-	}
-	if it == nil {
-		return errLinkGone
 	}
 	if why := it.refusal(); why != "" {
 		return &userError{Status: http.StatusForbidden, Code: "refused", Message: why}
@@ -218,24 +207,28 @@ var errLinkGone = &userError{Status: http.StatusGone, Code: "link_gone",
 
 // useLink redeems an enrollment link (once) and signs its identity in.
 func (p *Portal) useLink(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), useLinkCtx)
-	defer cancel()
-	l, err := p.data.claimLink(ctx, c.Param("token"))
+	l, it, err := p.linkIdentity(c, p.data.claimLink, c.Param("token"))
 	if err != nil {
 		return err
-	}
-	if l == nil {
-		return errLinkGone
-	}
-	it, err := p.data.identityByID(ctx, l.IdentityID)
-	if err != nil {
-		return err
-	}
-	if it == nil {
-		return errLinkGone
 	}
 	p.audit(c, event{Event: evLinkUsed, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"kind": l.Kind, "link_id": l.ID}})
 	return p.openSession(c, it, sessionData{Method: methodLink}, "/?done=link")
+}
+
+// linkIdentity reads (peek) or uses up (claim) a link and its identity;
+// errLinkGone when either is not there.
+func (p *Portal) linkIdentity(c echo.Context, get func(context.Context, string) (*link, error), token string) (*link, *identity, error) {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), useLinkCtx)
+	defer cancel()
+	l, err := get(ctx, token)
+	if err != nil || l == nil {
+		return nil, nil, cmp.Or(err, error(errLinkGone))
+	}
+	it, err := p.data.identityByID(ctx, l.IdentityID)
+	if err != nil || it == nil {
+		return nil, nil, cmp.Or(err, error(errLinkGone))
+	}
+	return l, it, nil
 }
 
 func plural(n int, word string) string {
