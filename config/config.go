@@ -14,6 +14,8 @@ type Config struct {
 	Portal     Portal     `yaml:"portal"`
 	Admin      Admin      `yaml:"admin"`
 	Migrate    Migrate    `yaml:"migrate"`
+	Mail       Mail       `yaml:"mail"`
+	Audit      Audit      `yaml:"audit"`
 	Log        Log        `yaml:"log"`
 
 	// Source is the file the configuration came from ("" for the demo).
@@ -109,6 +111,52 @@ type Portal struct {
 	TrustedProxies []string   `yaml:"trusted_proxies"`
 	Policy         Policy     `yaml:"policy"`
 	RateLimits     RateLimits `yaml:"rate_limits"`
+	Recovery       Recovery   `yaml:"recovery"`
+}
+
+// Recovery is how an employee who lost their passkeys gets a new one. Each
+// path is on or off; every recovery is rate-limited, audited, and mailed to
+// the user.
+type Recovery struct {
+	// EmailCode: the directory password plus a one-time code mailed to the
+	// directory's mail address (needs mail.host).
+	EmailCode bool `yaml:"email_code"`
+	// TOTP: the legacy TOTP secret of the users table (users_table.totp),
+	// read only; the trade-off of reusing the existing 2FA.
+	TOTP bool `yaml:"totp"`
+	// Link: recovery links issued by IT (passbridge enroll link --recovery).
+	Link bool `yaml:"link"`
+	// RevokeOld revokes the user's existing passkeys when a recovery
+	// succeeds (a lost device can no longer sign in).
+	RevokeOld bool `yaml:"revoke_old"`
+	// CodeLifetime is how long an emailed code is valid.
+	CodeLifetime Duration `yaml:"code_lifetime"`
+	// PerUser recovery attempts per account (and per client address) in
+	// any Window.
+	PerUser int      `yaml:"per_user"`
+	Window  Duration `yaml:"window"`
+}
+
+// Mail is the SMTP server passbridge sends mail through (recovery codes,
+// "a passkey was added" notices).
+type Mail struct {
+	Host string `yaml:"host"` // empty: no mail
+	Port int    `yaml:"port"`
+	// Security is starttls (port 587), tls (implicit TLS, port 465) or none
+	// (only to a server on loopback).
+	Security     string   `yaml:"security"`
+	Username     string   `yaml:"username"`
+	Password     Secret   `yaml:"password"`
+	PasswordFile string   `yaml:"password_file"`
+	From         string   `yaml:"from"`
+	CAFile       string   `yaml:"ca_file"`
+	Timeout      Duration `yaml:"timeout"`
+}
+
+// Audit is the audit trail (passbridge_audit).
+type Audit struct {
+	// Retention is how long events are kept; 0 keeps them forever.
+	Retention Duration `yaml:"retention"`
 }
 
 // Policy is what the enterprise allows as a passkey.

@@ -51,12 +51,15 @@ func Default() Config {
 			CeremonyTimeout: Duration(5 * 60e9),
 			Policy:          Policy{Attestation: "none", MaxPasskeys: 10},
 			RateLimits:      RateLimits{PasswordPerUser: 3, PasswordPerIP: 30, PasswordWindow: Duration(15 * 60e9)},
+			Recovery:        Recovery{Link: true, CodeLifetime: Duration(10 * 60e9), PerUser: 5, Window: Duration(3600e9)},
 		},
 		Admin: Admin{
 			ReadyMaxAge:   Duration(3 * 3600e9),
 			ShutdownGrace: Duration(30e9),
 		},
 		Migrate: Migrate{Prefix: "passbridge_", LockTimeout: Duration(2e9), Retries: 10},
+		Mail:    Mail{Security: "starttls", Timeout: Duration(10e9)},
+		Audit:   Audit{Retention: Duration(400 * 24 * 3600e9)},
 		Log:     Log{Level: "info", Format: "auto"},
 	}
 }
@@ -148,7 +151,7 @@ func sectionName(goType string) string {
 	names := map[string]string{
 		"Config": "the top level", "Database": "database", "UsersTable": "users_table",
 		"Directory": "directory", "Attributes": "directory.attributes", "Schedule": "schedule",
-		"Portal": "portal", "Policy": "portal.policy", "RateLimits": "portal.rate_limits", "Admin": "admin", "Migrate": "migrate", "Log": "log",
+		"Portal": "portal", "Policy": "portal.policy", "RateLimits": "portal.rate_limits", "Recovery": "portal.recovery", "Mail": "mail", "Audit": "audit", "Admin": "admin", "Migrate": "migrate", "Log": "log",
 	}
 	if n, ok := names[goType]; ok {
 		return n
@@ -284,6 +287,7 @@ func readSecretFiles(cfg *Config) error {
 		{"database.dsn", &cfg.Database.DSN, cfg.Database.DSNFile},
 		{"directory.bind_password", &cfg.Directory.BindPassword, cfg.Directory.BindPasswordFile},
 		{"admin.token", &cfg.Admin.Token, cfg.Admin.TokenFile},
+		{"mail.password", &cfg.Mail.Password, cfg.Mail.PasswordFile},
 	}
 	for _, p := range pairs {
 		if p.file == "" {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/mail"
 	"net/url"
 	"slices"
 	"strings"
@@ -147,6 +148,7 @@ func Validate(cfg *Config) error {
 		}
 	}
 	validatePortal(cfg.Portal, bad, oneOf)
+	validateMail(cfg, bad, oneOf)
 	if (cfg.Portal.TLSCertFile == "") != (cfg.Portal.TLSKeyFile == "") {
 		bad("portal.tls_cert_file", "and portal.tls_key_file must be set together")
 	}
@@ -330,4 +332,50 @@ func isAAGUID(s string) bool {
 		}
 	}
 	return true
+}
+
+// validateMail checks mail and the recovery paths that depend on it.
+func validateMail(cfg *Config, bad func(key, format string, args ...any), oneOf func(key, got string, allowed ...string)) {
+	m := cfg.Mail
+	r := cfg.Portal.Recovery
+	if m.Host != "" {
+		oneOf("mail.security", m.Security, "starttls", "tls", "none")
+		if m.Port < 0 || m.Port > 65535 {
+			bad("mail.port", "must be a TCP port (got %d)", m.Port)
+		}
+		if m.From == "" {
+			bad("mail.from", "is required when mail.host is set, such as \"Passkeys <passkeys@corp.example>\"")
+		} else if _, err := mail.ParseAddress(m.From); err != nil {
+			bad("mail.from", "is not an email address: %v", err)
+		}
+		if m.Security == "none" {
+			if ip := net.ParseIP(m.Host); m.Host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+				bad("mail.security", "none sends mail (and the password) in clear: only allowed to a server on loopback, not %q", m.Host)
+			}
+		}
+		if (m.Username == "") != (m.Password == "") {
+			bad("mail.username", "and mail.password (or mail.password_file) go together")
+		}
+		if m.Timeout <= 0 {
+			bad("mail.timeout", "must be a positive duration")
+		}
+	}
+	if r.EmailCode && m.Host == "" {
+		bad("portal.recovery.email_code", "needs mail.host: the code is sent by mail")
+	}
+	if r.TOTP && cfg.UsersTable.TOTP == "" {
+		bad("portal.recovery.totp", "needs users_table.totp: the column that holds the legacy TOTP secrets")
+	}
+	if r.CodeLifetime < Duration(time.Minute) || r.CodeLifetime > Duration(time.Hour) {
+		bad("portal.recovery.code_lifetime", "must be between 1m and 1h (got %s)", r.CodeLifetime)
+	}
+	if r.PerUser < 1 || r.PerUser > 100 {
+		bad("portal.recovery.per_user", "must be between 1 and 100 (got %d)", r.PerUser)
+	}
+	if r.Window < Duration(time.Minute) {
+		bad("portal.recovery.window", "must be at least 1m (got %s)", r.Window)
+	}
+	if cfg.Audit.Retention != 0 && cfg.Audit.Retention < Duration(24*time.Hour) {
+		bad("audit.retention", "must be 0 (keep forever) or at least 24h (got %s)", cfg.Audit.Retention)
+	}
 }

@@ -13,7 +13,7 @@ import (
 // Audit events the portal records in passbridge_audit (append-only: the
 // portal only ever INSERTs there).
 const (
-	evSignIn         = "signin"           // detail.method: password, passkey, link
+	evSignIn         = "signin."          // + the method: signin.password, signin.passkey, signin.link, signin.recovery
 	evSignInFailed   = "signin.failed"    // detail.method, detail.reason
 	evSignInLimited  = "signin.limited"   // a password check refused by the rate limit
 	evSignOut        = "signout"          //

@@ -147,7 +147,7 @@ func TestCSRF(t *testing.T) {
 	if r := c.do(req); r.status != http.StatusForbidden {
 		t.Errorf("cross-site POST: %d", r.status)
 	}
-	if n := e.auditCount(evSignIn, true, u.name); n != 0 {
+	if n := e.auditCount(evSignIn+methodPassword, true, u.name); n != 0 {
 		t.Fatalf("a forged request signed in (%d)", n)
 	}
 	// With the token, the same sign-in works.
@@ -252,7 +252,7 @@ func TestLDAPInjection(t *testing.T) {
 			mustContain(t, name, strip(r.body), "That username and password did not work")
 		}
 	}
-	if n := e.auditCount(evSignIn, true, u.name); n != 0 {
+	if n := e.auditCount(evSignIn+methodPassword, true, u.name); n != 0 {
 		t.Fatalf("an injected username signed the victim in")
 	}
 	// The victim's own sign-in still works: the corpus locked nothing.

@@ -163,7 +163,7 @@ func (p *Portal) openSession(c echo.Context, it *identity, sd sessionData, next 
 	if err := p.createSession(c, it, sd); err != nil {
 		return err
 	}
-	p.audit(c, event{Event: evSignIn, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"method": sd.Method}})
+	p.audit(c, event{Event: evSignIn + sd.Method, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"method": sd.Method}})
 	return c.Redirect(http.StatusSeeOther, next)
 }
 

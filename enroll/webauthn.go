@@ -426,7 +426,7 @@ func (p *Portal) loginFinish(c echo.Context) error {
 		if err := p.setResult(ctx, tx, cer, resultSucceeded); err != nil {
 			return err
 		}
-		return p.data.record(ctx, tx, p.event(c, event{Event: evSignIn, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"method": methodPasskey, "passkey_id": found.ID}}))
+		return p.data.record(ctx, tx, p.event(c, event{Event: evSignIn + methodPasskey, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"method": methodPasskey, "passkey_id": found.ID}}))
 	})
 	if err != nil {
 		p.finishCeremony(ctx, cer, resultFailed)
