@@ -185,19 +185,5 @@ func (a *Agent) apiRuns(c echo.Context) error {
 
 // apiSchedule shows the schedules with their next two run times.
 func (a *Agent) apiSchedule(c echo.Context) error {
-	now := time.Now()
-	out := Schedule{Now: now.UTC(), Node: a.node, Running: a.runner.Current(), Schedules: []ScheduleEntry{}}
-	for _, p := range a.sched.currentPlans() {
-		e := ScheduleEntry{Kind: p.Kind, ConfigKey: p.ConfigKey, Spec: p.Spec, Enabled: p.sched != nil}
-		if p.sched != nil {
-			n := p.sched.Next(now)
-			f := p.sched.Next(n)
-			e.Next, e.Following = &n, &f
-		}
-		if due, attempt, ok := a.sched.pendingRetry(p.Kind); ok {
-			e.RetryAt, e.RetryAttempt = &due, attempt
-		}
-		out.Schedules = append(out.Schedules, e)
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, a.ScheduleNow())
 }

@@ -51,28 +51,46 @@ func (p *Portal) renderHome(c echo.Context, s *session, status int, d pageData) 
 // signInPassword checks the directory password, within the rate limits that
 // keep the portal below the directory's lockout.
 func (p *Portal) signInPassword(c echo.Context) error {
-	ctx := c.Request().Context()
 	username := strings.TrimSpace(c.FormValue("username"))
-	password := c.FormValue("password")
-	again := func(status int, msg string) error {
-		return p.render(c, status, "signin", pageData{Title: "Sign in", Error: msg, Username: username})
+	found, uerr := p.checkPassword(c, username, c.FormValue("password"), methodPassword)
+	if uerr != nil {
+		return p.render(c, uerr.Status, "signin", pageData{Title: "Sign in", Error: uerr.Message, Username: username})
 	}
+	return p.signInIdentity(c, found.DirectoryID, methodPassword)
+}
+
+// The answers of checkPassword.
+var (
+	errWrongPassword = &userError{Status: http.StatusUnauthorized, Code: "credentials", Message: "That username and password did not work. Check them and try again."}
+	errDirectoryDown = &userError{Status: http.StatusServiceUnavailable, Code: "directory", Message: "The company directory cannot be reached right now, so passwords cannot be checked. Try again in a few minutes, or sign in with a passkey."}
+)
+
+// checkPassword checks a directory password (for a sign-in or a recovery,
+// method says which in the audit trail) within the password rate limits,
+// and returns the directory entry. The same answer, with similar timing,
+// for an unknown user, a disabled one and a wrong password.
+func (p *Portal) checkPassword(c echo.Context, username, password, method string) (*directory.Identity, *userError) {
+	ctx := c.Request().Context()
 	if username == "" || password == "" {
-		return again(http.StatusBadRequest, "Enter your username and your password.")
+		return nil, &userError{Status: http.StatusBadRequest, Code: "missing", Message: "Enter your username and your password."}
 	}
 	if len(username) > 256 || len(password) > 1024 || strings.IndexFunc(username, unicode.IsControl) >= 0 {
-		return again(http.StatusBadRequest, "That username or password is too long or has characters that are not allowed.")
+		return nil, &userError{Status: http.StatusBadRequest, Code: "invalid", Message: "That username or password is too long or has characters that are not allowed."}
+	}
+	internal := func(err error) (*directory.Identity, *userError) {
+		p.log.Error("password check failed", "err", err)
+		return nil, &userError{Status: http.StatusInternalServerError, Code: "internal", Message: "Something went wrong on our side. Please try again in a moment."}
 	}
 	rl := p.cfg.Portal.RateLimits
 	window := rl.PasswordWindow.D()
 	ip := c.RealIP()
 	ok, err := p.limits.hit(ctx, ip, rl.PasswordPerIP, window)
 	if err != nil {
-		return err
+		return internal(err)
 	}
 	if !ok {
-		p.audit(c, event{Event: evSignInLimited, Target: username, Detail: map[string]any{"method": methodPassword, "limit": "address"}})
-		return again(http.StatusTooManyRequests, "Too many sign-in attempts from your network. Wait a few minutes and try again, or sign in with a passkey.")
+		p.audit(c, event{Event: evSignInLimited, Target: username, Detail: map[string]any{"method": method, "limit": "address"}})
+		return nil, &userError{Status: http.StatusTooManyRequests, Code: "limited", Message: "Too many sign-in attempts from your network. Wait a few minutes and try again, or sign in with a passkey."}
 	}
 
 	// The lookup uses the service account: it counts towards nobody's
@@ -85,18 +103,18 @@ func (p *Portal) signInPassword(c echo.Context) error {
 	}
 	if lookupErr != nil && !isCredentialError(lookupErr) {
 		_ = p.limits.unhit(ctx, ip)
-		p.log.Warn("directory unavailable for a password sign-in", "err", lookupErr)
-		return again(http.StatusServiceUnavailable, "The company directory cannot be reached right now, so passwords cannot be checked. Try again in a few minutes, or sign in with a passkey.")
+		p.log.Warn("directory unavailable for a password check", "err", lookupErr)
+		return nil, errDirectoryDown
 	}
 	sl, ok, retry, err := p.limits.take(ctx, account, rl.PasswordPerUser, window)
 	if err != nil {
-		return err
+		return internal(err)
 	}
 	if !ok {
-		p.audit(c, event{Event: evSignInLimited, Target: username, Detail: map[string]any{"method": methodPassword, "limit": "account"}})
+		p.audit(c, event{Event: evSignInLimited, Target: username, Detail: map[string]any{"method": method, "limit": "account"}})
 		wait := max(time.Until(retry).Round(time.Minute), time.Minute)
-		return again(http.StatusTooManyRequests, "Too many password attempts for this account. To keep it from being locked in the directory, the portal allows "+
-			plural(rl.PasswordPerUser, "attempt")+" every "+humanDuration(window)+". Try again in about "+humanDuration(wait)+", or ask IT for an enrollment link.")
+		return nil, &userError{Status: http.StatusTooManyRequests, Code: "limited", Message: "Too many password attempts for this account. To keep it from being locked in the directory, the portal allows " +
+			plural(rl.PasswordPerUser, "attempt") + " every " + humanDuration(window) + ". Try again in about " + humanDuration(wait) + ", or ask IT for an enrollment link."}
 	}
 
 	var checkErr error
@@ -113,29 +131,29 @@ func (p *Portal) signInPassword(c echo.Context) error {
 	case errors.Is(checkErr, directory.ErrPasswordExpired):
 		_ = p.limits.giveBack(ctx, sl)
 		_ = p.limits.unhit(ctx, ip)
-		p.audit(c, event{Event: evSignInFailed, Target: found.Username, Detail: map[string]any{"method": methodPassword, "reason": "password expired"}})
-		return again(http.StatusUnauthorized, "Your directory password has expired. Change it first (on a company computer, or wherever you usually change it), then sign in here.")
+		p.audit(c, event{Event: evSignInFailed, Target: found.Username, Detail: map[string]any{"method": method, "reason": "password expired"}})
+		return nil, &userError{Status: http.StatusUnauthorized, Code: "expired", Message: "Your directory password has expired. Change it first (on a company computer, or wherever you usually change it), then come back here."}
 	case checkErr != nil && isCredentialError(checkErr):
 		reason := "wrong password"
 		if lookupErr != nil {
 			reason = strings.SplitN(lookupErr.Error(), ":", 2)[0]
 		}
-		p.audit(c, event{Event: evSignInFailed, Target: username, Detail: map[string]any{"method": methodPassword, "reason": reason}})
-		return again(http.StatusUnauthorized, "That username and password did not work. Check them and try again.")
+		p.audit(c, event{Event: evSignInFailed, Target: username, Detail: map[string]any{"method": method, "reason": reason}})
+		return nil, errWrongPassword
 	case checkErr != nil:
 		_ = p.limits.giveBack(ctx, sl)
 		_ = p.limits.unhit(ctx, ip)
 		p.log.Warn("directory unavailable for a password check", "err", checkErr)
-		return again(http.StatusServiceUnavailable, "The company directory cannot be reached right now, so passwords cannot be checked. Try again in a few minutes, or sign in with a passkey.")
+		return nil, errDirectoryDown
 	}
 	// Right password: it used up nothing.
 	if err := p.limits.giveBack(ctx, sl); err != nil {
-		return err
+		return internal(err)
 	}
 	if err := p.limits.unhit(ctx, ip); err != nil {
-		return err
+		return internal(err)
 	}
-	return p.signInIdentity(c, found.DirectoryID, methodPassword)
+	return found, nil
 }
 
 // signInIdentity opens a session for the stored identity of a directory
