@@ -11,8 +11,12 @@ package metrics
 import (
 	"context"
 	"log/slog"
+	"math"
 	"net/http"
+	"slices"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,10 +73,12 @@ type Metrics struct {
 	ceremonies   *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
 
-	mu       sync.Mutex
-	snapshot SnapshotFunc
-	timeout  time.Duration
-	log      *slog.Logger
+	mu          sync.Mutex
+	snapshot    SnapshotFunc
+	timeout     time.Duration
+	log         *slog.Logger
+	adoption    AdoptionFunc
+	adoptionLog *slog.Logger
 }
 
 // New creates the registry with the process and Go runtime collectors, a
@@ -135,6 +141,7 @@ func New() *Metrics {
 		m.syncRuns, m.syncDuration, m.syncSkipped, m.syncRetries, m.syncRunning,
 		m.ldapErrors, m.dbErrors, m.ceremonies, m.httpDuration,
 		snapshotCollector{m},
+		adoptionCollector{m},
 	)
 	// Pre-create the series alerts look for, so that "no failures yet"
 	// reads as 0 rather than as a missing series.
@@ -178,6 +185,17 @@ func (m *Metrics) SetSnapshot(fn SnapshotFunc, log *slog.Logger) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.snapshot, m.log = fn, log
+}
+
+// SetAdoption installs the function that reads the passkey adoption
+// figures from the database at scrape time (enroll/adoption.Snapshot).
+func (m *Metrics) SetAdoption(fn AdoptionFunc, log *slog.Logger) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.adoption, m.adoptionLog = fn, log
 }
 
 // SyncRun records one finished sync run.
@@ -301,4 +319,192 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	for kind, t := range snap.LastSuccess {
 		ch <- prometheus.MustNewConstMetric(lastSuccessDesc, prometheus.GaugeValue, float64(t.UnixNano())/1e9, kind)
 	}
+}
+
+// AdoptionSnapshot is passkey adoption as read from the database at scrape
+// time (enroll/adoption computes it), the windowed figures over the last 30
+// days.
+type AdoptionSnapshot struct {
+	// InScope counts the active identities linked to a users row;
+	// Enrolled those of them with a passkey that is not revoked.
+	InScope, Enrolled int
+	// Departments is the same per department. Only the MaxDepartments
+	// largest are exported by name; the others are summed into
+	// OtherDepartment.
+	Departments []DepartmentAdoption
+	// Registrations counts the registrations that succeeded in the window;
+	// RegistrationMedian and RegistrationP90 are the time from the
+	// beginning of their ceremony to its finish.
+	Registrations                       int
+	RegistrationMedian, RegistrationP90 time.Duration
+	// CeremoniesOver counts the registration ceremonies begun in the window
+	// that are over (finished or expired); CeremoniesAbandoned those of
+	// them that expired unfinished or were cancelled.
+	CeremoniesOver, CeremoniesAbandoned int
+	// Recoveries counts successful recoveries in the window by path
+	// (email, totp, link); SignIns successful sign-ins by method
+	// (password, passkey, link, recovery).
+	Recoveries map[string]int
+	SignIns    map[string]int
+}
+
+// DepartmentAdoption is the adoption of one department.
+type DepartmentAdoption struct {
+	Name              string
+	InScope, Enrolled int
+}
+
+// AdoptionFunc reads an AdoptionSnapshot; it is called once per scrape.
+type AdoptionFunc func(ctx context.Context) (AdoptionSnapshot, error)
+
+// The department label keeps at most MaxDepartments values plus
+// OtherDepartment, whatever the directory holds, so that the series stay
+// bounded.
+const (
+	MaxDepartments  = 50
+	OtherDepartment = "other"
+)
+
+var (
+	adoptionInScopeDesc = prometheus.NewDesc(Namespace+"_adoption_in_scope_users",
+		"Active directory identities linked to a users row: the people who should enroll a passkey.", nil, nil)
+	adoptionEnrolledDesc = prometheus.NewDesc(Namespace+"_adoption_enrolled_users",
+		"Identities in scope whose users row has at least one passkey that is not revoked.", nil, nil)
+	adoptionDeptInScopeDesc = prometheus.NewDesc(Namespace+"_adoption_department_in_scope_users",
+		"Identities in scope by department (the 50 largest by name, the rest as \"other\").", []string{"department"}, nil)
+	adoptionDeptEnrolledDesc = prometheus.NewDesc(Namespace+"_adoption_department_enrolled_users",
+		"Enrolled identities in scope by department (the 50 largest by name, the rest as \"other\").", []string{"department"}, nil)
+	adoptionRegSecondsDesc = prometheus.NewDesc(Namespace+"_adoption_registration_seconds",
+		"Time from the beginning of a passkey registration to its successful finish, over the last 30 days, by quantile (NaN without registrations).", []string{"quantile"}, nil)
+	adoptionRegistrationsDesc = prometheus.NewDesc(Namespace+"_adoption_registrations",
+		"Passkey registrations that succeeded in the last 30 days.", nil, nil)
+	adoptionCeremoniesDesc = prometheus.NewDesc(Namespace+"_adoption_registration_ceremonies",
+		"Registration ceremonies begun in the last 30 days that are over (finished or expired): the denominator of the abandonment ratio.", nil, nil)
+	adoptionAbandonmentDesc = prometheus.NewDesc(Namespace+"_adoption_abandonment_ratio",
+		"Share of the registration ceremonies begun in the last 30 days and over that were abandoned (expired unfinished or cancelled); NaN without ceremonies.", nil, nil)
+	adoptionRecoveriesDesc = prometheus.NewDesc(Namespace+"_adoption_recoveries",
+		"Successful account recoveries in the last 30 days, by path (email, totp, link).", []string{"path"}, nil)
+	adoptionSignInsDesc = prometheus.NewDesc(Namespace+"_adoption_signins",
+		"Successful portal sign-ins in the last 30 days, by method (password, passkey, link, recovery).", []string{"method"}, nil)
+)
+
+// Label values always exported, so a dashboard sees 0 rather than nothing.
+var (
+	recoveryPaths  = []string{"email", "totp", "link"}
+	signInMethods  = []string{"password", "passkey", "link", "recovery"}
+	registrationQs = []struct {
+		label string
+		get   func(AdoptionSnapshot) time.Duration
+	}{
+		{"0.5", func(s AdoptionSnapshot) time.Duration { return s.RegistrationMedian }},
+		{"0.9", func(s AdoptionSnapshot) time.Duration { return s.RegistrationP90 }},
+	}
+)
+
+// adoptionCollector reads the adoption figures at scrape time, like
+// snapshotCollector, so that every replica reports the same.
+type adoptionCollector struct{ m *Metrics }
+
+func (c adoptionCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{adoptionInScopeDesc, adoptionEnrolledDesc, adoptionDeptInScopeDesc, adoptionDeptEnrolledDesc,
+		adoptionRegSecondsDesc, adoptionRegistrationsDesc, adoptionCeremoniesDesc, adoptionAbandonmentDesc, adoptionRecoveriesDesc, adoptionSignInsDesc} {
+		ch <- d
+	}
+}
+
+func (c adoptionCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	fn, log, timeout := c.m.adoption, c.m.adoptionLog, c.m.timeout
+	c.m.mu.Unlock()
+	if fn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s, err := fn(ctx)
+	if err != nil {
+		c.m.DBError("query")
+		if log != nil {
+			log.Warn("metrics: cannot read the adoption figures", "err", err)
+		}
+		return
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(adoptionInScopeDesc, float64(s.InScope))
+	gauge(adoptionEnrolledDesc, float64(s.Enrolled))
+	for _, d := range capDepartments(s.Departments) {
+		gauge(adoptionDeptInScopeDesc, float64(d.InScope), d.Name)
+		gauge(adoptionDeptEnrolledDesc, float64(d.Enrolled), d.Name)
+	}
+	gauge(adoptionRegistrationsDesc, float64(s.Registrations))
+	for _, q := range registrationQs {
+		v := math.NaN()
+		if s.Registrations > 0 {
+			v = q.get(s).Seconds()
+		}
+		gauge(adoptionRegSecondsDesc, v, q.label)
+	}
+	gauge(adoptionCeremoniesDesc, float64(s.CeremoniesOver))
+	ratio := math.NaN()
+	if s.CeremoniesOver > 0 {
+		ratio = float64(s.CeremoniesAbandoned) / float64(s.CeremoniesOver)
+	}
+	gauge(adoptionAbandonmentDesc, ratio)
+	byLabel := func(d *prometheus.Desc, known []string, counts map[string]int) {
+		for _, k := range known {
+			gauge(d, float64(counts[k]), k)
+		}
+		for k, n := range counts {
+			if !slices.Contains(known, k) {
+				gauge(d, float64(n), strings.ToValidUTF8(k, "\uFFFD"))
+			}
+		}
+	}
+	byLabel(adoptionRecoveriesDesc, recoveryPaths, s.Recoveries)
+	byLabel(adoptionSignInsDesc, signInMethods, s.SignIns)
+}
+
+// capDepartments merges departments of the same name, keeps the
+// MaxDepartments with the most identities in scope (then by name) and sums
+// the rest into OtherDepartment (with any department of that name).
+// Names that are not valid UTF-8 (which a label cannot hold) are repaired.
+func capDepartments(in []DepartmentAdoption) []DepartmentAdoption {
+	byName := map[string]*DepartmentAdoption{}
+	var all []*DepartmentAdoption
+	for _, d := range in {
+		name := strings.ToValidUTF8(d.Name, "\uFFFD")
+		g := byName[name]
+		if g == nil {
+			g = &DepartmentAdoption{Name: name}
+			byName[name] = g
+			all = append(all, g)
+		}
+		g.InScope += d.InScope
+		g.Enrolled += d.Enrolled
+	}
+	sort.Slice(all, func(a, b int) bool {
+		if all[a].InScope != all[b].InScope {
+			return all[a].InScope > all[b].InScope
+		}
+		return all[a].Name < all[b].Name
+	})
+	out := make([]DepartmentAdoption, 0, min(len(all), MaxDepartments+1))
+	if len(all) <= MaxDepartments {
+		for _, g := range all {
+			out = append(out, *g)
+		}
+		return out
+	}
+	other := DepartmentAdoption{Name: OtherDepartment}
+	for _, g := range all {
+		if g.Name != OtherDepartment && len(out) < MaxDepartments {
+			out = append(out, *g)
+			continue
+		}
+		other.InScope += g.InScope
+		other.Enrolled += g.Enrolled
+	}
+	return append(out, other)
 }
