@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/passbridge/passbridge/audit"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
@@ -369,6 +370,9 @@ func (s *Syncer) finishRun(ctx context.Context, sum *Summary, start time.Time, l
 	if err != nil {
 		s.log.Error("could not record the sync run", "run_id", sum.RunID, "err", err)
 	}
+	if !sum.DryRun {
+		s.auditRun(rctx, sum)
+	}
 	_ = t0
 	attrs := []any{"run_id", sum.RunID, "status", sum.Status, "mode", sum.Mode, "dry_run", sum.DryRun, "trigger", sum.Trigger,
 		"server", sum.Server, "mechanism", sum.Mechanism, "entries", sum.Entries, "changes", sum.Changes.String(), "applied", sum.Applied,
@@ -384,6 +388,42 @@ func (s *Syncer) finishRun(ctx context.Context, sum *Summary, start time.Time, l
 		s.log.Warn("directory sync refused", append(attrs, "err", sum.Error)...)
 	default:
 		s.log.Error("directory sync failed", append(attrs, "err", sum.Error)...)
+	}
+}
+
+// EventSyncRun is the audit event of a sync run that could write (dry runs
+// change nothing and are not audited).
+const EventSyncRun = "sync.run"
+
+// auditRun records the run's summary in the audit trail. A failure to audit
+// is logged and does not fail the run.
+func (s *Syncer) auditRun(ctx context.Context, sum *Summary) {
+	detail := map[string]any{
+		"run_id": sum.RunID, "mode": sum.Mode, "dry_run": sum.DryRun, "status": sum.Status,
+		"changes": sum.Changes, "applied": sum.Applied, "entries": sum.Entries, "invalid": sum.Invalid,
+		"linked": sum.Linked, "unmatched": sum.Unmatched, "ambiguous": sum.Ambiguous,
+	}
+	if sum.Changes == nil {
+		detail["changes"] = Counts{}
+	}
+	if sum.FullReason != "" {
+		detail["full_reason"] = sum.FullReason
+	}
+	if sum.ProvisionFailed > 0 {
+		detail["provision_failed"] = sum.ProvisionFailed
+	}
+	if sum.Server != "" {
+		detail["server"] = sum.Server
+	}
+	if sum.Error != "" {
+		detail["error"] = sum.Error
+	}
+	err := audit.Record(ctx, s.db, migrate.NamesFor(s.cfg), audit.Event{
+		At: sum.FinishedAt, Event: EventSyncRun, Success: sum.Status == StatusSucceeded,
+		Actor: sum.Trigger, Target: "directory", Detail: audit.Detail(detail),
+	})
+	if err != nil {
+		s.log.Error("could not write the sync run to the audit trail", "run_id", sum.RunID, "err", err)
 	}
 }
 

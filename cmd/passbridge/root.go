@@ -50,6 +50,7 @@ With no --config and no passbridge.yaml, 'passbridge run' starts an embedded dem
 		newUsersCmd(g),
 		newEnrollCmd(g),
 		newMigrateCmd(g),
+		newAuditCmd(g),
 	)
 	return root
 }
