@@ -3,10 +3,10 @@ package enroll
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/passbridge/passbridge/audit"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -38,23 +38,14 @@ type event struct {
 	Detail  map[string]any
 }
 
-// record writes an audit event. A failure to audit is logged loudly but
-// does not undo what happened (the change is already committed).
+// record writes an audit event through q (a transaction when the event
+// belongs to a change), with the one writer of the audit trail.
 func (s *data) record(ctx context.Context, q store.Querier, e event) error {
-	var detail any
+	var detail json.RawMessage
 	if len(e.Detail) > 0 {
-		b, err := json.Marshal(e.Detail)
-		if err != nil {
-			return err
-		}
-		detail = string(b)
+		detail = audit.Detail(e.Detail)
 	}
-	_, err := store.Exec(ctx, q, "INSERT INTO "+s.n.Audit+" ("+s.cols("", "at", "event", "success", "actor", "target", "ip", "user_agent", "detail")+") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-		s.now(), e.Event, e.Success, nullStr(clip(e.Actor, 255)), nullStr(clip(e.Target, 255)), nullStr(clip(e.IP, 64)), nullStr(clip(e.UA, 512)), detail)
-	if err != nil {
-		return fmt.Errorf("audit %s: %w", e.Event, err)
-	}
-	return nil
+	return audit.Record(ctx, q, s.n, audit.Event{At: s.now(), Event: e.Event, Success: e.Success, Actor: e.Actor, Target: e.Target, IP: e.IP, UserAgent: e.UA, Detail: detail})
 }
 
 // audit records an event of a portal request.
@@ -72,7 +63,7 @@ func (p *Portal) event(c echo.Context, e event) event {
 	e.UA = c.Request().UserAgent()
 	if e.Actor == "" {
 		if s := currentSession(c); s != nil {
-			e.Actor = s.identity.Username
+			e.Actor = s.who()
 		} else {
 			e.Actor = e.Target
 		}

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/passbridge/passbridge/agent"
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
@@ -128,6 +130,12 @@ type env struct {
 	// origins of every replica, URL first.
 	URL  string
 	URLs []string
+	// echo is the first replica's router (its route list); daemon its
+	// daemon.
+	echo   *echo.Echo
+	daemon *agent.Agent
+	// smtp receives the portal's mail (envOptions.mail).
+	smtp *testsrv.SMTP
 }
 
 type envOptions struct {
@@ -140,6 +148,8 @@ type envOptions struct {
 	replicas int
 	// quiet logs errors only (benchmarks).
 	quiet bool
+	// mail starts an SMTP server (STARTTLS and AUTH) for the portal.
+	mail bool
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -200,6 +210,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 	cfg.Portal.RPID = "localhost"
 	cfg.Portal.RPName = "Test Corp"
 	cfg.Portal.Origins = e.URLs
+	if o.mail {
+		e.smtp = testsrv.StartSMTP(t, testsrv.SMTPOptions{Security: "starttls", Username: "passbridge", Password: "smtp-Secret-1"})
+		cfg.Mail = config.Mail{Host: e.smtp.Host, Port: e.smtp.Port, Security: "starttls", Username: "passbridge", Password: "smtp-Secret-1",
+			From: "Passkeys <passkeys@corp.example>", CAFile: e.smtp.CAFile, Timeout: config.Duration(10 * time.Second)}
+	}
 	if o.configure != nil {
 		o.configure(&cfg)
 	}
@@ -225,6 +240,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 		a, err := agent.NewDaemon(e.cfg, db, log, agent.Options{Mount: p.Mount, PortalErrors: p.ErrorHandler(), Metrics: e.metrics, NoCatchUp: true})
 		if err != nil {
 			t.Fatalf("daemon: %v", err)
+		}
+		p.SetSync(a)
+		if i == 0 {
+			e.echo = a.Handler().(*echo.Echo)
+			e.daemon = a
 		}
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {

@@ -23,7 +23,8 @@ import (
 
 // Link kinds.
 const (
-	LinkEnroll = "enroll"
+	LinkEnroll   = "enroll"
+	LinkRecovery = "recovery" // a recovery session: the new passkey is mailed about, old ones may be revoked
 )
 
 // link is a stored enrollment link.
@@ -96,8 +97,16 @@ func IssueLink(ctx context.Context, db *store.DB, cfg *config.Config, user strin
 	if cfg.Portal.RPID == "" || len(cfg.Portal.Origins) == 0 {
 		return nil, fmt.Errorf("links need the portal: %w", ErrNotConfigured)
 	}
-	if o.Kind == "" {
+	switch o.Kind {
+	case "":
 		o.Kind = LinkEnroll
+	case LinkEnroll:
+	case LinkRecovery:
+		if !cfg.Portal.Recovery.Link {
+			return nil, errors.New("recovery links are off: set portal.recovery.link: true")
+		}
+	default:
+		return nil, fmt.Errorf("unknown link kind %q", o.Kind)
 	}
 	if o.TTL == 0 {
 		o.TTL = cfg.Portal.LinkLifetime.D()

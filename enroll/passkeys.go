@@ -158,3 +158,26 @@ func (s *data) endSessionsOf(ctx context.Context, tx store.Querier, credID []byt
 	}
 	return nil
 }
+
+// revokeOthers revokes, inside tx, every active passkey of a users row but
+// keepID, and ends the sessions made with them (except the session keep).
+func (s *data) revokeOthers(ctx context.Context, tx store.Querier, userKey any, keepID int64, reason, keepSession string) (int, error) {
+	q := s.q
+	var ids [][]byte
+	if err := store.Select(ctx, tx, &ids, "SELECT "+q("credential_id")+" FROM "+s.n.Credentials+" WHERE "+q("user_key")+" = ? AND "+q("revoked_at")+" IS NULL AND "+q("id")+" <> ?", userKey, keepID); err != nil {
+		return 0, err
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	if _, err := store.Exec(ctx, tx, "UPDATE "+s.n.Credentials+" SET "+q("revoked_at")+" = ?, "+q("revoked_reason")+" = ? WHERE "+q("user_key")+" = ? AND "+q("revoked_at")+" IS NULL AND "+q("id")+" <> ?",
+		s.now(), reason, userKey, keepID); err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		if err := s.endSessionsOf(ctx, tx, id, keepSession); err != nil {
+			return 0, err
+		}
+	}
+	return len(ids), nil
+}

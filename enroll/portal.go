@@ -30,8 +30,10 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/audit"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/enroll/mail"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -41,6 +43,9 @@ import (
 type Directory interface {
 	LookupUser(ctx context.Context, username string) (*directory.Identity, error)
 	CheckPassword(ctx context.Context, dn, password string) error
+	// IsMember reports whether the entry is in the group, nested
+	// membership counted (portal.admin_group).
+	IsMember(ctx context.Context, userDN, groupDN string) (bool, error)
 }
 
 // Options are the portal's dependencies.
@@ -52,6 +57,9 @@ type Options struct {
 	Log       *slog.Logger
 	// Metrics receives ceremony counts; nil records nothing.
 	Metrics *metrics.Metrics
+	// Mail sends recovery codes and notices; nil builds it from the mail
+	// section of the configuration (none when mail.host is empty).
+	Mail mail.Sender
 }
 
 // Portal is the employee portal of one configuration.
@@ -69,6 +77,8 @@ type Portal struct {
 	secure  bool
 	csrf    echo.MiddlewareFunc
 	baseURL string
+	mail    mail.Sender // nil: no mail configured
+	sync    SyncControl // nil until SetSync
 }
 
 // ErrNotConfigured means portal.rp_id and portal.origins are not set: the
@@ -128,6 +138,12 @@ func New(cfg *config.Config, opts Options) (*Portal, error) {
 		views: v, policy: pol, secure: allHTTPS(cfg.Portal.Origins),
 	}
 	p.limits = &limiter{data: p.data}
+	p.mail = opts.Mail
+	if p.mail == nil && cfg.Mail.Host != "" {
+		if p.mail, err = mail.New(cfg.Mail, opts.Log.With("component", "mail")); err != nil {
+			return nil, fmt.Errorf("portal: mail: %w", err)
+		}
+	}
 	p.baseURL = strings.TrimRight(cfg.Portal.PublicURL, "/")
 	if p.baseURL == "" {
 		p.baseURL = strings.TrimRight(cfg.Portal.Origins[0], "/")
@@ -216,6 +232,13 @@ func (p *Portal) Mount(e *echo.Echo) {
 	e.POST("/webauthn/register/begin", p.registerBegin, append(api, requireSession)...)
 	e.POST("/webauthn/register/finish", p.registerFinish, append(api, requireSession)...)
 	e.POST("/webauthn/cancel", p.cancel, anonAPI...)
+
+	e.GET("/recover", p.showRecover, page...)
+	e.POST("/recover/email", p.recoverEmail, page...)
+	e.POST("/recover/code", p.recoverCode, page...)
+	e.POST("/recover/totp", p.recoverTOTP, page...)
+
+	p.mountAdmin(e, page)
 
 	e.GET("/static/*", p.static, p.headers)
 }
@@ -341,6 +364,12 @@ func (p *Portal) sweep(ctx context.Context) error {
 		if _, err := store.Exec(ctx, p.data.db, "DELETE FROM "+st.table+" WHERE "+q(st.col)+" < ?", st.before); err != nil {
 			return fmt.Errorf("clean up %s: %w", st.table, err)
 		}
+	}
+	// The audit trail beyond audit.retention.
+	if n, err := audit.Prune(ctx, p.data.db, p.cfg, now); err != nil {
+		return fmt.Errorf("prune the audit trail: %w", err)
+	} else if n > 0 {
+		p.log.Info("audit trail pruned", "deleted", n, "retention", p.cfg.Audit.Retention)
 	}
 	return nil
 }

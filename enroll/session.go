@@ -11,7 +11,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -29,6 +28,8 @@ const (
 	methodPassword = "password"
 	methodLink     = "link"
 	methodPasskey  = "passkey"
+	methodRecovery = "recovery"
+	methodToken    = "admin-token"
 )
 
 // sessionData is the JSON in passbridge_sessions.data.
@@ -40,15 +41,32 @@ type sessionData struct {
 	CredentialID string `json:"credential_id,omitempty"`
 	IP           string `json:"ip,omitempty"`
 	UserAgent    string `json:"user_agent,omitempty"`
+	// Admin: the user may use the IT console (a member of
+	// portal.admin_group at sign-in, or the holder of the admin token).
+	Admin bool `json:"admin,omitempty"`
+	// Recovery is the recovery path of a recovery session (email, totp,
+	// link): a passkey added in it is mailed about and may revoke the old
+	// ones.
+	Recovery string `json:"recovery,omitempty"`
 }
 
 // session is a signed-in visitor: the session and the identity it belongs
-// to, as read at the start of the request.
+// to, as read at the start of the request. identity is nil only for a
+// session opened with the admin token (the IT console without a directory
+// account).
 type session struct {
 	id       string // the hash, the row's key
 	data     sessionData
 	expires  time.Time
 	identity *identity
+}
+
+// who names the session's user in the audit trail.
+func (s *session) who() string {
+	if s.identity == nil {
+		return "admin-token"
+	}
+	return s.identity.Username
 }
 
 // createSession signs the identity in: a new row and a new cookie. Any
@@ -82,8 +100,12 @@ func (p *Portal) newSession(c echo.Context, q store.Querier, it *identity, sd se
 		return "", time.Time{}, err
 	}
 	expires := now.Add(p.cfg.Portal.SessionLifetime.D())
+	var ident any
+	if it != nil {
+		ident = it.ID
+	}
 	_, err = store.Exec(ctx, q, "INSERT INTO "+p.data.n.Sessions+" ("+p.data.cols("", "id", "identity_id", "data", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?)",
-		hash, it.ID, string(raw), now, expires)
+		hash, ident, string(raw), now, expires)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("create session: %w", err)
 	}
@@ -112,13 +134,12 @@ func (p *Portal) loadSession(ctx context.Context, c echo.Context) (*session, err
 	}
 	s := &session{id: hashSecret(ck.Value)}
 	var row struct {
-		Data    string    `db:"data"`
-		Expires time.Time `db:"expires_at"`
-		identity
+		Data       string        `db:"data"`
+		Expires    time.Time     `db:"expires_at"`
+		IdentityID sql.NullInt64 `db:"identity_id"`
 	}
-	cols := p.data.cols("s", "data", "expires_at") + ", " + p.data.cols("i", identityCols...)
-	err = store.Get(ctx, p.data.db, &row, "SELECT "+cols+" FROM "+p.data.n.Sessions+" s JOIN "+p.data.n.Identities+" i ON i."+p.data.q("id")+" = s."+p.data.q("identity_id")+
-		" WHERE s."+p.data.q("id")+" = ? AND s."+p.data.q("expires_at")+" > ?", s.id, p.data.now())
+	err = store.Get(ctx, p.data.db, &row, "SELECT "+p.data.cols("", "data", "expires_at", "identity_id")+" FROM "+p.data.n.Sessions+
+		" WHERE "+p.data.q("id")+" = ? AND "+p.data.q("expires_at")+" > ?", s.id, p.data.now())
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -129,9 +150,16 @@ func (p *Portal) loadSession(ctx context.Context, c echo.Context) (*session, err
 		return nil, fmt.Errorf("session data: %w", err)
 	}
 	s.expires = row.Expires
-	it := row.identity
-	it.UserKey = directory.UserKey(it.UserKey)
-	s.identity = &it
+	if row.IdentityID.Valid {
+		if s.identity, err = p.data.identityByID(ctx, row.IdentityID.Int64); err != nil {
+			return nil, err
+		}
+		if s.identity == nil {
+			return nil, nil
+		}
+	} else if !s.data.Admin {
+		return nil, nil
+	}
 	return s, nil
 }
 
@@ -160,14 +188,16 @@ func (p *Portal) withSession(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		if s != nil {
+		if s != nil && s.identity != nil {
 			if why := s.identity.refusal(); why != "" {
 				if err := p.endSession(c, s); err != nil {
 					return err
 				}
-				p.audit(c, event{Event: "session.refused", Success: false, Target: s.identity.Username, Detail: map[string]any{"reason": s.identity.State}})
+				p.audit(c, event{Event: evSessionRefused, Success: false, Target: s.identity.Username, Detail: map[string]any{"reason": s.identity.State}})
 				return &userError{Status: http.StatusForbidden, Code: "refused", Message: why}
 			}
+		}
+		if s != nil {
 			c.Set(ctxSession, s)
 		}
 		return next(c)
@@ -180,10 +210,10 @@ func currentSession(c echo.Context) *session {
 	return s
 }
 
-// requireSession guards pages and calls that need a signed-in user.
+// requireSession guards pages and calls that need a signed-in employee.
 func requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if currentSession(c) == nil {
+		if s := currentSession(c); s == nil || s.identity == nil {
 			if isAPI(c.Request().URL.Path) {
 				return &userError{Status: http.StatusUnauthorized, Code: "signed_out", Message: "Your session has ended. Sign in again."}
 			}

@@ -19,7 +19,10 @@ import (
 func (p *Portal) home(c echo.Context) error {
 	s := currentSession(c)
 	if s == nil {
-		return p.render(c, http.StatusOK, "signin", pageData{Title: "Sign in", Notice: notices[c.QueryParam("done")]})
+		return p.render(c, http.StatusOK, "signin", pageData{Title: "Sign in", Notice: notices[c.QueryParam("done")], Recovery: p.recoveryPaths()})
+	}
+	if s.identity == nil {
+		return c.Redirect(http.StatusSeeOther, "/admin")
 	}
 	return p.renderHome(c, s, http.StatusOK, pageData{Notice: notices[c.QueryParam("done")]})
 }
@@ -31,6 +34,7 @@ var notices = map[string]string{
 	"link":      "Welcome. Add a passkey now: next time you sign in with it, no password needed.",
 	"added":     "Your passkey is ready. Next time, choose “Sign in with a passkey”.",
 	"renamed":   "The passkey was renamed.",
+	"recovered": "You are signed in for a recovery. Add a new passkey now.",
 	"deleted":   "The passkey was deleted. It no longer signs you in; you can also remove it from the device or password manager that holds it.",
 }
 
@@ -178,6 +182,7 @@ func (p *Portal) openSession(c echo.Context, it *identity, sd sessionData, next 
 		p.audit(c, event{Event: evSignInFailed, Target: it.Username, Detail: map[string]any{"method": sd.Method, "reason": it.State + "/" + it.LinkState}})
 		return &userError{Status: http.StatusForbidden, Code: "refused", Message: why}
 	}
+	sd.Admin = p.isAdmin(c.Request().Context(), it)
 	if err := p.createSession(c, it, sd); err != nil {
 		return err
 	}
@@ -193,7 +198,7 @@ func isCredentialError(err error) bool {
 func (p *Portal) signOut(c echo.Context) error {
 	s := currentSession(c)
 	if s != nil {
-		p.audit(c, event{Event: evSignOut, Success: true, Target: s.identity.Username})
+		p.audit(c, event{Event: evSignOut, Success: true, Target: s.who()})
 	}
 	if err := p.endSession(c, s); err != nil {
 		return err
@@ -230,6 +235,12 @@ func (p *Portal) useLink(c echo.Context) error {
 		return err
 	}
 	p.audit(c, event{Event: evLinkUsed, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"kind": l.Kind, "link_id": l.ID}})
+	if l.Kind == LinkRecovery {
+		if !p.cfg.Portal.Recovery.Link {
+			return errLinkGone
+		}
+		return p.recovered(c, it, recoveryLink)
+	}
 	return p.openSession(c, it, sessionData{Method: methodLink}, "/?done=link")
 }
 
@@ -264,4 +275,19 @@ func humanDuration(d time.Duration) string {
 		return plural(int(d.Round(time.Minute)/time.Minute), "minute")
 	}
 	return plural(int(d.Round(time.Second)/time.Second), "second")
+}
+
+// isAdmin reports whether the identity may use the IT console: a member of
+// portal.admin_group (nested membership counts), checked at sign-in. A
+// directory that cannot answer makes nobody an admin.
+func (p *Portal) isAdmin(ctx context.Context, it *identity) bool {
+	if p.cfg.Portal.AdminGroup == "" || it == nil {
+		return false
+	}
+	ok, err := p.dir.IsMember(ctx, it.DN, p.cfg.Portal.AdminGroup)
+	if err != nil {
+		p.log.Warn("cannot check membership of portal.admin_group; not an admin for this session", "user", it.Username, "err", err)
+		return false
+	}
+	return ok
 }

@@ -12,6 +12,11 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/passbridge/passbridge/agent"
+	"github.com/passbridge/passbridge/audit"
+	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/enroll/adoption"
 )
 
 //go:embed templates/*.html
@@ -27,13 +32,20 @@ type views struct {
 	pages  map[string]*template.Template
 }
 
-var pageNames = []string{"signin", "home", "link", "confirm_delete", "error"}
+var pageNames = []string{"signin", "home", "link", "confirm_delete", "error", "recover", "recover_code",
+	"admin_home", "admin_users", "admin_user", "admin_issued", "admin_audit", "admin_sync", "admin_token"}
 
 func newViews(rpName string) (*views, error) {
 	v := &views{rpName: rpName, pages: map[string]*template.Template{}}
-	funcs := template.FuncMap{"when": formatTime}
+	funcs := template.FuncMap{"when": formatTime, "pct": func(f float64) string { return fmt.Sprintf("%.0f %%", 100*f) },
+		"secs": func(d time.Duration) string {
+			if d == 0 {
+				return "—"
+			}
+			return fmt.Sprintf("%.1f s", d.Seconds())
+		}, "str": func(b []byte) string { return string(b) }}
 	for _, name := range pageNames {
-		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
+		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/_*.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("portal templates: %w", err)
 		}
@@ -51,8 +63,12 @@ type pageData struct {
 	Error  string
 	Notice string
 
-	// signin
+	// Admin: show the link to the IT console.
+	Admin bool
+
+	// signin, recover
 	Username string
+	Recovery *recoveryView
 	// home
 	Passkeys  []passkeyView
 	MaxNotice string
@@ -62,7 +78,42 @@ type pageData struct {
 	Kind    string
 	Passkey *passkeyView
 	Expires time.Time
+
+	// the IT console
+	Adoption       *adoption.Report
+	Chart          template.HTML
+	FieldReport    fieldReport
+	Unlinked       map[string]int
+	Runs           []agent.RunRecord
+	Schedule       *agent.Schedule
+	SyncResult     *agent.SyncResponse
+	Query          string
+	LinkFilter     string
+	Identities     []*identity
+	Detail         *directory.IdentityDetail
+	Refusal        string
+	PasswordPolicy string
+	RecoveryLinks  bool
+	Events         []audit.Event
+	Issued         *Link
+	IdentityID     int64
+	AuditFilter    *audit.Filter
+	FailedOnly     bool
+	EventFilter    string
+	Since, Until   string
+	ExportQuery    template.URL
+	OlderThan      int64
 }
+
+// fieldReport are the field report's figures, shown beside the measured
+// ones (passkeys-in-the-enterprise: 12 s to create a passkey against 45 s
+// for a password and 2FA; abandonment from 15 % down to under 5 %).
+type fieldReport struct{}
+
+func (fieldReport) PasskeySeconds() float64   { return adoption.FieldReport.PasskeyCreation.Seconds() }
+func (fieldReport) PasswordSeconds() float64  { return adoption.FieldReport.PasswordAnd2FA.Seconds() }
+func (fieldReport) AbandonPasswords() float64 { return 100 * adoption.FieldReport.AbandonmentPasswords }
+func (fieldReport) AbandonPasskeys() float64  { return 100 * adoption.FieldReport.AbandonmentPasskeys }
 
 type userView struct {
 	Name     string
@@ -80,6 +131,7 @@ type passkeyView struct {
 	// Syncable: it may be (BackupEligible) but is not yet.
 	Synced, Syncable bool
 	Current          bool // the passkey this session signed in with
+	Revoked          bool // (console) revoked or deleted
 }
 
 // render writes a page with the common fields filled in.
@@ -93,7 +145,12 @@ func (p *Portal) render(c echo.Context, status int, name string, d pageData) err
 		d.CSRF = tok
 	}
 	if s := currentSession(c); s != nil && d.User == nil {
-		d.User = &userView{Name: s.identity.Name(), Username: s.identity.Username, Email: s.identity.Email.String}
+		if s.identity != nil {
+			d.User = &userView{Name: s.identity.Name(), Username: s.identity.Username, Email: s.identity.Email.String}
+		} else {
+			d.User = &userView{Name: "IT admin (token)"}
+		}
+		d.Admin = s.data.Admin
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", d); err != nil {

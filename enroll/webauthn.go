@@ -229,6 +229,7 @@ func (p *Portal) registerFinish(c echo.Context) error {
 	}
 	q := p.data.q
 	var id int64
+	revoked := 0
 	limitHit := false
 	err = p.data.db.InTx(ctx, func(tx *sqlx.Tx) error {
 		// Count again inside the transaction: two finishes at once must
@@ -255,6 +256,11 @@ func (p *Portal) registerFinish(c echo.Context) error {
 		if err != nil {
 			return err
 		}
+		if s.data.Method == methodRecovery && p.cfg.Portal.Recovery.RevokeOld {
+			if revoked, err = p.data.revokeOthers(ctx, tx, it.UserKey, id, "replaced by a recovery ("+s.data.Recovery+")", s.id); err != nil {
+				return err
+			}
+		}
 		return p.data.setPasskeyState(ctx, tx, it.UserKey)
 	})
 	switch {
@@ -267,7 +273,9 @@ func (p *Portal) registerFinish(c echo.Context) error {
 		return fail(resultRefused, &userError{Status: http.StatusConflict, Code: "limit", Message: "You already have the most passkeys your company allows. Delete one to add another."}, nil)
 	}
 	p.finishCeremony(ctx, cer, resultSucceeded)
+	p.notifyPasskeyAdded(c, it, s, name, revoked)
 	p.audit(c, event{Event: evRegistered, Success: true, Target: it.Username, Detail: map[string]any{
+		"method": s.data.Method, "recovery": s.data.Recovery, "revoked": revoked,
 		"passkey_id": id, "name": name, "aaguid": aaguid.Format(cred.Authenticator.AAGUID), "provider": aaguid.Name(cred.Authenticator.AAGUID),
 		"backup_eligible": cred.Flags.BackupEligible, "backup_state": cred.Flags.BackupState, "attestation": cred.AttestationFormat,
 		"seconds": p.data.now().Sub(cer.createdAt).Seconds()}})
@@ -409,6 +417,7 @@ func (p *Portal) loginFinish(c echo.Context) error {
 	q := p.data.q
 	var secret string
 	var expires time.Time
+	admin := p.isAdmin(ctx, it)
 	// Everything a sign-in writes commits together: the passkey's counter
 	// and last use, the session, the ceremony's result, the audit entry.
 	err = p.data.db.InTx(ctx, func(tx *sqlx.Tx) error {
@@ -420,7 +429,7 @@ func (p *Portal) loginFinish(c echo.Context) error {
 		if err != nil {
 			return fmt.Errorf("update passkey: %w", err)
 		}
-		if secret, expires, err = p.newSession(c, tx, it, sessionData{Method: methodPasskey, CredentialID: base64.RawURLEncoding.EncodeToString(found.CredentialID)}); err != nil {
+		if secret, expires, err = p.newSession(c, tx, it, sessionData{Method: methodPasskey, Admin: admin, CredentialID: base64.RawURLEncoding.EncodeToString(found.CredentialID)}); err != nil {
 			return err
 		}
 		if err := p.setResult(ctx, tx, cer, resultSucceeded); err != nil {

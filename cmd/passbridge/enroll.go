@@ -21,11 +21,12 @@ func newEnrollCmd(g *globals) *cobra.Command {
 		Short: "Enrollment tasks for IT: one-time links into the portal",
 	}
 	var (
-		expires time.Duration
-		qr      bool
+		expires  time.Duration
+		qr       bool
+		recovery bool
 	)
 	link := &cobra.Command{
-		Use:   "link USER",
+		Use:   "link [--recovery] USER",
 		Short: "Make a one-time enrollment link for a user (username, email or directory ID)",
 		Long: `Make a one-time link that signs USER into the portal without a password, to
 add a passkey: for someone who cannot use their directory password, or to
@@ -56,7 +57,11 @@ example with --qr on a screen they scan with their phone.`,
 				return err
 			}
 			defer db.Close()
-			l, err := enroll.IssueLink(cmd.Context(), db, cfg, args[0], enroll.LinkOptions{TTL: expires, CreatedBy: "cli:" + operator()})
+			kind := enroll.LinkEnroll
+			if recovery {
+				kind = enroll.LinkRecovery
+			}
+			l, err := enroll.IssueLink(cmd.Context(), db, cfg, args[0], enroll.LinkOptions{Kind: kind, TTL: expires, CreatedBy: "cli:" + operator()})
 			if err != nil {
 				return err
 			}
@@ -65,7 +70,11 @@ example with --qr on a screen they scan with their phone.`,
 				if l.Email != "" {
 					who += " <" + l.Email + ">"
 				}
-				fmt.Fprintf(w, "Enrollment link for %s (%s), valid once until %s:\n\n  %s\n\n", who, l.Username, l.ExpiresAt.Local().Format("Mon 2 Jan 2006 15:04 MST"), l.URL)
+				what := "Enrollment link"
+				if l.Kind == enroll.LinkRecovery {
+					what = "Recovery link"
+				}
+				fmt.Fprintf(w, what+" for %s (%s), valid once until %s:\n\n  %s\n\n", who, l.Username, l.ExpiresAt.Local().Format("Mon 2 Jan 2006 15:04 MST"), l.URL)
 				if qr {
 					code, err := qrcode.New(l.URL, qrcode.Medium)
 					if err != nil {
@@ -79,6 +88,7 @@ example with --qr on a screen they scan with their phone.`,
 	}
 	link.Flags().DurationVar(&expires, "expires", 0, "how long the link is valid (default portal.link_lifetime)")
 	link.Flags().BoolVar(&qr, "qr", false, "also print the link as a QR code in the terminal")
+	link.Flags().BoolVar(&recovery, "recovery", false, "a recovery link: the passkey added with it is mailed about and, with portal.recovery.revoke_old, replaces the old ones")
 	cmd.AddCommand(link)
 	return cmd
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/demo"
 	"github.com/passbridge/passbridge/enroll"
+	"github.com/passbridge/passbridge/enroll/adoption"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
 )
@@ -110,21 +111,27 @@ func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 
 	m := metrics.New()
 	opts := agent.Options{Metrics: m}
-	portal, err := enroll.New(cfg, enroll.Options{DB: db, Log: log.With("component", "portal"), Metrics: m})
+	var portal *enroll.Portal
+	p, err := enroll.New(cfg, enroll.Options{DB: db, Log: log.With("component", "portal"), Metrics: m})
 	switch {
 	case errors.Is(err, enroll.ErrNotConfigured):
 		log.Warn("the employee portal is off: set portal.rp_id and portal.origins to serve it")
 	case err != nil:
 		return err
 	default:
-		opts.Mount = portal.Mount
-		opts.PortalErrors = portal.ErrorHandler()
-		go portal.Janitor(ctx, 10*time.Minute)
+		portal = p
+		opts.Mount = p.Mount
+		opts.PortalErrors = p.ErrorHandler()
+		go p.Janitor(ctx, 10*time.Minute)
 	}
 	a, err := agent.NewDaemon(cfg, db, log, opts)
 	if err != nil {
 		return err
 	}
+	if portal != nil {
+		portal.SetSync(a)
+	}
+	m.SetAdoption(adoption.Snapshot(db, cfg), log)
 	// SIGHUP re-reads the file (the demo has none: it rebuilds its own).
 	reload := func() (*config.Config, error) {
 		if cfg.Demo {
@@ -175,6 +182,9 @@ func demoConfig(dir, ldapURL, listen string) (*config.Config, error) {
 	cfg.Portal.RPName = "Northwind Fabrication"
 	cfg.Portal.Origins = []string{"http://localhost:8080"}
 	cfg.Portal.AdminGroup = demo.AdminGroupDN
+	// The demo's legacy table holds TOTP secrets: recovery by password and
+	// authenticator app code works; by mail needs an SMTP server.
+	cfg.Portal.Recovery.TOTP = true
 	if listen != "" {
 		cfg.Portal.Listen = listen
 		if _, port, err := net.SplitHostPort(listen); err == nil && port != "8080" {

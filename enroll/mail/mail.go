@@ -164,7 +164,10 @@ func (s *smtpSender) Send(ctx context.Context, m Message) error {
 	tr := &tracker{}
 	opts := []gomail.Option{
 		gomail.WithPort(s.port),
-		gomail.WithTimeout(s.timeout),
+		// go-mail's own I/O deadline is a backstop only: the send's
+		// context (mail.timeout) ends the connection first, so that the
+		// error says what happened, the same way every time.
+		gomail.WithTimeout(s.timeout + 5*time.Second),
 		gomail.WithTLSConfig(s.tlsConfig.Clone()),
 		gomail.WithDialContextFunc(s.dialer(ctx, tr)),
 		// The "debug log" only feeds tr, which keeps the name of the
