@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/migrate"
@@ -211,6 +212,12 @@ func TestAdminConsole(t *testing.T) {
 	if r := ac.form("/admin/users/"+strconv.FormatInt(lid, 10)+"/manual-link", url.Values{"user_key": {"99999"}}); r.status != http.StatusConflict {
 		t.Errorf("manual link to a missing row: %d", r.status)
 	}
+	if r := ac.form("/admin/users/"+strconv.FormatInt(lid, 10)+"/unlink", url.Values{}); r.status != http.StatusSeeOther {
+		t.Errorf("unlink: %d %s", r.status, strip(r.body))
+	}
+	if it, _ := e.portal.data.identityByID(context.Background(), lid); it == nil || it.LinkState != migrate.LinkUnmatched {
+		t.Errorf("after unlink: %+v", it)
+	}
 
 	// Sync from the console.
 	r = ac.form("/admin/sync", url.Values{"full": {"1"}, "dry_run": {"1"}})
@@ -255,4 +262,56 @@ func (e *env) identityID(u *user) int64 {
 		e.t.Fatalf("identity of %s: %v", u.name, err)
 	}
 	return id
+}
+
+// TestAdoptionMetrics: after a scripted set of enrollments (one finished,
+// one abandoned, one cancelled) and sign-ins, /metrics reports the
+// ceremonies and the adoption figures.
+func TestAdoptionMetrics(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	a, b, c := e.addUser("ma", true), e.addUser("mb", true), e.addUser("mc", true)
+	e.sync()
+	ca := e.client()
+	ca.mustSignIn(a.name, a.password)
+	ca.register("")
+	// b begins and walks away: the ceremony expires unfinished.
+	cb := e.client()
+	cb.mustSignIn(b.name, b.password)
+	cb.begin("/webauthn/register/begin", nil)
+	n := migrate.NamesFor(e.cfg)
+	q := e.db.Dialect().Quote
+	if _, err := store.Exec(context.Background(), e.db, "UPDATE "+n.Ceremonies+" SET "+q("expires_at")+" = ? WHERE "+q("identity_id")+" = ?",
+		time.Now().Add(-time.Minute).UTC(), e.identityID(b)); err != nil {
+		t.Fatal(err)
+	}
+	// c cancels in the browser's dialog.
+	cc := e.client()
+	cc.mustSignIn(c.name, c.password)
+	cer, _ := cc.begin("/webauthn/register/begin", nil)
+	if r := cc.post("/webauthn/cancel", map[string]any{"ceremony": cer, "kind": "registration", "reason": "NotAllowedError"}); r.status != http.StatusNoContent {
+		t.Fatalf("cancel: %d %s", r.status, r.body)
+	}
+	body := e.client().get("/metrics").body
+	for _, want := range []string{
+		`passbridge_portal_ceremonies_total{kind="registration",result="succeeded"} 1`,
+		`passbridge_portal_ceremonies_total{kind="registration",result="cancelled"} 1`,
+		`passbridge_adoption_in_scope_users 3`,
+		`passbridge_adoption_enrolled_users 1`,
+		`passbridge_adoption_registration_ceremonies 3`,
+		`passbridge_adoption_abandonment_ratio 0.6666666666666666`,
+		`passbridge_adoption_registrations 1`,
+		`passbridge_adoption_signins{method="password"} 3`,
+		`passbridge_adoption_registration_seconds{quantile="0.5"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		for _, l := range strings.Split(body, "\n") {
+			if strings.Contains(l, "adoption") || strings.Contains(l, "ceremonies") {
+				t.Log(l)
+			}
+		}
+	}
 }

@@ -45,8 +45,16 @@ func (s *data) record(ctx context.Context, q store.Querier, e event) error {
 	if len(e.Detail) > 0 {
 		detail = audit.Detail(e.Detail)
 	}
-	return audit.Record(ctx, q, s.n, audit.Event{At: s.now(), Event: e.Event, Success: e.Success, Actor: e.Actor, Target: e.Target, IP: e.IP, UserAgent: e.UA, Detail: detail})
+	err := audit.Record(ctx, q, s.n, audit.Event{At: s.now(), Event: e.Event, Success: e.Success, Actor: e.Actor, Target: e.Target, IP: e.IP, UserAgent: e.UA, Detail: detail})
+	if err == nil && recorded != nil {
+		recorded(e.Event)
+	}
+	return err
 }
+
+// recorded, when set (by the tests), hears of every event written: the
+// suite checks that each kind of event is recorded somewhere.
+var recorded func(event string)
 
 // audit records an event of a portal request.
 func (p *Portal) audit(c echo.Context, e event) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,12 +23,47 @@ import (
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/enroll/adoption"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
 )
 
-func TestMain(m *testing.M) { os.Exit(testsrv.Run(m)) }
+// TestMain runs the tests on real servers and, when the whole suite ran,
+// checks that every kind of audit event was recorded by some test: an
+// event kind no test produces is an event nobody proved is written.
+func TestMain(m *testing.M) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	recorded = func(ev string) {
+		mu.Lock()
+		seen[ev] = true
+		mu.Unlock()
+	}
+	code := testsrv.Run(m)
+	if f := flag.Lookup("test.run"); code == 0 && f != nil && f.Value.String() == "" && testing.Short() == false {
+		var missing []string
+		for _, ev := range allEvents {
+			if !seen[ev] {
+				missing = append(missing, ev)
+			}
+		}
+		if len(missing) > 0 {
+			fmt.Fprintf(os.Stderr, "FAIL: no test recorded these audit events: %v\n", missing)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// allEvents are the audit events of the portal.
+var allEvents = []string{
+	evSignIn + methodPassword, evSignIn + methodPasskey, evSignIn + methodLink, evSignIn + methodRecovery,
+	evSignInFailed, evSignInLimited, evSignOut, evCloneWarning, evRegistered, evRenamed, evDeleted,
+	evLinkIssued, evLinkUsed, evSessionRefused,
+	evRecovery + recoveryEmail, evRecovery + recoveryTOTP, evRecovery + recoveryLink, evRecoveryFailed, evRecoveryLimit, evCodeSent, evMailFailed,
+	evAdminSignIn, evAdminRevoke, evAdminRevokeAll, evAdminPolicy, evAdminLink, evAdminUnlink, evAdminSync, evAdminExport,
+}
 
 // logWriter sends log lines to the test's log.
 type logWriter struct {
@@ -242,6 +279,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 			t.Fatalf("daemon: %v", err)
 		}
 		p.SetSync(a)
+		e.metrics.SetAdoption(adoption.Snapshot(db, e.cfg), log)
 		if i == 0 {
 			e.echo = a.Handler().(*echo.Echo)
 			e.daemon = a

@@ -170,6 +170,10 @@ func (p *Portal) recoverEmail(c echo.Context) error {
 			it.Name(), p.cfg.Portal.RPName, code, humanDuration(life), p.baseURL)})
 	if err != nil {
 		p.log.Error("cannot send the recovery code", "to", to, "err", err)
+		// Nobody has this code: take it back.
+		if _, xerr := store.Exec(ctx, p.data.db, "DELETE FROM "+p.data.n.Tokens+" WHERE "+q("token_hash")+" = ?", hashSecret(pending+":"+code)); xerr != nil {
+			p.log.Warn("cannot delete the unsent recovery code", "err", xerr)
+		}
 		p.audit(c, event{Event: evMailFailed, Target: it.Username, Detail: map[string]any{"purpose": "recovery code"}})
 		return p.recoverFail(c, recoveryEmail, username, "mail failed", &userError{Status: http.StatusServiceUnavailable, Code: "mail",
 			Message: "The code could not be sent right now. Try again in a few minutes, or ask IT for a recovery link."})

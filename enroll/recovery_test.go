@@ -313,3 +313,19 @@ func TestRecoveryOff(t *testing.T) {
 		t.Error("a recovery link was issued with portal.recovery.link off")
 	}
 }
+
+// TestRecoveryMailDown: when the mail server is down, the recovery says so
+// (503), nothing is half-done, and the failure is audited.
+func TestRecoveryMailDown(t *testing.T) {
+	e := recoveryEnv(t)
+	u := e.addUser("maildown", true)
+	e.sync()
+	e.smtp.Stop()
+	r := e.client().form("/recover/email", url.Values{"username": {u.name}, "password": {u.password}})
+	if r.status != http.StatusServiceUnavailable || !strings.Contains(strip(r.body), "could not be sent") {
+		t.Fatalf("mail down: %d %s", r.status, strip(r.body))
+	}
+	if e.auditCount(evMailFailed, false, u.name) != 1 {
+		t.Error("the mail failure is not in the audit trail")
+	}
+}
