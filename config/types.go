@@ -110,7 +110,9 @@ func parseThreshold(s string) (Threshold, error) {
 	s = strings.TrimSpace(s)
 	if p, ok := strings.CutSuffix(s, "%"); ok {
 		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
-		if err != nil || f < 0 || f > 100 {
+		// !(0 <= f <= 100) also refuses NaN, which would compare false
+		// with everything and so switch the deletion limit off.
+		if err != nil || !(f >= 0 && f <= 100) {
 			return Threshold{}, fmt.Errorf("expected a count such as 50 or a percentage such as 5%% (got %q)", s)
 		}
 		return Threshold{Percent: f, IsPct: true}, nil

@@ -240,13 +240,16 @@ func fileTime(v string) (time.Time, bool) {
 	return time.Unix(d/1e7, (d%1e7)*100).UTC(), true
 }
 
+// clip cuts s to at most n bytes, backing off to the start of the
+// character the cut falls in. Only the cut itself is looked at: a stray
+// invalid byte earlier in the value must not make the whole value vanish
+// (that turned a long username with one bad byte into "no username").
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	s = s[:n]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
+	for back := 0; n > 0 && back < utf8.UTFMax-1 && !utf8.RuneStart(s[n]); back++ {
+		n--
 	}
-	return s
+	return s[:n]
 }
