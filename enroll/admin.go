@@ -539,7 +539,7 @@ func (s *data) searchIdentities(ctx context.Context, term, linkState string, lim
 		where = append(where, q("link_state")+" = ?")
 		args = append(args, linkState)
 	}
-	sql := "SELECT " + s.cols("", identityCols...) + " FROM " + s.n.Identities
+	sql := s.selectIdentities()
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}

@@ -90,6 +90,9 @@ type identity struct {
 	State       string         `db:"state"`
 	UserKey     any            `db:"user_key"`
 	LinkState   string         `db:"link_state"`
+	// AppActive is the linked users row's users_table.active value, when
+	// the table has such a column (nil otherwise, or when it is NULL).
+	AppActive any `db:"app_active"`
 }
 
 var identityCols = []string{"id", "directory_id", "dn", "username", "email", "display_name", "department", "state", "user_key", "link_state"}
@@ -114,13 +117,53 @@ func (i *identity) refusal() string {
 		return "Your directory account is no longer in the scope of the passkey portal. Contact IT if this is a mistake."
 	case i.UserKey == nil:
 		return "Your directory account is not linked to an application account yet, so there is nothing to attach a passkey to. IT can link it for you."
+	case !truthy(i.AppActive):
+		return "Your application account is deactivated, so it cannot use passkeys. Contact IT if this is a mistake."
 	}
 	return ""
 }
 
+// truthy reads a users_table.active value the way applications write
+// booleans: false, 0, '0', 'f', 'false', 'n', 'no' and the empty string are inactive.
+// NULL says nothing and does not refuse: a row is only inactive when the
+// application says so.
+func truthy(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return true
+	case bool:
+		return x
+	case int64:
+		return x != 0
+	case float64:
+		return x != 0
+	case []byte:
+		return truthy(string(x))
+	case string:
+		switch strings.ToLower(strings.TrimSpace(x)) {
+		case "", "0", "f", "false", "n", "no":
+			return false
+		}
+		return true
+	}
+	return true
+}
+
+// selectIdentities is the SELECT ... FROM of identities, for a WHERE to
+// follow.
+func (s *data) selectIdentities() string {
+	cols := s.cols("", identityCols...)
+	if s.n.UserActive != "" {
+		// The application's own "is this account active" flag, read with
+		// the identity so that every request sees it (one query).
+		cols += ", (SELECT u." + s.n.UserActive + " FROM " + s.n.Users + " u WHERE u." + s.n.UserKey + " = " + s.n.Identities + "." + s.q("user_key") + ") AS " + s.q("app_active")
+	}
+	return "SELECT " + cols + " FROM " + s.n.Identities
+}
+
 func (s *data) identityWhere(ctx context.Context, where string, args ...any) (*identity, error) {
 	var it identity
-	err := store.Get(ctx, s.db, &it, "SELECT "+s.cols("", identityCols...)+" FROM "+s.n.Identities+" WHERE "+where, args...)
+	err := store.Get(ctx, s.db, &it, s.selectIdentities()+" WHERE "+where, args...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

@@ -121,7 +121,7 @@ func IssueLink(ctx context.Context, db *store.DB, cfg *config.Config, user strin
 	}
 	lower := strings.ToLower(user)
 	var its []*identity
-	err := store.Select(ctx, db, &its, "SELECT "+s.cols("", identityCols...)+" FROM "+s.n.Identities+" WHERE "+s.q("directory_id")+" = ? OR LOWER("+s.q("username")+") = ? OR LOWER("+s.q("email")+") = ? ORDER BY "+s.q("id"),
+	err := store.Select(ctx, db, &its, s.selectIdentities()+" WHERE "+s.q("directory_id")+" = ? OR LOWER("+s.q("username")+") = ? OR LOWER("+s.q("email")+") = ? ORDER BY "+s.q("id"),
 		user, lower, lower)
 	if err != nil {
 		return nil, fmt.Errorf("find %q: %w", user, err)
