@@ -55,10 +55,7 @@ type LinkIssue struct {
 const maxIssues = 50
 
 func (p *planner) add(c Change) error {
-	switch c.Kind {
-	case KindDelete:
-		p.deletes++
-	case KindDisable:
+	if c.Kind == KindDisable {
 		p.disables++
 	}
 	return p.plan.add(c)
@@ -385,6 +382,12 @@ func (p *planner) provision(id, username, email, displayName string) error {
 
 func (p *planner) markDeleted(row *identityRow, reason string) error {
 	n := p.s.n
+	if row.State == migrate.StateActive {
+		// The deletion guard counts the active identities a run takes
+		// away; marking an already disabled one deleted takes nobody's
+		// access (it counted once, when it was disabled).
+		p.deletes++
+	}
 	desc := reason
 	if row.UserKey != nil {
 		desc += "; stays linked to users row " + keyString(row.UserKey) + " for a restore"

@@ -196,6 +196,11 @@ func deletionGuard(t *testing.T, f fixture) {
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "returned NO users in scope") {
 		t.Fatalf("empty scope: %v", err)
 	}
+	// 6 active identities are left, and one disabled: marking that one
+	// deleted takes nobody's access, so the guard counts 6 of 6, not 7.
+	if msg := err.Error(); !strings.Contains(msg, "mark 6 identities") || !strings.Contains(msg, "out of 6 active (100.0%)") {
+		t.Fatalf("empty scope: %v: want 6 of the 6 active counted", err)
+	}
 	if after := dump(t, s); after != before {
 		t.Fatal("an empty read wrote")
 	}
