@@ -148,10 +148,10 @@ func (p *Proxy) Cut() int {
 		conns = append(conns, c)
 	}
 	p.mu.Unlock()
+	p.cuts.Add(int64(len(conns))) // before: a client may see the cut at once
 	for _, c := range conns {
 		c.close(true)
 	}
-	p.cuts.Add(int64(len(conns)))
 	return len(conns)
 }
 
