@@ -132,11 +132,19 @@ type results struct {
 	replicaPeak  [2]int64 // highest VmRSS sampled during the window
 	replicaStart [2]int64 // VmRSS right before the window
 	loadAvg      []string // /proc/loadavg during the window
+	// CPU seconds used during the window, by process.
+	cpu []cpuUse
+}
+
+type cpuUse struct {
+	who  string
+	secs float64
 }
 
 type syncRun struct {
 	wall    time.Duration
 	maxRSS  int64
+	cpu     float64 // user + system seconds
 	summary directory.Summary
 }
 
@@ -247,8 +255,8 @@ func run(b *testing.B) *results {
 	b.Logf("%d clients enrolled a passkey each (link, register, one sign-in) in %s", k.clients, time.Since(t1).Round(100*time.Millisecond))
 
 	// The links for enrollments during the window: one per user, users
-	// that have no passkey yet.
-	poolSize := min(int(k.duration.Seconds()*float64(k.enrollPct)*10), k.users-k.clients)
+	// that have no passkey yet; enough for 80 enrollments/s at 10 %.
+	poolSize := min(int(k.duration.Seconds()*float64(k.enrollPct)*8), k.users-k.clients)
 	var poolUsers []int
 	for i := 1; len(poolUsers) < poolSize && i <= k.users; i++ {
 		if !isClientUser[i] {
@@ -289,7 +297,18 @@ func run(b *testing.B) *results {
 	for i, r := range reps {
 		res.replicaStart[i], _ = procMem(r.pid())
 	}
+	slapdPID := findPID("slapd", strings.TrimPrefix(srv.URL, "ldap://"))
+	cpuOf := func() []cpuUse {
+		u := []cpuUse{{"replica 1", procCPU(reps[0].pid(), false)}, {"replica 2", procCPU(reps[1].pid(), false)},
+			{"PostgreSQL (all its processes)", procCPU(pg.PID(), true)}, {"slapd", procCPU(slapdPID, false)}, {"the clients (this test process)", selfCPU()}}
+		return u
+	}
+	before := cpuOf()
 	window(b, res, bin, cfgPath, clients, reps, pool)
+	for i, u := range cpuOf() {
+		res.cpu = append(res.cpu, cpuUse{u.who, u.secs - before[i].secs})
+	}
+	res.cpu = append(res.cpu, cpuUse{"the sync process", res.syncLoad.cpu})
 
 	for i, r := range reps {
 		_, res.replicaHWM[i] = procMem(r.pid())
@@ -494,6 +513,11 @@ func report(b *testing.B, r *results) {
 	fmt.Fprintf(&sb, "full sync alone (no load, nothing changed): %.2f s, peak RSS %s\n", r.syncAlone.wall.Seconds(), mib(r.syncAlone.maxRSS))
 	fmt.Fprintf(&sb, "full sync under load: %.2f s (LDAP %.2f s, DB %.2f s), %d entries, %s, peak RSS %s\n", r.syncLoad.wall.Seconds(),
 		float64(r.syncLoad.summary.LDAPMillis)/1000, float64(r.syncLoad.summary.DBMillis)/1000, r.syncLoad.summary.Entries, r.syncLoad.summary.Changes, mib(r.syncLoad.maxRSS))
+	var cpus []string
+	for _, u := range r.cpu {
+		cpus = append(cpus, fmt.Sprintf("%s %.1f s", u.who, u.secs))
+	}
+	fmt.Fprintf(&sb, "CPU used during the window (%.1f s x 2 cores = %.1f core-seconds): %s\n", r.window.Seconds(), 2*r.window.Seconds(), strings.Join(cpus, ", "))
 	fmt.Fprintf(&sb, "load average (1, 5, 15 min): %s\n", strings.Join(r.loadAvg, "; "))
 	fmt.Print(sb.String())
 	b.Log(sb.String())
@@ -590,6 +614,73 @@ func procMem(pid int) (rss, hwm int64) {
 		}
 	}
 	return rss, hwm
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+// selfCPU is the CPU time of this process.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// procCPU is the user + system CPU seconds of a process; with children,
+// also of its direct children, running or exited (PostgreSQL's backends).
+func procCPU(pid int, children bool) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	stat := func(p string, reaped bool) (ppid int, secs float64, ok bool) {
+		data, err := os.ReadFile("/proc/" + p + "/stat")
+		if err != nil {
+			return 0, 0, false
+		}
+		// The command name is in parentheses and may hold spaces.
+		f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+		if len(f) < 15 {
+			return 0, 0, false
+		}
+		ppid, _ = strconv.Atoi(f[1])
+		n := 2
+		if reaped {
+			n = 4 // cutime, cstime: children that exited and were waited for
+		}
+		for _, v := range f[11 : 11+n] {
+			x, _ := strconv.ParseFloat(v, 64)
+			secs += x / 100 // USER_HZ is 100 on Linux
+		}
+		return ppid, secs, true
+	}
+	_, total, _ := stat(strconv.Itoa(pid), children)
+	if children {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			if ppid, secs, ok := stat(e.Name(), false); ok && ppid == pid {
+				total += secs
+			}
+		}
+	}
+	return total
+}
+
+// findPID finds a process by its name and a string of its command line.
+func findPID(name, arg string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if strings.TrimSpace(string(comm)) == name && bytes.Contains(cmdline, []byte(arg)) {
+			return pid
+		}
+	}
+	return 0
 }
 
 // replica is one `passbridge run` process.
@@ -757,6 +848,7 @@ func runSyncPID(b *testing.B, bin, cfgPath string, pid chan<- int) syncRun {
 	r.summary = out.Summary
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.maxRSS = ru.Maxrss * 1024
+		r.cpu = tv(ru.Utime) + tv(ru.Stime)
 	}
 	b.Logf("passbridge sync --full: %s, %d entries, %s, peak RSS %.1f MiB (ldap %d ms, db %d ms)", r.wall.Round(time.Millisecond),
 		r.summary.Entries, r.summary.Changes, float64(r.maxRSS)/(1<<20), r.summary.LDAPMillis, r.summary.DBMillis)
