@@ -74,8 +74,10 @@ func validSecret(s string) bool {
 	if len(s) != 43 {
 		return false
 	}
-	_, err := base64.RawURLEncoding.DecodeString(s)
-	return err == nil
+	// Strict refuses non-zero trailing bits (another spelling of the same
+	// bytes); the length check refuses CR and LF, which the decoder skips.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	return err == nil && len(b) == 32
 }
 
 // identity is a stored directory identity as the portal needs it.

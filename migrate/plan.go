@@ -74,7 +74,9 @@ func (p *planner) buildSteps() ([]Step, error) {
 	for _, t := range []Table{historyDef, baselineDef, baselineRowsDef} {
 		steps = append(steps, p.createTable(t, true))
 	}
-	steps = append(steps, p.takeBaseline())
+	if p.bl != nil { // no password column: nothing to baseline
+		steps = append(steps, p.takeBaseline())
+	}
 
 	for _, c := range UserColumns {
 		steps = append(steps, p.addUserColumn(c))
