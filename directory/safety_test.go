@@ -204,6 +204,24 @@ func deletionGuard(t *testing.T, f fixture) {
 	if after := dump(t, s); after != before {
 		t.Fatal("an empty read wrote")
 	}
+	// A count limit above the whole directory does not let an empty read
+	// through either, in a delta or a full run; only 100% does.
+	cfg.Directory.MaxDeletions = config.Threshold{Count: 1000}
+	s, _ = newSyncerNoSchema(t, cfg, db)
+	for _, full := range []bool{false, true} {
+		_, err = s.Run(context.Background(), RunOptions{Full: full, Trigger: "test"})
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "NO users in scope") {
+			t.Fatalf("empty scope, max_deletions 1000, full=%v: %v", full, err)
+		}
+	}
+	if after := dump(t, s); after != before {
+		t.Fatal("an empty read wrote under a count limit")
+	}
+	cfg.Directory.MaxDeletions = config.Threshold{Percent: 100, IsPct: true}
+	s, _ = newSyncerNoSchema(t, cfg, db)
+	if _, changes := run(t, s, RunOptions{Full: true}); countKinds(changes)[KindDelete] != 7 {
+		t.Fatalf("max_deletions 100%% must let an intended empty scope through: %v", changes)
+	}
 }
 
 func newSyncerNoSchema(t *testing.T, cfg *config.Config, db *store.DB) (*Syncer, *testLog) {

@@ -307,12 +307,22 @@ func (s *Syncer) guard(ctx context.Context, p *planner, out *readOutcome, scope 
 		return fmt.Errorf("count active identities: %w", err)
 	}
 	limit := s.cfg.Directory.MaxDeletions
-	if !limit.Exceeded(would, active) {
+	// A complete read that found nobody in scope is refused whatever the
+	// limit, unless it is 100%: a count such as 50 must not let an empty
+	// answer (a wrong base_dn, a service account that lost its read right)
+	// take everyone away in a small directory.
+	empty := out.Complete && p.upserted+p.presents == 0
+	if !limit.Exceeded(would, active) && !(empty && !(limit.IsPct && limit.Percent >= 100)) {
 		return nil
 	}
 	e := &RefusedError{Would: would, Active: active, Limit: limit.String(), Allowed: limit.Limit(active), Deletes: p.deletes, Disables: p.disables}
-	if out.Complete && p.upserted+p.presents == 0 {
+	switch {
+	case empty:
 		e.Detail = fmt.Sprintf("The directory returned NO users in scope (base_dn %q, filter %s): a wrong base_dn, user_filter or group, or a service account that may not read users, looks exactly like this", scope.BaseDN, scope.Filter)
+	case would >= active:
+		// A delta run reads changes only, so it cannot tell "nobody in
+		// scope"; that every active identity would go says as much.
+		e.Detail = fmt.Sprintf("Every active identity would go: check that base_dn %q and the filter %s still find the users, and that the service account may read them", scope.BaseDN, scope.Filter)
 	}
 	return e
 }
