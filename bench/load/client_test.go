@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/descope/virtualwebauthn"
@@ -94,8 +96,33 @@ func (e *httpError) Error() string {
 	return fmt.Sprintf("%s %s: status %d: %s", e.step, e.url, e.status, b)
 }
 
+// Resent counts the requests sent again because the kept-alive
+// connection they went out on had been closed by the server before any
+// answer (the server never saw them), and stale sums those connections'
+// idle time in milliseconds.
+var resent, staleMillis atomic.Int64
+
 func (c *client) do(step string, req *http.Request, want int) ([]byte, error) {
-	res, err := c.http.Do(req)
+	// Browsers send a request again on a new connection when a reused
+	// kept-alive one turns out to be closed before any byte of the
+	// answer came (Chromium's ShouldResendRequest, for any method): an
+	// HTTP/1.1 server may close an idle connection at any time, and the
+	// request then never reached it. Go's client does it only for
+	// idempotent methods; do the same as a browser, once, and count it.
+	var reused, answered bool
+	var idle time.Duration
+	trace := &httptrace.ClientTrace{
+		GotConn:              func(i httptrace.GotConnInfo) { reused, idle = i.Reused, i.IdleTime },
+		GotFirstResponseByte: func() { answered = true },
+	}
+	res, err := c.http.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	if err != nil && reused && !answered && req.GetBody != nil {
+		resent.Add(1)
+		staleMillis.Add(idle.Milliseconds())
+		if req.Body, err = req.GetBody(); err == nil {
+			res, err = c.http.Do(req)
+		}
+	}
 	if err != nil {
 		return nil, &httpError{step: step, url: req.URL.String(), err: err}
 	}

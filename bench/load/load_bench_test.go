@@ -27,6 +27,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -121,6 +122,11 @@ type results struct {
 	samples  map[string][]sample
 	errors   map[string]int
 	firstErr []string
+	// resent requests (see client.do) and their connections' mean idle time
+	resent   int
+	staleAvg time.Duration
+	// errAt counts errors per second of the window.
+	errAt map[int]int
 	// poolEmpty counts enrollments that fell back to a sign-in because
 	// every prepared link was used.
 	poolEmpty int
@@ -276,7 +282,7 @@ func run(b *testing.B) *results {
 	})
 	b.Logf("%d enrollment links issued for the window in %s", len(pool), time.Since(t2).Round(100*time.Millisecond))
 
-	res := &results{k: k, samples: map[string][]sample{}, errors: map[string]int{}}
+	res := &results{k: k, samples: map[string][]sample{}, errors: map[string]int{}, errAt: map[int]int{}}
 	// The reference: the same full sync, alone, nothing changed.
 	res.syncAlone = runSync(b, bin, cfgPath)
 	if s := res.syncAlone.summary; s.Entries != k.users || s.Changes.String() != "no changes" {
@@ -304,7 +310,12 @@ func run(b *testing.B) *results {
 		return u
 	}
 	before := cpuOf()
+	resent.Store(0)
+	staleMillis.Store(0)
 	window(b, res, bin, cfgPath, clients, reps, pool)
+	if res.resent = int(resent.Load()); res.resent > 0 {
+		res.staleAvg = time.Duration(staleMillis.Load()/int64(res.resent)) * time.Millisecond
+	}
 	for i, u := range cpuOf() {
 		res.cpu = append(res.cpu, cpuUse{u.who, u.secs - before[i].secs})
 	}
@@ -408,9 +419,11 @@ func window(b *testing.B, res *results, bin, cfgPath string, clients []*client, 
 			home := 0 // c.urls[0] is the client's home replica
 			mine := map[string][]sample{}
 			bad := map[string]int{}
+			badAt := map[int]int{}
 			var errs []string
 			fail := func(kind string, err error) {
 				bad[kind]++
+				badAt[int(time.Since(start).Seconds())]++
 				if len(errs) < 3 {
 					errs = append(errs, fmt.Sprintf("t=%.1fs client %d %s: %v", time.Since(start).Seconds(), w, kind, err))
 				}
@@ -451,6 +464,9 @@ func window(b *testing.B, res *results, bin, cfgPath string, clients []*client, 
 			}
 			for kind, n := range bad {
 				res.errors[kind] += n
+			}
+			for sec, n := range badAt {
+				res.errAt[sec] += n
 			}
 			for _, e := range errs {
 				if len(res.firstErr) < 10 {
@@ -503,9 +519,22 @@ func report(b *testing.B, r *results) {
 		fmt.Fprintf(&sb, " (and %d enrollments became sign-ins: the prepared links ran out)", r.poolEmpty)
 	}
 	fmt.Fprintln(&sb)
+	if len(r.errAt) > 0 {
+		secs := slices.Sorted(maps.Keys(r.errAt))
+		var at []string
+		for _, sec := range secs {
+			at = append(at, fmt.Sprintf("t=%ds: %d", sec, r.errAt[sec]))
+		}
+		fmt.Fprintf(&sb, "  errors by second of the window: %s\n", strings.Join(at, ", "))
+	}
 	for _, e := range r.firstErr {
 		fmt.Fprintf(&sb, "  %s\n", e)
 	}
+	fmt.Fprintf(&sb, "requests sent again on a new connection, as browsers do, because the server had closed the kept-alive connection they went out on (never seen by the server; not errors): %d", r.resent)
+	if r.resent > 0 {
+		fmt.Fprintf(&sb, " (those connections had been idle %.1f s on average)", r.staleAvg.Seconds())
+	}
+	fmt.Fprintln(&sb)
 	for i := range 2 {
 		fmt.Fprintf(&sb, "replica %d: RSS %s before the window, highest sampled during it %s, peak of its life (VmHWM) %s\n", i+1,
 			mib(r.replicaStart[i]), mib(r.replicaPeak[i]), mib(r.replicaHWM[i]))
@@ -523,6 +552,7 @@ func report(b *testing.B, r *results) {
 	b.Log(sb.String())
 
 	b.ReportMetric(float64(total), "errors")
+	b.ReportMetric(float64(r.resent), "resent")
 	b.ReportMetric(float64(max(r.replicaHWM[0], r.replicaHWM[1]))/(1<<20), "replica-peak-MiB")
 	b.ReportMetric(float64(r.syncLoad.maxRSS)/(1<<20), "sync-peak-MiB")
 	b.ReportMetric(r.syncLoad.wall.Seconds(), "sync-s")
