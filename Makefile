@@ -3,6 +3,7 @@
 #   make build   builds ./bin/passbridge
 #   make bench   runs the benchmarks (see bench/README.md)
 #   make lint    go vet, gofmt, staticcheck, govulncheck
+#   make fuzz    every fuzz target for FUZZTIME (default 30s) each, one after another
 
 GO       ?= go
 PKG      := github.com/passbridge/passbridge
@@ -40,6 +41,15 @@ lint: vet
 	  if grep -q 'fetching vulnerabilities' /tmp/passbridge-govulncheck.log; then \
 	    echo "govulncheck: SKIPPED, vulnerability database unreachable: $$(grep -o 'dial tcp.*' /tmp/passbridge-govulncheck.log)"; \
 	  else cat /tmp/passbridge-govulncheck.log; exit 1; fi; }
+
+# Every FuzzXxx of the module in turn (scripts/fuzz lists them with grep),
+# each for FUZZTIME with FUZZPARALLEL workers; prints executions and
+# crashes per target and fails on a crash (its input stays in the package's
+# testdata/fuzz/ for the normal tests to replay).
+FUZZTIME     ?= 30s
+FUZZPARALLEL ?= 1
+fuzz:
+	FUZZTIME=$(FUZZTIME) FUZZPARALLEL=$(FUZZPARALLEL) GO=$(GO) ./scripts/fuzz
 
 clean:
 	rm -rf bin

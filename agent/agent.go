@@ -421,15 +421,23 @@ func (o *observedSyncer) Sync(ctx context.Context, req SyncRequest) (Outcome, er
 // client cannot hold connections open forever. POST /api/v1/sync lifts its
 // own write deadline: it answers when the sync is done.
 func newServer(h http.Handler) *http.Server {
+	t := serverLimits
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    t.MaxHeaderBytes,
 	}
 }
+
+// serverLimits are every listener's limits; a variable so that the
+// slow-client tests need not wait ten seconds per connection.
+var serverLimits = struct {
+	ReadHeader, Read, Write, Idle time.Duration
+	MaxHeaderBytes                int
+}{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 60 * time.Second, Idle: 120 * time.Second, MaxHeaderBytes: 64 << 10}
 
 // NewDaemon builds the daemon of a real deployment on the application
 // database: the directory engine (the same code path as `passbridge sync`)

@@ -236,6 +236,12 @@ func TestLDAPInjection(t *testing.T) {
 		"*", "*)(uid=*", "*)(|(uid=*", u.name + ")(uid=*", u.name + "*", "*" + u.name[1:], "(uid=*)", `\2a`, `\00`,
 		"admin)(&)", "*)(objectClass=*", "x)(|(objectClass=*)(uid=" + u.name, "uid=" + u.name + "," + e.ou,
 		e.ou, "cn=admin,dc=corp,dc=example", `\`, `\\`, "))))))))", "((((((", "\u00e9*", u.name + "\x00", "%2a", "${jndi:ldap://x}",
+		// More of the classic corpus: boolean and wildcard injection,
+		// escapes of escapes, DN and attribute syntax, other encodings.
+		"*)(&", "*))%00", u.name + ")(|(password=*))", u.name + "*)(userPassword=*", "*)(|(mail=*)(cn=*))", "(|(uid=*)(uid=" + u.name + "))",
+		`\2a\29\28`, `\5c2a`, `\28uid=\2a\29`, "*\x00", "\x00*", "uid=*))(|(uid=*", "!(uid=" + u.name + ")", "(&(objectClass=*)",
+		u.name + ",ou=people", u.name + "+cn=x", "cn=" + u.name + ",", "#" + u.name, " " + u.name + "*", "%2A%29%28", "\uff0a", "\u2217",
+		strings.ToUpper(u.name) + "*", strings.Repeat("*", 300), strings.Repeat("(", 1000), strings.Repeat("a", 5000),
 	}
 	for _, name := range corpus {
 		c := e.client()
@@ -250,6 +256,14 @@ func TestLDAPInjection(t *testing.T) {
 		}
 		if r.status == http.StatusUnauthorized {
 			mustContain(t, name, strip(r.body), "That username and password did not work")
+		}
+	}
+	// Injection in the password: the victim's name with a wildcard or
+	// filter syntax as the password signs nobody in (two tries: a third
+	// wrong one would use up the victim's attempts).
+	for _, pw := range []string{"*", "*)(|(userPassword=*))"} {
+		if r := e.client().signIn(u.name, pw); r.status == http.StatusSeeOther || r.status >= 500 {
+			t.Errorf("password %q: status %d", pw, r.status)
 		}
 	}
 	if n := e.auditCount(evSignIn+methodPassword, true, u.name); n != 0 {

@@ -213,10 +213,11 @@ func (p *Portal) Mount(e *echo.Echo) {
 	} else {
 		e.IPExtractor = echo.ExtractIPDirect()
 	}
-	page := []echo.MiddlewareFunc{p.headers, p.csrf, p.withSession}
+	// limitBody comes before csrf: the CSRF check reads the form.
+	page := []echo.MiddlewareFunc{p.headers, limitBody, p.csrf, p.withSession}
 	signedIn := append(append([]echo.MiddlewareFunc{}, page...), requireSession)
 	// The sign-in ceremonies need no session: they make one.
-	anonAPI := []echo.MiddlewareFunc{p.headers, p.csrf, p.noStore}
+	anonAPI := []echo.MiddlewareFunc{p.headers, limitBody, p.csrf, p.noStore}
 	api := append(append([]echo.MiddlewareFunc{}, page...), p.noStore)
 
 	e.GET("/", p.home, page...)
@@ -260,6 +261,42 @@ func (p *Portal) headers(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if !strings.HasPrefix(c.Request().URL.Path, "/static/") {
 			h.Set("Cache-Control", "no-store")
+		}
+		return next(c)
+	}
+}
+
+// limitBody bounds every request body of the portal to maxBody bytes and
+// reads forms at once under that bound: without it, the first FormValue
+// (the CSRF check's) would read up to 10 MB of a urlencoded body into
+// memory and spool a multipart one of any size to disk. An oversized body
+// is a 413, a form that does not parse a 400. JSON bodies are decoded by
+// bindJSON, under the same bound.
+func limitBody(next echo.HandlerFunc) echo.HandlerFunc {
+	tooLarge := &userError{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("The request is larger than %d bytes.", maxBody)}
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.Body == nil || r.Body == http.NoBody {
+			return next(c)
+		}
+		if r.ContentLength > maxBody && !isAPI(r.URL.Path) {
+			return tooLarge
+		}
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, maxBody)
+		ct := strings.ToLower(r.Header.Get(echo.HeaderContentType))
+		var err error
+		switch {
+		case strings.HasPrefix(ct, echo.MIMEApplicationForm):
+			err = r.ParseForm()
+		case strings.HasPrefix(ct, echo.MIMEMultipartForm):
+			err = r.ParseMultipartForm(maxBody)
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return tooLarge
+			}
+			return &userError{Status: http.StatusBadRequest, Code: "malformed", Message: "The form could not be read: " + err.Error()}
 		}
 		return next(c)
 	}

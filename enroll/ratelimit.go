@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/passbridge/passbridge/store"
 )
@@ -155,7 +156,10 @@ func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for n > 0 && (s[n]&0xC0) == 0x80 {
+	// Back off to the start of the character the cut falls in: at most
+	// three bytes, so that a run of stray continuation bytes (not UTF-8
+	// anyway) cannot cut the value down to nothing.
+	for back := 0; n > 0 && back < utf8.UTFMax-1 && !utf8.RuneStart(s[n]); back++ {
 		n--
 	}
 	return s[:n]
