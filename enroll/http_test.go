@@ -548,4 +548,10 @@ func TestLinks(t *testing.T) {
 	if _, err := IssueLink(context.Background(), e.db, e.cfg, "nobody-at-all", LinkOptions{}); err == nil || !strings.Contains(err.Error(), "no identity") {
 		t.Errorf("link for an unknown user: %v", err)
 	}
+	// USER is a username, an email or a directory ID, in any case.
+	for _, name := range []string{strings.ToUpper(u.name), strings.ToUpper(u.email), u.email} {
+		if l, err := IssueLink(context.Background(), e.db, e.cfg, name, LinkOptions{}); err != nil || l.Username != u.name {
+			t.Errorf("link for %q: %+v, %v", name, l, err)
+		}
+	}
 }
