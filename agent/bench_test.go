@@ -59,17 +59,7 @@ func BenchmarkIdleDaemon(b *testing.B) {
 		idleMeasured(b)
 		return
 	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		b.Fatal(err)
-	}
-	bin := filepath.Join(b.TempDir(), "passbridge")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/passbridge")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build passbridge: %v\n%s", err, out)
-	}
+	bin := testsrv.Passbridge(b)
 	if out, _ := exec.Command(bin, "run", "--help").CombinedOutput(); !strings.Contains(string(out), "Usage:\n  passbridge run") {
 		b.Skip("this passbridge has no run command yet")
 	}

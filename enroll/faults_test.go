@@ -32,10 +32,7 @@ import (
 // ceremony cannot be replayed; restarted, the portal signs the user in
 // with the existing passkey and registers the new one.
 func TestFaultKillDuringRegistration(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "passbridge")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/passbridge").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testsrv.Passbridge(t)
 	ctx := context.Background()
 	slapd := testsrv.Slapd(t)
 	ou := slapd.NewOU(t)
@@ -57,18 +54,10 @@ func TestFaultKillDuringRegistration(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "passbridge.yaml")
 	yaml := fmt.Sprintf(`database: {driver: postgres, dsn: %q}
 users_table: {name: users, key: id, username: username, email: email, password: password_hash, active: is_active, totp: totp_secret}
-directory:
-  kind: openldap
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password: %q
-  base_dn: %q
-portal: {listen: "127.0.0.1:%d", rp_id: localhost, rp_name: Test Corp, origins: [%q]}
+%sportal: {listen: "127.0.0.1:%d", rp_id: localhost, rp_name: Test Corp, origins: [%q]}
 admin: {listen: "127.0.0.1:%d"}
 log: {level: warn}
-`, proxy.RewriteDSN(pgDSN), slapd.URL, slapd.CAFile, slapd.BindDN, slapd.BindPassword, ou, port, origin, testsrv.FreePort(t))
+`, proxy.RewriteDSN(pgDSN), slapd.DirectoryYAML(ou), port, origin, testsrv.FreePort(t))
 	if err := os.WriteFile(conf, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -89,7 +89,7 @@ var drivers = []string{"sqlite", "postgres"}
 func measure(b *testing.B) *figures {
 	ctx := context.Background()
 	ldapsearch := testsrv.Binary(b, "ldapsearch", "ldap-utils")
-	bin := buildPassbridge(b)
+	bin := testsrv.Passbridge(b)
 
 	t0 := time.Now()
 	srv := testsrv.StartSlapd(b, testsrv.SlapdOptions{Users: users})
@@ -207,22 +207,6 @@ func report(b *testing.B, f *figures) {
 
 func ms(n int64) string { return fmt.Sprintf("%.2f s", float64(n)/1000) }
 
-// buildPassbridge builds the real static binary, as `make build` does.
-func buildPassbridge(b *testing.B) string {
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		b.Fatal(err)
-	}
-	bin := filepath.Join(b.TempDir(), "passbridge")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/passbridge")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build passbridge: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // passbridge runs the binary to completion and returns its stdout.
 func passbridge(b *testing.B, bin string, args ...string) []byte {
 	out, _ := passbridgeRusage(b, bin, args...)
@@ -330,17 +314,8 @@ func writeConfig(b testing.TB, dir, driver, dsn string, srv *testsrv.LDAP) strin
 	path := filepath.Join(dir, driver+".yaml")
 	yaml := fmt.Sprintf(`database: {driver: %s, dsn: %q}
 users_table: {name: users, key: id, username: username, email: email, password: password_hash}
-directory:
-  kind: openldap
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password: %q
-  base_dn: %q
-  max_deletions: 5%%
-log: {level: warn}
-`, driver, dsn, srv.URL, srv.CAFile, srv.BindDN, srv.BindPassword, srv.PeopleDN)
+%slog: {level: warn}
+`, driver, dsn, srv.DirectoryYAML(srv.PeopleDN, "max_deletions: 5%"))
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		b.Fatal(err)
 	}

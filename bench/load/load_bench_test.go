@@ -172,7 +172,7 @@ func run(b *testing.B) *results {
 	k := readKnobs(b)
 	b.Logf("knobs: %d clients, %s, %d users, %d%% enrollments, %d changed before the window, max_open_conns %d",
 		k.clients, k.duration, k.users, k.enrollPct, k.changed, k.maxConns)
-	bin := buildPassbridge(b)
+	bin := testsrv.Passbridge(b)
 	work := b.TempDir()
 
 	t0 := time.Now()
@@ -805,22 +805,6 @@ func childEnv() []string {
 	return env
 }
 
-// buildPassbridge builds the real static binary, as `make build` does.
-func buildPassbridge(b *testing.B) string {
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		b.Fatal(err)
-	}
-	bin := filepath.Join(b.TempDir(), "passbridge")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/passbridge")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build passbridge: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // passbridge runs the binary to completion and returns its stdout.
 func passbridge(b *testing.B, bin string, args ...string) []byte {
 	var stdout, stderr bytes.Buffer
@@ -892,23 +876,14 @@ func writeConfig(b *testing.B, dir, dsn string, srv *testsrv.LDAP, urls [2]strin
 	path := filepath.Join(dir, "passbridge.yaml")
 	yaml := fmt.Sprintf(`database: {driver: postgres, dsn: %q, max_open_conns: %d}
 users_table: {name: users, key: id, username: username, email: email, password: password_hash}
-directory:
-  kind: openldap
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password: %q
-  base_dn: %q
-  max_deletions: 5%%
-schedule: {incremental: "", full: ""}
+%sschedule: {incremental: "", full: ""}
 portal:
   rp_id: localhost
   rp_name: Load Corp
   origins: [%q, %q]
   policy: {max_passkeys: 10}
 log: {level: warn, format: text}
-`, dsn, maxConns, srv.URL, srv.CAFile, srv.BindDN, srv.BindPassword, srv.PeopleDN, urls[0], urls[1])
+`, dsn, maxConns, srv.DirectoryYAML(srv.PeopleDN, "max_deletions: 5%"), urls[0], urls[1])
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		b.Fatal(err)
 	}

@@ -197,16 +197,7 @@ func TestAuditSyncRuns(t *testing.T) {
 	ou := srv.NewOU(t)
 	alice := srv.AddUser(t, ou, "alice", nil)
 	srv.AddUser(t, ou, "bob", nil)
-	cfgPath, _, _ := auditSetup(t, fmt.Sprintf(`directory:
-  kind: openldap
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password: %q
-  base_dn: %q
-  max_deletions: 0
-`, srv.URL, srv.CAFile, srv.BindDN, srv.BindPassword, ou))
+	cfgPath, _, _ := auditSetup(t, fmt.Sprintf(`%s`, srv.DirectoryYAML(ou, "max_deletions: 0")))
 
 	if _, _, err := execute(t, "sync", "--dry-run", "--config", cfgPath); err != nil {
 		t.Fatal(err)

@@ -28,17 +28,9 @@ func TestEnrollLinkCommand(t *testing.T) {
 	cfgPath := filepath.Join(dir, "passbridge.yaml")
 	yaml := fmt.Sprintf(`database: {driver: sqlite, dsn: %q}
 users_table: {name: users, key: id, username: username, email: email, password: password_hash}
-directory:
-  kind: openldap
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password: %q
-  base_dn: %q
-portal: {rp_id: passkeys.corp.example, origins: ["https://passkeys.corp.example"], link_lifetime: 24h}
+%sportal: {rp_id: passkeys.corp.example, origins: ["https://passkeys.corp.example"], link_lifetime: 24h}
 log: {level: warn}
-`, filepath.Join(dir, "app.db"), srv.URL, srv.CAFile, srv.BindDN, srv.BindPassword, ou)
+`, filepath.Join(dir, "app.db"), srv.DirectoryYAML(ou))
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

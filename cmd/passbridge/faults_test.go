@@ -32,7 +32,7 @@ import (
 // killed run marked interrupted.
 func TestFaultKillSyncMidApply(t *testing.T) {
 	t0 := time.Now()
-	bin := buildBinary(t)
+	bin := testsrv.Passbridge(t)
 	t.Logf("built in %s", time.Since(t0).Round(time.Millisecond))
 	const users = 3000
 	srv := testsrv.StartSlapd(t, testsrv.SlapdOptions{Users: users})
@@ -46,18 +46,9 @@ func TestFaultKillSyncMidApply(t *testing.T) {
 		t.Helper()
 		yaml := fmt.Sprintf(`database: {driver: %s, dsn: %q}
 users_table: {name: users, key: id, username: username, email: email, password: password_hash}
-directory:
-  kind: openldap
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password: %q
-  base_dn: %q
-  max_deletions: 5%%
-  attributes: {display_name: %s}
+%s  attributes: {display_name: %s}
 log: {level: warn}
-`, driver, dsn, srv.URL, srv.CAFile, srv.BindDN, srv.BindPassword, srv.PeopleDN, displayAttr)
+`, driver, dsn, srv.DirectoryYAML(srv.PeopleDN, "max_deletions: 5%"), displayAttr)
 		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}

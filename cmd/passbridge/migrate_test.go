@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	_ "modernc.org/sqlite"
+
+	"github.com/passbridge/passbridge/internal/testsrv"
 )
 
 // TestMigrateCommands drives the real binary through the DBA's commands on
@@ -19,7 +21,7 @@ import (
 // json, verify (exit 0, then 2 after a hash is changed), rollback refused
 // with an enrolled passkey, rollback --force --export.
 func TestMigrateCommands(t *testing.T) {
-	bin := buildBinary(t)
+	bin := testsrv.Passbridge(t)
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "gitea.db")
 	fixture, err := os.ReadFile("../../migrate/testdata/gitea_sqlite.sql")

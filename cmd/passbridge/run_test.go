@@ -16,22 +16,11 @@ import (
 	"github.com/passbridge/passbridge/internal/testsrv"
 )
 
-// buildBinary builds the real passbridge binary once per test run.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "passbridge")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // TestDemoRunsAndStopsCleanly is the README's first command: passbridge run
 // with no configuration starts the demo, answers /healthz, and exits 0 on
 // SIGTERM.
 func TestDemoRunsAndStopsCleanly(t *testing.T) {
-	bin := buildBinary(t)
+	bin := testsrv.Passbridge(t)
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", testsrv.FreePort(t))
 	var out bytes.Buffer

@@ -43,17 +43,8 @@ func TestSyncAndUsersCommands(t *testing.T) {
 	cfgPath := filepath.Join(dir, "passbridge.yaml")
 	yaml := fmt.Sprintf(`database: {driver: sqlite, dsn: %q}
 users_table: {name: users, key: id, username: username, email: email, password: password_hash}
-directory:
-  kind: openldap
-  urls: [%q]
-  start_tls: true
-  ca_file: %q
-  bind_dn: %q
-  bind_password: %q
-  base_dn: %q
-  max_deletions: 0
-log: {level: warn}
-`, dbPath, srv.URL, srv.CAFile, srv.BindDN, srv.BindPassword, ou)
+%slog: {level: warn}
+`, dbPath, srv.DirectoryYAML(ou, "max_deletions: 0"))
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
