@@ -197,7 +197,7 @@ func TestAuditSyncRuns(t *testing.T) {
 	ou := srv.NewOU(t)
 	alice := srv.AddUser(t, ou, "alice", nil)
 	srv.AddUser(t, ou, "bob", nil)
-	cfgPath, _, _ := auditSetup(t, fmt.Sprintf(`%s`, srv.DirectoryYAML(ou, "max_deletions: 0")))
+	cfgPath, _, _ := auditSetup(t, srv.DirectoryYAML(ou, "max_deletions: 0"))
 
 	if _, _, err := execute(t, "sync", "--dry-run", "--config", cfgPath); err != nil {
 		t.Fatal(err)
