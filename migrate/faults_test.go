@@ -57,7 +57,7 @@ func TestFaultConnectionCutDuringApply(t *testing.T) {
 				cuts = append(cuts, struct {
 					what, at string
 					rule     testsrv.Rule
-				}{"the first COMMIT unanswered", "", testsrv.CutOn(testsrv.Upstream, "commit", testsrv.CutAfter)})
+				}{"the first COMMIT unanswered", "", testsrv.CutOn(testsrv.Downstream, "COMMIT", testsrv.Drop)})
 			}
 			for _, c := range cuts {
 				n := proxy.Cuts()
