@@ -2,6 +2,8 @@ package directory
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -162,6 +164,13 @@ func (p *planner) usersBy(ctx context.Context, col string, values []string) (map
 		return nil
 	}
 	sel := "SELECT " + s.n.uKey + " AS k, " + col + " AS v FROM " + s.n.users + " WHERE "
+	ci := false
+	if s.n.d.Kind() == store.MySQL {
+		var err error
+		if ci, err = s.caseInsensitive(ctx, col); err != nil {
+			return nil, err
+		}
+	}
 	for start := 0; start < len(vals); start += maxInList / 3 {
 		chunk := vals[start:min(start+maxInList/3, len(vals))]
 		// LOWER(col) IN (...) is what the lookup index (lower(col), made
@@ -179,6 +188,12 @@ func (p *planner) usersBy(ctx context.Context, col string, values []string) (map
 			}
 		}
 		lower := sel + "LOWER(" + col + ") IN (" + placeholders(len(args)) + ")"
+		if ci && s.n.d.Kind() == store.MySQL {
+			// A case-insensitive (_ci) collation compares without case
+			// already, and the plain index migrate makes on MySQL serves
+			// col IN (...); LOWER(col) would scan the table.
+			lower = sel + col + " IN (" + placeholders(len(args)) + ")"
+		}
 		if s.n.d.Kind() == store.Postgres {
 			// One index probe per value. PostgreSQL estimates an IN list
 			// on lower(col) from the statistics of the expression index,
@@ -242,4 +257,33 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// caseInsensitive reports whether a users column (as quoted in s.n) has a
+// case-insensitive collation on MySQL/MariaDB (utf8mb4_general_ci and the
+// like: the usual ones), read once from information_schema.
+func (s *Syncer) caseInsensitive(ctx context.Context, col string) (bool, error) {
+	s.ciMu.Lock()
+	defer s.ciMu.Unlock()
+	if v, ok := s.ci[col]; ok {
+		return v, nil
+	}
+	name := s.cfg.UsersTable.Email
+	if col == s.n.uUsername {
+		name = s.cfg.UsersTable.Username
+	}
+	var coll sql.NullString
+	t0 := time.Now()
+	err := s.db.QueryRowxContext(ctx, "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(NULLIF(?, ''), DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+		s.cfg.UsersTable.Schema, s.cfg.UsersTable.Name, name).Scan(&coll)
+	s.dbTime += time.Since(t0)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("read the collation of %s.%s: %w", s.n.users, name, err)
+	}
+	v := strings.HasSuffix(strings.ToLower(coll.String), "_ci")
+	if s.ci == nil {
+		s.ci = map[string]bool{}
+	}
+	s.ci[col] = v
+	return v, nil
 }

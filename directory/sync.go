@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/passbridge/passbridge/audit"
@@ -34,6 +35,10 @@ type Syncer struct {
 	scopeOpts scopeOptions
 
 	dbTime time.Duration // accumulated during a run
+
+	// ci caches caseInsensitive per users column (MySQL).
+	ciMu sync.Mutex
+	ci   map[string]bool
 
 	// Test hooks: after each page of upserts is planned, before each
 	// batch is applied.
