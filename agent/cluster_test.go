@@ -61,6 +61,7 @@ func testReplicas(t *testing.T, kind dbKind) {
 		s.AddUser(t, ou, fmt.Sprintf("late%02d", i), nil)
 	}
 	s.Freeze(t)
+	frozenAt := time.Now().UTC()
 	thawed := false
 	defer func() {
 		if !thawed {
@@ -68,7 +69,19 @@ func testReplicas(t *testing.T, kind dbKind) {
 		}
 	}()
 	var leader, other *replica
-	waitFor(t, 30*time.Second, "a replica to be inside a sync", func() bool {
+	// A run that read the directory just before the freeze still
+	// finishes (and may commit while its process is being killed): only a
+	// run that started after the freeze is surely stuck on the directory.
+	waitFor(t, 30*time.Second, "a replica to be inside a sync that started after the freeze", func() bool {
+		stuck := false
+		for _, r := range runRows(t, db, cfg) {
+			if r.Status == "running" && r.StartedAt.After(frozenAt) {
+				stuck = true
+			}
+		}
+		if !stuck {
+			return false
+		}
 		switch {
 		case ra.syncing(t):
 			leader, other = ra, rb
