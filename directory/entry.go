@@ -88,11 +88,11 @@ func (m *Mapper) Map(e *ldap.Entry) (Identity, error) {
 	}
 	it := Identity{
 		DirectoryID: id,
-		DN:          e.DN,
-		Username:    clip(strings.TrimSpace(e.GetEqualFoldAttributeValue(m.attrs.Username)), maxUsernameLen),
-		Email:       clip(strings.TrimSpace(m.get(e, m.attrs.Email)), maxEmailLen),
-		DisplayName: clip(strings.TrimSpace(m.get(e, m.attrs.DisplayName)), maxNameLen),
-		Department:  clip(strings.TrimSpace(m.get(e, m.attrs.Department)), maxNameLen),
+		DN:          text(e.DN),
+		Username:    clip(text(strings.TrimSpace(e.GetEqualFoldAttributeValue(m.attrs.Username))), maxUsernameLen),
+		Email:       clip(text(strings.TrimSpace(m.get(e, m.attrs.Email))), maxEmailLen),
+		DisplayName: clip(text(strings.TrimSpace(m.get(e, m.attrs.DisplayName))), maxNameLen),
+		Department:  clip(text(strings.TrimSpace(m.get(e, m.attrs.Department))), maxNameLen),
 	}
 	if it.Username == "" {
 		return Identity{}, fmt.Errorf("entry %q has no %s (the username attribute)", e.DN, m.attrs.Username)
@@ -238,6 +238,17 @@ func fileTime(v string) (time.Time, bool) {
 	}
 	d := n - epochDiff
 	return time.Unix(d/1e7, (d%1e7)*100).UTC(), true
+}
+
+// text makes a directory value storable: PostgreSQL and MySQL refuse
+// invalid UTF-8 in a text column, which would fail the whole batch, and so
+// every later run, for one entry with an attribute of the wrong syntax.
+// Each invalid byte sequence becomes U+FFFD.
+func text(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // clip cuts s to at most n bytes, backing off to the start of the

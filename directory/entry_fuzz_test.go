@@ -218,8 +218,13 @@ func FuzzMap(f *testing.F) {
 			}
 			return
 		}
-		if it.DirectoryID == "" || len(it.DirectoryID) > maxIDLen || it.DN != dn {
+		if it.DirectoryID == "" || len(it.DirectoryID) > maxIDLen || it.DN != text(dn) {
 			t.Fatalf("identity %+v", it)
+		}
+		for _, v := range []string{it.DirectoryID, it.DN, it.Username, it.Email, it.DisplayName, it.Department} {
+			if !utf8.ValidString(v) {
+				t.Fatalf("invalid UTF-8 %q in %+v: PostgreSQL and MySQL would refuse the batch", v, it)
+			}
 		}
 		if k == "ad" {
 			if back, err := GUIDBytes(it.DirectoryID); err != nil || string(back) != id {
@@ -232,7 +237,7 @@ func FuzzMap(f *testing.F) {
 			field, got, in string
 			max            int
 		}{{"username", it.Username, user, maxUsernameLen}, {"email", it.Email, mail, maxEmailLen}, {"display name", it.DisplayName, name, maxNameLen}, {"department", it.Department, dept, maxNameLen}} {
-			in := strings.TrimSpace(c.in)
+			in := text(strings.TrimSpace(c.in))
 			if len(c.got) > c.max || !strings.HasPrefix(in, c.got) {
 				t.Fatalf("%s %q became %q", c.field, c.in, c.got)
 			}

@@ -2,6 +2,7 @@ package directory
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -153,5 +154,26 @@ func TestClip(t *testing.T) {
 	c := clip(s, 255)
 	if len(c) > 255 || !strings.HasPrefix(s, c) || len(c) != 254 {
 		t.Fatalf("clip cut %d bytes", len(c))
+	}
+}
+
+// TestMapInvalidUTF8: a value with invalid UTF-8 (an attribute of the wrong
+// syntax, a broken import) is stored with U+FFFD in place of the bad bytes:
+// PostgreSQL refuses it as it is, which would fail the batch and every later
+// run.
+func TestMapInvalidUTF8(t *testing.T) {
+	ol := NewMapper(config.Directory{Kind: "openldap", Attributes: config.Presets["openldap"].Attributes})
+	it, err := ol.Map(entry("uid=bad,dc=corp", map[string][]string{"entryUUID": {"0c7e8e2a-1b2b-4a3b-9c3d-1234567890ab"}, "uid": {"bad"},
+		"displayName": {"Ren\xe9 M\xfcller"}, "departmentNumber": {"R&D \xff"}, "mail": {"bad@corp.example"}}))
+	if err != nil || it.DisplayName != "Ren\uFFFD M\uFFFDller" || it.Department != "R&D \uFFFD" || it.Email != "bad@corp.example" || it.Username != "bad" {
+		t.Fatalf("identity %+v, %v", it, err)
+	}
+	_, db := database(t, "postgres")
+	var got string
+	if err := db.QueryRowxContext(context.Background(), "SELECT CAST($1 AS text)", it.DisplayName).Scan(&got); err != nil || got != it.DisplayName {
+		t.Fatalf("PostgreSQL stores the mapped value: %q, %v", got, err)
+	}
+	if err := db.QueryRowxContext(context.Background(), "SELECT CAST($1 AS text)", "Ren\xe9").Scan(&got); err == nil {
+		t.Error("PostgreSQL accepted invalid UTF-8: the reason for text() is gone")
 	}
 }
