@@ -84,7 +84,7 @@ func BenchmarkDirectorySync(b *testing.B) {
 	report(b, measured)
 }
 
-var drivers = []string{"sqlite", "postgres"}
+var drivers = []string{"sqlite", "postgres", "mysql"}
 
 func measure(b *testing.B) *figures {
 	ctx := context.Background()
@@ -115,6 +115,8 @@ func measure(b *testing.B) *figures {
 			dsn = filepath.Join(work, "app.db")
 		case "postgres":
 			dsn = testsrv.Postgres(b).NewDatabase(b)
+		case "mysql":
+			dsn = testsrv.MariaDB(b).NewDatabase(b)
 		}
 		t1 := time.Now()
 		legacyUsers(ctx, b, driver, dsn)
@@ -156,9 +158,9 @@ func measure(b *testing.B) *figures {
 func report(b *testing.B, f *figures) {
 	var sb strings.Builder
 	w := tabwriter.NewWriter(&sb, 2, 8, 2, ' ', 0)
-	fmt.Fprintf(w, "\nfigure\tSQLite\tPostgreSQL 15\n")
+	fmt.Fprintf(w, "\nfigure\tSQLite\tPostgreSQL 15\tMariaDB\n")
 	row := func(label string, fn func(driver string) string) {
-		fmt.Fprintf(w, "%s\t%s\t%s\n", label, fn("sqlite"), fn("postgres"))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", label, fn("sqlite"), fn("postgres"), fn("mysql"))
 	}
 	secs := func(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
@@ -360,6 +362,22 @@ func legacyUsers(ctx context.Context, b testing.TB, driver, dsn string) {
 			SELECT 'former' || lpad(i::text, 4, '0'), 'former' || lpad(i::text, 4, '0') || '@corp.example', '$2y$10$former'
 			FROM generate_series(1, %d) AS i`, legacyOnly),
 			`ANALYZE users`,
+		}
+	case "mysql":
+		// The usual legacy MySQL table: a case-insensitive collation.
+		stmts = []string{
+			`CREATE TABLE users (id BIGINT AUTO_INCREMENT PRIMARY KEY, username VARCHAR(150) NOT NULL UNIQUE, email VARCHAR(254), password_hash VARCHAR(255) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci`,
+			fmt.Sprintf(`INSERT INTO users (username, email, password_hash)
+			SELECT CONCAT('user', LPAD(seq, 6, '0')),
+			       CASE WHEN seq %% %d = 0 THEN NULL
+			            WHEN seq %% %d = 0 THEN CONCAT('USER', LPAD(seq, 6, '0'), '@Corp.Example')
+			            ELSE CONCAT('user', LPAD(seq, 6, '0'), '@corp.example') END,
+			       CONCAT('$2y$10$legacy.hash.', LPAD(seq, 6, '0'))
+			FROM seq_1_to_%d WHERE seq %% %d <> 0`, noEmailEvery, upperEvery, users, unmatchedEvery),
+			fmt.Sprintf(`INSERT INTO users (username, email, password_hash)
+			SELECT CONCAT('former', LPAD(seq, 4, '0')), CONCAT('former', LPAD(seq, 4, '0'), '@corp.example'), '$2y$10$former'
+			FROM seq_1_to_%d`, legacyOnly),
+			`ANALYZE TABLE users`,
 		}
 	}
 	for _, q := range stmts {
