@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/enroll/adoption"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
 )
@@ -115,7 +116,7 @@ func TestAdminConsole(t *testing.T) {
 	if home.status != http.StatusOK {
 		t.Fatalf("/admin: %d %s", home.status, strip(home.body))
 	}
-	for _, want := range []string{"<svg", "12", "45"} {
+	for _, want := range []string{"<svg", "12", "45", "By OU", "<code>" + adoption.BaseOU + "</code>"} {
 		mustContain(t, "dashboard", home.body, want)
 	}
 

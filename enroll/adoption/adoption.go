@@ -96,6 +96,11 @@ type Report struct {
 	// ByDepartment is the same per department, most identities in scope
 	// first (then by name).
 	ByDepartment []Group
+	// ByOU is the same per organizational unit: the container of the
+	// identity's DN, relative to directory.base_dn, in the same order; at
+	// most MaxOUs of them, the rest summed as OtherOUs. For the console
+	// only (Compute), not the metrics.
+	ByOU []Group
 
 	// Registration is the time from the beginning of a registration
 	// ceremony to its successful finish, for those that succeeded in the
@@ -167,7 +172,7 @@ func compute(ctx context.Context, db *store.DB, cfg *config.Config, now time.Tim
 	}
 	now = now.UTC()
 	r := &Report{Now: now, Window: window, Since: now.Add(-window)}
-	q := &reader{db: db, n: migrate.NamesFor(cfg)}
+	q := &reader{db: db, n: migrate.NamesFor(cfg), base: cfg.Directory.BaseDN}
 	steps := []struct {
 		what string
 		fn   func(context.Context, *Report) error
@@ -178,10 +183,10 @@ func compute(ctx context.Context, db *store.DB, cfg *config.Config, now time.Tim
 		{"sign-ins and recoveries", q.events},
 	}
 	if series {
-		steps = append(steps, struct {
+		steps = append(steps, []struct {
 			what string
 			fn   func(context.Context, *Report) error
-		}{"enrollment over time", q.enrollment})
+		}{{"identities per OU", q.byOU}, {"enrollment over time", q.enrollment}}...)
 	}
 	for _, s := range steps {
 		if err := s.fn(ctx, r); err != nil {
@@ -192,8 +197,9 @@ func compute(ctx context.Context, db *store.DB, cfg *config.Config, now time.Tim
 }
 
 type reader struct {
-	db *store.DB
-	n  migrate.Names
+	db   *store.DB
+	n    migrate.Names
+	base string // directory.base_dn, which OU names are relative to
 }
 
 func (q *reader) c(name string) string { return q.n.Column(name) }
@@ -255,6 +261,97 @@ func (q *reader) scope(ctx context.Context, r *Report) error {
 		return x.Name < y.Name
 	})
 	return nil
+}
+
+// OU groups: at most MaxOUs, the rest summed as OtherOUs; BaseOU names the
+// identities right under directory.base_dn.
+const (
+	MaxOUs   = 50
+	OtherOUs = "(other OUs)"
+	BaseOU   = "(base DN)"
+)
+
+// byOU counts identities in scope and enrolled per OU, from their DNs:
+// where the department attribute is not kept up to date, the OU tree is
+// how IT knows who is where.
+func (q *reader) byOU(ctx context.Context, r *Report) error {
+	rows, err := q.db.QueryxContext(ctx, q.db.Rebind("SELECT "+q.col("i", "dn")+", CASE WHEN e.k IS NULL THEN 0 ELSE 1 END"+
+		" FROM "+q.n.Identities+" i"+
+		" LEFT JOIN (SELECT DISTINCT "+q.c("user_key")+" AS k FROM "+q.n.Credentials+" WHERE "+q.c("revoked_at")+" IS NULL) e"+
+		" ON e.k = "+q.col("i", "user_key")+
+		" WHERE "+q.col("i", "state")+" = ? AND "+q.col("i", "user_key")+" IS NOT NULL"), migrate.StateActive)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	groups := map[string]*Group{}
+	for rows.Next() {
+		var dn string
+		var enrolled int
+		if err := rows.Scan(&dn, &enrolled); err != nil {
+			return err
+		}
+		name := OUOf(dn, q.base)
+		key := strings.ToLower(name)
+		g := groups[key]
+		if g == nil {
+			g = &Group{Name: name}
+			groups[key] = g
+		}
+		g.InScope++
+		g.Enrolled += enrolled
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	all := make([]Group, 0, len(groups))
+	for _, g := range groups {
+		g.Rate = ratio(g.Enrolled, g.InScope)
+		all = append(all, *g)
+	}
+	sort.Slice(all, func(a, b int) bool {
+		if all[a].InScope != all[b].InScope {
+			return all[a].InScope > all[b].InScope
+		}
+		return all[a].Name < all[b].Name
+	})
+	if len(all) > MaxOUs {
+		other := Group{Name: OtherOUs}
+		for _, g := range all[MaxOUs-1:] {
+			other.InScope += g.InScope
+			other.Enrolled += g.Enrolled
+		}
+		other.Rate = ratio(other.Enrolled, other.InScope)
+		all = append(all[:MaxOUs-1], other)
+	}
+	r.ByOU = all
+	return nil
+}
+
+// OUOf is the container of dn relative to base: "OU=Sales,OU=Staff" for
+// "CN=Smith\, Ann,OU=Sales,OU=Staff,DC=corp,DC=example" under
+// "DC=corp,DC=example"; BaseOU right under base; the whole container when
+// dn is not under base (a DN the directory spells differently).
+func OUOf(dn, base string) string {
+	parent := ""
+	for i := 0; i < len(dn); i++ {
+		if dn[i] == '\\' {
+			i++ // an escaped character, such as the comma in "Smith\, Ann"
+			continue
+		}
+		if dn[i] == ',' {
+			parent = strings.TrimSpace(dn[i+1:])
+			break
+		}
+	}
+	base = strings.TrimSpace(base)
+	switch {
+	case parent == "" || strings.EqualFold(parent, base):
+		return BaseOU
+	case base != "" && len(parent) > len(base) && strings.EqualFold(parent[len(parent)-len(base):], base) && parent[len(parent)-len(base)-1] == ',':
+		return strings.TrimSpace(parent[:len(parent)-len(base)-1])
+	}
+	return parent
 }
 
 // registration reads the registrations that succeeded in the window.

@@ -53,6 +53,7 @@ func database(t *testing.T, driver string) (*store.DB, *config.Config) {
 	cfg := config.Default()
 	cfg.Database = dc
 	cfg.UsersTable = config.UsersTable{Name: "users", Key: "id", Username: "username", Email: "email", Password: "password_hash"}
+	cfg.Directory.BaseDN = "OU=People,DC=northwind,DC=example" // spelled otherwise than the DNs: compared case-insensitively
 	if err := migrate.EnsureApplied(ctx, db, &cfg, nil); err != nil {
 		t.Fatalf("create passbridge tables: %v", err)
 	}
@@ -118,11 +119,28 @@ func (f *fixture) identity(username, state string, department *string, userKey i
 		f.n.Column("directory_id")+", "+f.n.Column("dn")+", "+f.n.Column("username")+", "+f.n.Column("department")+", "+
 		f.n.Column("state")+", "+f.n.Column("user_key")+", "+f.n.Column("link_state")+", "+
 		f.n.Column("first_seen_at")+", "+f.n.Column("last_seen_at")+", "+f.n.Column("updated_at")+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-		"id", "guid-"+username, "cn="+username+",ou=People,dc=northwind,dc=example", username, dept, state, key, link, seen, seen, seen)
+		"id", "guid-"+username, dnOf(username, department), username, dept, state, key, link, seen, seen, seen)
 	if err != nil {
 		f.t.Fatalf("add identity %s: %v", username, err)
 	}
 	return id
+}
+
+// dnOf puts the script's people in OUs: Engineering in its own OU, Sales
+// in ou=Sales under ou=Field, the rest right under the base; frank's name
+// holds an escaped comma.
+func dnOf(username string, department *string) string {
+	rdn := "cn=" + username
+	if username == "frank" {
+		rdn = `cn=Frank\, F.`
+	}
+	switch {
+	case department != nil && *department == "Engineering":
+		return rdn + ",ou=Engineering,ou=People,dc=northwind,dc=example"
+	case department != nil && *department == "Sales":
+		return rdn + ",ou=Sales,ou=Field,ou=People,dc=northwind,dc=example"
+	}
+	return rdn + ",ou=People,dc=northwind,dc=example"
 }
 
 func (f *fixture) credential(userKey, identityID int64, created time.Time, revoked *time.Time) {
@@ -287,6 +305,14 @@ func TestCompute(t *testing.T) {
 			if !reflect.DeepEqual(r.ByDepartment, wantDepts) {
 				t.Errorf("by department:\n got %+v\nwant %+v", r.ByDepartment, wantDepts)
 			}
+			wantOUs := []Group{
+				{Name: "ou=Engineering", InScope: 3, Enrolled: 2, Rate: 2.0 / 3},
+				{Name: BaseOU, InScope: 2, Enrolled: 1, Rate: 0.5},
+				{Name: "ou=Sales,ou=Field", InScope: 2, Enrolled: 1, Rate: 0.5},
+			}
+			if !reflect.DeepEqual(r.ByOU, wantOUs) {
+				t.Errorf("by OU:\n got %+v\nwant %+v", r.ByOU, wantOUs)
+			}
 			if want := (Timing{Count: 5, Median: 12 * time.Second, P90: 32 * time.Second}); r.Registration != want {
 				t.Errorf("registration %+v, want %+v", r.Registration, want)
 			}
@@ -391,5 +417,23 @@ func TestFieldReport(t *testing.T) {
 	if FieldReport.PasskeyCreation != 12*time.Second || FieldReport.PasswordAnd2FA != 45*time.Second ||
 		FieldReport.AbandonmentPasswords != 0.15 || FieldReport.AbandonmentPasskeys != 0.05 {
 		t.Errorf("field report %+v", FieldReport)
+	}
+}
+
+func TestOUOf(t *testing.T) {
+	base := "DC=corp,DC=example"
+	for _, c := range []struct{ dn, want string }{
+		{`CN=Smith\, Ann,OU=Sales,OU=Staff,DC=corp,DC=example`, "OU=Sales,OU=Staff"},
+		{"uid=ann,ou=people,dc=CORP,dc=example", "ou=people"},
+		{"CN=Ann,DC=corp,DC=example", BaseOU},
+		{`CN=Ann\2C B,OU=x\,y,DC=corp,DC=example`, `OU=x\,y`},
+		{"CN=Ann,OU=Elsewhere,DC=other", "OU=Elsewhere,DC=other"},
+		{"CN=Ann", BaseOU},
+		{"", BaseOU},
+		{"CN=Ann,XDC=corp,DC=example", "XDC=corp,DC=example"},
+	} {
+		if got := OUOf(c.dn, base); got != c.want {
+			t.Errorf("OUOf(%q) = %q, want %q", c.dn, got, c.want)
+		}
 	}
 }
