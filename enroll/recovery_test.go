@@ -20,7 +20,7 @@ import (
 
 // recoveryEnv is a portal with every recovery path on, mail through a real
 // SMTP server (STARTTLS, AUTH), and old passkeys revoked by a recovery.
-func recoveryEnv(t *testing.T) *env {
+func recoveryEnv(t testing.TB) *env {
 	return newEnv(t, envOptions{mail: true, configure: func(cfg *config.Config) {
 		cfg.Portal.Recovery = config.Recovery{EmailCode: true, TOTP: true, Link: true, RevokeOld: true,
 			CodeLifetime: config.Duration(10 * time.Minute), PerUser: 5, Window: config.Duration(time.Hour)}
@@ -48,7 +48,7 @@ var sixDigitsRE = regexp.MustCompile(`\b[0-9]{6}\b`)
 
 // mailFor waits for the newest mail to `to` whose subject contains subject,
 // among those received after the first `after` mails to that address.
-func (e *env) mailFor(t *testing.T, to, subject string, after int) testsrv.ReceivedMail {
+func (e *env) mailFor(t testing.TB, to, subject string, after int) testsrv.ReceivedMail {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
