@@ -18,11 +18,7 @@ func FuzzRecoverCode(f *testing.F) {
 	e := recoveryEnv(f)
 	u := e.addUser("fuzzcode", true)
 	e.sync()
-	c := e.client()
-	if r := c.form("/recover/email", url.Values{"username": {u.name}, "password": {u.password}}); r.status != http.StatusOK {
-		f.Fatalf("start a recovery: %d %s", r.status, strip(r.body))
-	}
-	code := sixDigitsRE.FindString(e.mailFor(f, u.email, "recovery code", 0).Subject)
+	c, code := e.startEmailRecovery(f, u)
 	pending := ""
 	for _, ck := range c.http.Jar.Cookies(&url.URL{Scheme: "http", Host: strings.TrimPrefix(e.URL, "http://"), Path: "/recover"}) {
 		if ck.Name == recoverCookie {

@@ -197,17 +197,25 @@ func TestRecoveryRevealsNothing(t *testing.T) {
 	}
 }
 
+// startEmailRecovery does step one of the email recovery for u in a new
+// browser and returns it with the code the mail brought.
+func (e *env) startEmailRecovery(t testing.TB, u *user) (*client, string) {
+	t.Helper()
+	c := e.client()
+	before := e.mailCount(u.email)
+	if r := c.form("/recover/email", url.Values{"username": {u.name}, "password": {u.password}}); r.status != http.StatusOK {
+		t.Fatalf("start a recovery: %d %s", r.status, strip(r.body))
+	}
+	return c, sixDigitsRE.FindString(e.mailFor(t, u.email, "recovery code", before).Subject)
+}
+
 // TestRecoveryCode: wrong codes are limited per recovery, a code works once,
 // and only in the browser that asked for it.
 func TestRecoveryCode(t *testing.T) {
 	e := recoveryEnv(t)
 	u := e.addUser("rcode", true)
 	e.sync()
-	c := e.client()
-	if r := c.form("/recover/email", url.Values{"username": {u.name}, "password": {u.password}}); r.status != http.StatusOK {
-		t.Fatalf("start: %d %s", r.status, strip(r.body))
-	}
-	code := sixDigitsRE.FindString(e.mailFor(t, u.email, "recovery code", 0).Subject)
+	c, code := e.startEmailRecovery(t, u)
 	// Another browser (without the recovery cookie) cannot use the code.
 	if r := e.client().form("/recover/code", url.Values{"code": {code}}); r.status == http.StatusSeeOther {
 		t.Fatal("the code worked in another browser")
