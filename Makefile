@@ -1,6 +1,7 @@
 # passbridge — build, test, benchmark.
 #   make test    installs missing Debian packages (as root), then vet + the whole suite
 #   make build   builds ./bin/passbridge
+#   make race    the whole suite under the race detector
 #   make bench   runs the benchmarks (see bench/README.md)
 #   make lint    go vet, gofmt, staticcheck, govulncheck
 #   make fuzz    every fuzz target for FUZZTIME (default 30s) each, one after another
@@ -12,7 +13,7 @@ COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) -X $(PKG)/internal/buildinfo.Commit=$(COMMIT)
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build test test-deps vet bench lint fuzz clean
+.PHONY: all build test test-deps vet race bench lint fuzz clean
 
 all: build
 
@@ -28,6 +29,10 @@ vet:
 # Under make test a missing server binary is a failure, never a silent skip.
 test: test-deps vet
 	PASSBRIDGE_TEST_REQUIRE_SERVERS=1 $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The whole suite under the race detector (about 4x slower than make test).
+race: test-deps
+	PASSBRIDGE_TEST_REQUIRE_SERVERS=1 $(GO) test -race -count=1 -timeout 40m ./...
 
 bench: test-deps
 	PASSBRIDGE_TEST_REQUIRE_SERVERS=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
