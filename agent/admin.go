@@ -94,19 +94,8 @@ func (a *Agent) apiSync(c echo.Context) error {
 	if err := http.NewResponseController(c.Response().Writer).SetWriteDeadline(time.Time{}); err != nil {
 		a.log.Debug("cannot lift the write deadline", "err", err)
 	}
-	type result struct {
-		out Outcome
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		out, err := a.runner.Run(a.runCtx, req)
-		ch <- result{out, err}
-	}()
-	var res result
-	select {
-	case res = <-ch:
-	case <-c.Request().Context().Done():
+	res, waited := a.runDetached(c.Request().Context(), req)
+	if !waited {
 		// Nobody is left to answer; the run still lands in the history.
 		a.log.Info("admin API client left; the sync it started goes on", "kind", req.Kind())
 		return nil
@@ -124,15 +113,8 @@ func (a *Agent) apiSync(c echo.Context) error {
 	if errors.As(res.err, &le) {
 		return echo.NewHTTPError(http.StatusServiceUnavailable, res.err.Error())
 	}
-	body := SyncResponse{Status: res.out.Status, Summary: res.out.Summary}
-	if body.Status == "" {
-		body.Status = metrics.ResultSucceeded
-		if res.err != nil {
-			body.Status = metrics.ResultFailed
-		}
-	}
+	body := res.response()
 	if res.err != nil {
-		body.Error = res.err.Error()
 		if errors.Is(res.err, context.Canceled) && a.runCtx.Err() != nil {
 			body.Status = metrics.ResultAborted
 			return c.JSON(http.StatusServiceUnavailable, body)

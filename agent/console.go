@@ -18,32 +18,51 @@ const TriggerConsole = "console"
 // not depend on ctx (a browser that leaves does not abort it); ctx only
 // bounds the wait. The error is ErrBusy when a sync is already running.
 func (a *Agent) SyncNow(ctx context.Context, full, dryRun bool) (SyncResponse, error) {
-	req := SyncRequest{Full: full, DryRun: dryRun, Trigger: TriggerConsole}
-	type result struct {
-		out Outcome
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		out, err := a.runner.Run(a.runCtx, req)
-		ch <- result{out, err}
-	}()
-	select {
-	case res := <-ch:
-		body := SyncResponse{Status: res.out.Status, Summary: res.out.Summary}
-		if body.Status == "" {
-			body.Status = metrics.ResultSucceeded
-			if res.err != nil {
-				body.Status = metrics.ResultFailed
-			}
-		}
-		if res.err != nil {
-			body.Error = res.err.Error()
-		}
-		return body, res.err
-	case <-ctx.Done():
+	res, waited := a.runDetached(ctx, SyncRequest{Full: full, DryRun: dryRun, Trigger: TriggerConsole})
+	if !waited {
 		return SyncResponse{Status: "running"}, ctx.Err()
 	}
+	return res.response(), res.err
+}
+
+// runResult is how a run through the Runner ended.
+type runResult struct {
+	out Outcome
+	err error
+}
+
+// runDetached runs one sync through the Runner on the agent's own context,
+// so that a caller who leaves does not abort it half-way, and waits for it
+// while ctx lasts. waited is false when ctx ended first: the run goes on
+// and lands in the history.
+func (a *Agent) runDetached(ctx context.Context, req SyncRequest) (res runResult, waited bool) {
+	ch := make(chan runResult, 1)
+	go func() {
+		out, err := a.runner.Run(a.runCtx, req)
+		ch <- runResult{out, err}
+	}()
+	select {
+	case res = <-ch:
+		return res, true
+	case <-ctx.Done():
+		return runResult{}, false
+	}
+}
+
+// response is the run as the admin API and the console report it: the
+// Outcome's status, else succeeded or failed by the error.
+func (r runResult) response() SyncResponse {
+	body := SyncResponse{Status: r.out.Status, Summary: r.out.Summary}
+	if body.Status == "" {
+		body.Status = metrics.ResultSucceeded
+		if r.err != nil {
+			body.Status = metrics.ResultFailed
+		}
+	}
+	if r.err != nil {
+		body.Error = r.err.Error()
+	}
+	return body
 }
 
 // RecentRuns is the newest limit runs of the history, newest first.
