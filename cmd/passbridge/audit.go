@@ -103,15 +103,7 @@ func runAuditExport(ctx context.Context, g *globals, stdout, stderr io.Writer, o
 	if o.force && o.out == "" {
 		return errors.New("--force needs --out FILE")
 	}
-	cfg, err := g.requireConfig()
-	if err != nil {
-		return err
-	}
-	log, err := g.logger(cfg, stderr)
-	if err != nil {
-		return err
-	}
-	db, err := openMigrated(ctx, cfg, log)
+	cfg, _, db, err := g.openApp(ctx, stderr)
 	if err != nil {
 		return err
 	}

@@ -48,11 +48,7 @@ example with --qr on a screen they scan with their phone.`,
 					return err
 				}
 			}
-			log, err := g.logger(cfg, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			db, err := openMigrated(cmd.Context(), cfg, log)
+			_, db, err := g.openDB(cmd.Context(), cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

@@ -58,15 +58,7 @@ func runSync(ctx context.Context, g *globals, stdout, stderr io.Writer, full, dr
 	if g.output != "text" && g.output != "json" && g.output != "" {
 		return fmt.Errorf("--output %q: expected text or json", g.output)
 	}
-	cfg, err := g.requireConfig()
-	if err != nil {
-		return err
-	}
-	log, err := g.logger(cfg, stderr)
-	if err != nil {
-		return err
-	}
-	db, err := openMigrated(ctx, cfg, log)
+	cfg, log, db, err := g.openApp(ctx, stderr)
 	if err != nil {
 		return err
 	}
@@ -97,6 +89,28 @@ func runSync(ctx context.Context, g *globals, stdout, stderr io.Writer, full, dr
 		return exitError{code: exitRefused}
 	}
 	return runErr
+}
+
+// openApp is how a command that works on the application's database
+// starts: the configuration (required), the logger, and the database with
+// passbridge's tables checked current. The caller closes db.
+func (g *globals) openApp(ctx context.Context, stderr io.Writer) (*config.Config, *slog.Logger, *store.DB, error) {
+	cfg, err := g.requireConfig()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	log, db, err := g.openDB(ctx, cfg, stderr)
+	return cfg, log, db, err
+}
+
+// openDB is openApp for a configuration the command already has.
+func (g *globals) openDB(ctx context.Context, cfg *config.Config, stderr io.Writer) (*slog.Logger, *store.DB, error) {
+	log, err := g.logger(cfg, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := openMigrated(ctx, cfg, log)
+	return log, db, err
 }
 
 // openMigrated opens the database and checks that passbridge's tables are

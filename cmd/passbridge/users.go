@@ -29,15 +29,7 @@ narrow the list: "passbridge users list --link ambiguous" shows the identities
 that the match rules could not link without guessing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.requireConfig()
-			if err != nil {
-				return err
-			}
-			log, err := g.logger(cfg, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			db, err := openMigrated(cmd.Context(), cfg, log)
+			cfg, _, db, err := g.openApp(cmd.Context(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -92,15 +84,7 @@ or a directory ID): its directory state, its link to the users table, the
 linked row and its passkeys.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.requireConfig()
-			if err != nil {
-				return err
-			}
-			log, err := g.logger(cfg, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			db, err := openMigrated(cmd.Context(), cfg, log)
+			cfg, _, db, err := g.openApp(cmd.Context(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
