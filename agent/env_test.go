@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -64,13 +63,10 @@ const (
 // database section.
 func newDatabase(t testing.TB, kind dbKind) config.Database {
 	t.Helper()
-	switch kind {
-	case onPostgres:
-		return config.Database{Driver: "postgres", DSN: config.Secret(testsrv.Postgres(t).NewDatabase(t)), ConnectTimeout: config.Duration(10 * time.Second)}
-	case onMariaDB:
-		return config.Database{Driver: "mysql", DSN: config.Secret(testsrv.MariaDB(t).NewDatabase(t)), ConnectTimeout: config.Duration(10 * time.Second)}
+	if kind == "" {
+		kind = onSQLite
 	}
-	return config.Database{Driver: "sqlite", DSN: config.Secret(filepath.Join(t.TempDir(), "app.db")), ConnectTimeout: config.Duration(10 * time.Second)}
+	return config.Database{Driver: string(kind), DSN: config.Secret(testsrv.DSN(t, string(kind))), ConnectTimeout: config.Duration(10 * time.Second)}
 }
 
 // testConfig is a valid configuration for a directory OU on slapd (nil: a

@@ -3,7 +3,6 @@ package audit
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -28,18 +27,7 @@ type env struct {
 // table and passbridge's tables.
 func newEnv(t *testing.T, driver string) *env {
 	t.Helper()
-	var dc config.Database
-	switch driver {
-	case "sqlite":
-		dc = config.Database{Driver: "sqlite", DSN: config.Secret(filepath.Join(t.TempDir(), "app.db"))}
-	case "postgres":
-		dc = config.Database{Driver: "postgres", DSN: config.Secret(testsrv.Postgres(t).NewDatabase(t))}
-	case "mysql":
-		dc = config.Database{Driver: "mysql", DSN: config.Secret(testsrv.MariaDB(t).NewDatabase(t))}
-	default:
-		t.Fatalf("unknown driver %q", driver)
-	}
-	dc.ConnectTimeout = config.Duration(30 * time.Second)
+	dc := config.Database{Driver: driver, DSN: config.Secret(testsrv.DSN(t, driver)), ConnectTimeout: config.Duration(30 * time.Second)}
 	ctx := context.Background()
 	db, err := store.Open(ctx, dc, nil)
 	if err != nil {

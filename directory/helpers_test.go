@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -52,18 +51,7 @@ func newTestLog(t testing.TB) (*slog.Logger, *testLog) {
 // application's users table and passbridge's tables.
 func database(t testing.TB, driver string) (config.Database, *store.DB) {
 	t.Helper()
-	var dc config.Database
-	switch driver {
-	case "sqlite":
-		dc = config.Database{Driver: "sqlite", DSN: config.Secret(filepath.Join(t.TempDir(), "app.db"))}
-	case "postgres":
-		dc = config.Database{Driver: "postgres", DSN: config.Secret(testsrv.Postgres(t).NewDatabase(t))}
-	case "mysql":
-		dc = config.Database{Driver: "mysql", DSN: config.Secret(testsrv.MariaDB(t).NewDatabase(t))}
-	default:
-		t.Fatalf("unknown driver %q", driver)
-	}
-	dc.ConnectTimeout = config.Duration(30 * time.Second)
+	dc := config.Database{Driver: driver, DSN: config.Secret(testsrv.DSN(t, driver)), ConnectTimeout: config.Duration(30 * time.Second)}
 	db, err := store.Open(context.Background(), dc, nil)
 	if err != nil {
 		t.Fatalf("open %s: %v", driver, err)

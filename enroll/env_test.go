@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -205,16 +204,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 	default:
 		t.Fatalf("unknown directory %q", o.dir)
 	}
-	var dc config.Database
-	switch o.driver {
-	case "", "sqlite":
-		dc = config.Database{Driver: "sqlite", DSN: config.Secret(filepath.Join(t.TempDir(), "app.db"))}
-	case "postgres":
-		dc = config.Database{Driver: "postgres", DSN: config.Secret(testsrv.Postgres(t).NewDatabase(t))}
-	case "mysql":
-		dc = config.Database{Driver: "mysql", DSN: config.Secret(testsrv.MariaDB(t).NewDatabase(t))}
+	driver := o.driver
+	if driver == "" {
+		driver = "sqlite"
 	}
-	dc.ConnectTimeout = config.Duration(30 * time.Second)
+	dc := config.Database{Driver: driver, DSN: config.Secret(testsrv.DSN(t, driver)), ConnectTimeout: config.Duration(30 * time.Second)}
 	db, err := store.Open(ctx, dc, log)
 	if err != nil {
 		t.Fatalf("open database: %v", err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"embed"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,16 +68,7 @@ func fixtureNamed(t *testing.T, name string) fixture {
 // newDatabase makes an empty database of the engine and returns its config.
 func newDatabase(t *testing.T, eng Engine) config.Database {
 	t.Helper()
-	d := config.Database{Driver: string(eng), ConnectTimeout: config.Duration(30 * time.Second)}
-	switch eng {
-	case Postgres:
-		d.DSN = config.Secret(testsrv.Postgres(t).NewDatabase(t))
-	case MySQL:
-		d.DSN = config.Secret(testsrv.MariaDB(t).NewDatabase(t))
-	default:
-		d.DSN = config.Secret(filepath.Join(t.TempDir(), "app.db"))
-	}
-	return d
+	return config.Database{Driver: string(eng), DSN: config.Secret(testsrv.DSN(t, string(eng))), ConnectTimeout: config.Duration(30 * time.Second)}
 }
 
 func testConfig(db config.Database, ut config.UsersTable) *config.Config {

@@ -28,16 +28,7 @@ var kinds = []Kind{SQLite, Postgres, MySQL}
 // newConfig makes a fresh, empty database of kind for one test.
 func newConfig(t *testing.T, kind Kind) config.Database {
 	t.Helper()
-	cfg := config.Database{Driver: string(kind), ConnectTimeout: config.Duration(30 * time.Second)}
-	switch kind {
-	case SQLite:
-		cfg.DSN = config.Secret(filepath.Join(t.TempDir(), "app.db"))
-	case Postgres:
-		cfg.DSN = config.Secret(testsrv.Postgres(t).NewDatabase(t))
-	case MySQL:
-		cfg.DSN = config.Secret(testsrv.MariaDB(t).NewDatabase(t))
-	}
-	return cfg
+	return config.Database{Driver: string(kind), DSN: config.Secret(testsrv.DSN(t, string(kind))), ConnectTimeout: config.Duration(30 * time.Second)}
 }
 
 func open(t *testing.T, cfg config.Database) *DB {

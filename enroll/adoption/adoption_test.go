@@ -6,7 +6,6 @@ import (
 	"maps"
 	"math"
 	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -26,16 +25,7 @@ var drivers = []string{"sqlite", "postgres", "mysql"}
 // users table and passbridge's tables, and a configuration for it.
 func database(t *testing.T, driver string) (*store.DB, *config.Config) {
 	t.Helper()
-	var dc config.Database
-	switch driver {
-	case "sqlite":
-		dc = config.Database{Driver: "sqlite", DSN: config.Secret(filepath.Join(t.TempDir(), "app.db"))}
-	case "postgres":
-		dc = config.Database{Driver: "postgres", DSN: config.Secret(testsrv.Postgres(t).NewDatabase(t))}
-	case "mysql":
-		dc = config.Database{Driver: "mysql", DSN: config.Secret(testsrv.MariaDB(t).NewDatabase(t))}
-	}
-	dc.ConnectTimeout = config.Duration(30 * time.Second)
+	dc := config.Database{Driver: driver, DSN: config.Secret(testsrv.DSN(t, driver)), ConnectTimeout: config.Duration(30 * time.Second)}
 	ctx := context.Background()
 	db, err := store.Open(ctx, dc, nil)
 	if err != nil {

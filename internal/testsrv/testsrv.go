@@ -160,3 +160,21 @@ func TempDir(tb testing.TB, pattern string) string {
 	onStop(func() { os.RemoveAll(dir) })
 	return dir
 }
+
+// DSN makes an empty database of driver ("sqlite", "postgres" or "mysql",
+// as in database.driver) for one test and returns its DSN: an SQLite file
+// in the test's temporary directory, or a new database on the shared
+// PostgreSQL 15 or MariaDB server.
+func DSN(tb testing.TB, driver string) string {
+	tb.Helper()
+	switch driver {
+	case "sqlite":
+		return filepath.Join(tb.TempDir(), "app.db")
+	case "postgres":
+		return Postgres(tb).NewDatabase(tb)
+	case "mysql":
+		return MariaDB(tb).NewDatabase(tb)
+	}
+	tb.Fatalf("unknown database driver %q (want sqlite, postgres or mysql)", driver)
+	return ""
+}
