@@ -4,9 +4,9 @@ import (
 	"context"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/internal/testdb"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
@@ -27,28 +27,8 @@ type env struct {
 // table and passbridge's tables.
 func newEnv(t *testing.T, driver string) *env {
 	t.Helper()
-	dc := config.Database{Driver: driver, DSN: config.Secret(testsrv.DSN(t, driver)), ConnectTimeout: config.Duration(30 * time.Second)}
-	ctx := context.Background()
-	db, err := store.Open(ctx, dc, nil)
-	if err != nil {
-		t.Fatalf("open %s: %v", driver, err)
-	}
-	t.Cleanup(func() { db.Close() })
-	d := db.Dialect()
-	q := d.Quote
-	ddl := "CREATE TABLE " + d.Table("", "users") + " (" + q("id") + " " + d.Types().ID + ", " +
-		q("username") + " " + d.VarChar(255) + " NOT NULL, " + q("email") + " " + d.VarChar(320) + ", " +
-		q("password_hash") + " " + d.VarChar(255) + ")" + d.TableOptions()
-	if _, err := db.ExecContext(ctx, ddl); err != nil {
-		t.Fatalf("create users table: %v", err)
-	}
-	cfg := config.Default()
-	cfg.Database = dc
-	cfg.UsersTable = config.UsersTable{Name: "users", Key: "id", Username: "username", Email: "email", Password: "password_hash"}
-	if err := migrate.EnsureApplied(ctx, db, &cfg, nil); err != nil {
-		t.Fatalf("create passbridge tables: %v", err)
-	}
-	return &env{cfg: &cfg, db: db, n: migrate.NamesFor(&cfg)}
+	db, cfg := testdb.Open(t, driver)
+	return &env{cfg: cfg, db: db, n: migrate.NamesFor(cfg)}
 }
 
 // record writes events and returns their ids, in order.
