@@ -18,10 +18,11 @@ import (
 	"github.com/passbridge/passbridge/store"
 )
 
-// auditSetup writes a configuration (with extra YAML) for an SQLite
-// application database with passbridge's tables, and returns its path, the
-// configuration and the open database.
-func auditSetup(t *testing.T, extra string) (string, *config.Config, *store.DB) {
+// appSetup writes a configuration (with extra YAML) for an SQLite
+// application database holding a legacy users table, without passbridge's
+// tables yet, and returns its path, the configuration and the open
+// database.
+func appSetup(t *testing.T, extra string) (string, *config.Config, *store.DB) {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "passbridge.yaml")
@@ -45,7 +46,14 @@ log: {level: warn}
 	if _, err := db.ExecContext(ctx, `CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL, email TEXT, password_hash TEXT)`); err != nil {
 		t.Fatal(err)
 	}
-	if err := migrate.EnsureApplied(ctx, db, cfg, nil); err != nil {
+	return cfgPath, cfg, db
+}
+
+// auditSetup is appSetup with passbridge's tables made.
+func auditSetup(t *testing.T, extra string) (string, *config.Config, *store.DB) {
+	t.Helper()
+	cfgPath, cfg, db := appSetup(t, extra)
+	if err := migrate.EnsureApplied(context.Background(), db, cfg, nil); err != nil {
 		t.Fatal(err)
 	}
 	return cfgPath, cfg, db

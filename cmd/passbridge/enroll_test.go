@@ -3,14 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/enroll"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
@@ -24,29 +20,9 @@ func TestEnrollLinkCommand(t *testing.T) {
 	ou := srv.NewOU(t)
 	srv.AddUser(t, ou, "alice", map[string][]string{"displayName": {"Alice Liddell"}})
 	srv.AddUser(t, ou, "bob", nil) // no users row: cannot use the portal
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "passbridge.yaml")
-	yaml := fmt.Sprintf(`database: {driver: sqlite, dsn: %q}
-users_table: {name: users, key: id, username: username, email: email, password: password_hash}
-%sportal: {rp_id: passkeys.corp.example, origins: ["https://passkeys.corp.example"], link_lifetime: 24h}
-log: {level: warn}
-`, filepath.Join(dir, "app.db"), srv.DirectoryYAML(ou))
-	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(cfgPath, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, cfg, db := appSetup(t, srv.DirectoryYAML(ou)+`portal: {rp_id: passkeys.corp.example, origins: ["https://passkeys.corp.example"], link_lifetime: 24h}
+`)
 	ctx := context.Background()
-	db, err := store.Open(ctx, cfg.Database, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL, email TEXT, password_hash TEXT)`); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := db.ExecContext(ctx, `INSERT INTO users (username, email, password_hash) VALUES ('alice', 'alice@corp.example', '$2y$10$x')`); err != nil {
 		t.Fatal(err)
 	}

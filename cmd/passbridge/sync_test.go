@@ -5,14 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
@@ -38,35 +34,14 @@ func TestSyncAndUsersCommands(t *testing.T) {
 	ou := srv.NewOU(t)
 	alice := srv.AddUser(t, ou, "alice", map[string][]string{"displayName": {"Alice Liddell"}})
 	srv.AddUser(t, ou, "bob", nil)
-	dir := t.TempDir()
-	dbPath := filepath.Join(dir, "app.db")
-	cfgPath := filepath.Join(dir, "passbridge.yaml")
-	yaml := fmt.Sprintf(`database: {driver: sqlite, dsn: %q}
-users_table: {name: users, key: id, username: username, email: email, password: password_hash}
-%slog: {level: warn}
-`, dbPath, srv.DirectoryYAML(ou, "max_deletions: 0"))
-	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(cfgPath, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, cfg, db := appSetup(t, srv.DirectoryYAML(ou, "max_deletions: 0"))
 	ctx := context.Background()
-	db, err := store.Open(ctx, cfg.Database, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, username TEXT NOT NULL, email TEXT, password_hash TEXT)`); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := db.ExecContext(ctx, `INSERT INTO users (username, email, password_hash) VALUES ('alice', 'ALICE@corp.example', '$2y$10$x')`); err != nil {
 		t.Fatal(err)
 	}
 
 	// Before the migration: a clear error.
-	_, _, err = execute(t, "sync", "--config", cfgPath)
+	_, _, err := execute(t, "sync", "--config", cfgPath)
 	if err == nil || !strings.Contains(err.Error(), "migrate") {
 		t.Fatalf("sync before migrate: %v", err)
 	}
