@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -380,7 +379,7 @@ func TestLockTimeoutRetries(t *testing.T) {
 			// Released while apply is retrying: it goes through.
 			cfg.Migrate.Retries = 50
 			release = hold()
-			out := &syncBuilder{}
+			out := &testsrv.Buffer{}
 			done := make(chan error, 1)
 			var rep *Report
 			go func() {
@@ -411,21 +410,4 @@ func TestLockTimeoutRetries(t *testing.T) {
 			}
 		})
 	}
-}
-
-type syncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,7 +23,7 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	bin := testsrv.Passbridge(t)
 	dir := t.TempDir()
 	addr := fmt.Sprintf("127.0.0.1:%d", testsrv.FreePort(t))
-	var out lockedBuffer // written by the process's copier while the test reads it
+	var out testsrv.Buffer // written by the process's copier while the test reads it
 	cmd := exec.Command(bin, "run", "--listen", addr, "--log-format", "json")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "HOME="+dir) // no passbridge.yaml anywhere it looks
@@ -151,23 +150,4 @@ portal: {listen: "127.0.0.1:%d"}
 	if err == nil || !strings.Contains(err.Error(), "passbridge migrate apply") {
 		t.Fatalf("run with pending migration steps: err = %v", err)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for one writer and concurrent
-// readers: a command's output, read while the command runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,7 +1,6 @@
 package mail
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,30 +32,12 @@ func mailConfig(s *testsrv.SMTP, host string) config.Mail {
 	}
 }
 
-// logBuffer collects log output (the handler runs on the sending goroutine).
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // addr is host:port as the errors name it.
 func addr(s *testsrv.SMTP, host string) string { return net.JoinHostPort(host, strconv.Itoa(s.Port)) }
 
-func newSender(t *testing.T, cfg config.Mail) (Sender, *logBuffer) {
+func newSender(t *testing.T, cfg config.Mail) (Sender, *testsrv.Buffer) {
 	t.Helper()
-	lb := &logBuffer{}
+	lb := &testsrv.Buffer{}
 	s, err := New(cfg, slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -11,6 +11,7 @@
 package testsrv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -177,4 +178,24 @@ func DSN(tb testing.TB, driver string) string {
 	}
 	tb.Fatalf("unknown database driver %q (want sqlite, postgres or mysql)", driver)
 	return ""
+}
+
+// Buffer is a bytes.Buffer that one goroutine may write (a process's
+// output, a log handler) while the test reads it.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String is what has been written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
