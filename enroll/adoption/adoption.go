@@ -214,6 +214,16 @@ func ratio(a, b int) float64 {
 	return float64(a) / float64(b)
 }
 
+// inScope is the FROM and WHERE of the identities in scope (active and
+// linked to a users row; one argument, the active state), i, each with
+// e.k set when its users row has a passkey that is not revoked.
+func (q *reader) inScope() string {
+	return " FROM " + q.n.Identities + " i" +
+		" LEFT JOIN (SELECT DISTINCT " + q.c("user_key") + " AS k FROM " + q.n.Credentials + " WHERE " + q.c("revoked_at") + " IS NULL) e" +
+		" ON e.k = " + q.col("i", "user_key") +
+		" WHERE " + q.col("i", "state") + " = ? AND " + q.col("i", "user_key") + " IS NOT NULL"
+}
+
 // scope counts identities in scope and enrolled, per department. A users
 // row is enrolled when it has a credential that is not revoked.
 func (q *reader) scope(ctx context.Context, r *Report) error {
@@ -223,11 +233,7 @@ func (q *reader) scope(ctx context.Context, r *Report) error {
 		Enrolled   int     `db:"enrolled"`
 	}
 	query := "SELECT " + q.col("i", "department") + " AS department, COUNT(*) AS in_scope, COUNT(e.k) AS enrolled" +
-		" FROM " + q.n.Identities + " i" +
-		" LEFT JOIN (SELECT DISTINCT " + q.c("user_key") + " AS k FROM " + q.n.Credentials + " WHERE " + q.c("revoked_at") + " IS NULL) e" +
-		" ON e.k = " + q.col("i", "user_key") +
-		" WHERE " + q.col("i", "state") + " = ? AND " + q.col("i", "user_key") + " IS NOT NULL" +
-		" GROUP BY " + q.col("i", "department")
+		q.inScope() + " GROUP BY " + q.col("i", "department")
 	if err := store.Select(ctx, q.db, &rows, query, migrate.StateActive); err != nil {
 		return err
 	}
@@ -275,11 +281,7 @@ const (
 // where the department attribute is not kept up to date, the OU tree is
 // how IT knows who is where.
 func (q *reader) byOU(ctx context.Context, r *Report) error {
-	rows, err := q.db.QueryxContext(ctx, q.db.Rebind("SELECT "+q.col("i", "dn")+", CASE WHEN e.k IS NULL THEN 0 ELSE 1 END"+
-		" FROM "+q.n.Identities+" i"+
-		" LEFT JOIN (SELECT DISTINCT "+q.c("user_key")+" AS k FROM "+q.n.Credentials+" WHERE "+q.c("revoked_at")+" IS NULL) e"+
-		" ON e.k = "+q.col("i", "user_key")+
-		" WHERE "+q.col("i", "state")+" = ? AND "+q.col("i", "user_key")+" IS NOT NULL"), migrate.StateActive)
+	rows, err := q.db.QueryxContext(ctx, q.db.Rebind("SELECT "+q.col("i", "dn")+", CASE WHEN e.k IS NULL THEN 0 ELSE 1 END"+q.inScope()), migrate.StateActive)
 	if err != nil {
 		return err
 	}
