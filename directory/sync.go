@@ -317,7 +317,8 @@ func (s *Syncer) guard(ctx context.Context, p *planner, out *readOutcome, scope 
 	// answer (a wrong base_dn, a service account that lost its read right)
 	// take everyone away in a small directory.
 	empty := out.Complete && p.upserted+p.presents == 0
-	if !limit.Exceeded(would, active) && !(empty && !(limit.IsPct && limit.Percent >= 100)) {
+	everyoneAllowed := limit.IsPct && limit.Percent >= 100
+	if !limit.Exceeded(would, active) && (!empty || everyoneAllowed) {
 		return nil
 	}
 	e := &RefusedError{Would: would, Active: active, Limit: limit.String(), Allowed: limit.Limit(active), Deletes: p.deletes, Disables: p.disables}
