@@ -41,9 +41,9 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		applyPresets(&cfg.Directory)
-		if err := Validate(&cfg); err != nil {
-			if !strings.HasPrefix(err.Error(), "configuration is not valid:\n  ") {
+		applyDefaults(&cfg)
+		if err := Validate(&cfg, ForRun); err != nil {
+			if !strings.HasPrefix(err.Error(), "configuration is not valid for passbridge run (it reads the database, the directory, the portal and the schedule):\n  ") {
 				t.Fatalf("validation error not in its form: %q", err)
 			}
 		}
@@ -147,7 +147,7 @@ func FuzzEnv(f *testing.F) {
 			}
 		}
 		if utf8.ValidString(value) {
-			_ = Validate(&cfg) // no panic on any value the environment can set
+			_ = Validate(&cfg, ForRun) // no panic on any value the environment can set
 		}
 	})
 }

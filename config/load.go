@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,6 +26,9 @@ var envReserved = map[string]bool{"PASSBRIDGE_CONFIG": true}
 // DefaultPaths are searched, in order, when no --config is given.
 var DefaultPaths = []string{"passbridge.yaml", "/etc/passbridge/passbridge.yaml"}
 
+// defaultMatch is directory.match when none is configured.
+var defaultMatch = []string{"email", "username"}
+
 // Default returns the configuration every file is decoded over.
 func Default() Config {
 	return Config{
@@ -38,9 +42,10 @@ func Default() Config {
 			ConnectTimeout: Duration(10e9),
 			Timeout:        Duration(60e9),
 			PageSize:       1000,
-			Match:          []string{"email", "username"},
-			Provision:      "link",
-			MaxDeletions:   Threshold{Percent: 5, IsPct: true},
+			// Of these, applyDefaults keeps those the users table has.
+			Match:        slices.Clone(defaultMatch),
+			Provision:    "link",
+			MaxDeletions: Threshold{Percent: 5, IsPct: true},
 		},
 		Schedule: Schedule{Incremental: "*/5 * * * *", Full: "0 2 * * *"},
 		Portal: Portal{
@@ -65,9 +70,15 @@ func Default() Config {
 }
 
 // Load reads the file at path (strictly), applies the environment and the
-// *_file secrets, fills presets and validates. environ is os.Environ() in
-// production; tests pass their own.
+// *_file secrets, fills presets and validates all of it, as `passbridge run`
+// needs. environ is os.Environ() in production; tests pass their own.
 func Load(path string, environ []string) (*Config, error) {
+	return LoadFor(ForRun, path, environ)
+}
+
+// LoadFor is Load for a command that reads only part of the configuration:
+// only that part is validated (the rest is still decoded strictly).
+func LoadFor(cmd Command, path string, environ []string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -77,23 +88,28 @@ func Load(path string, environ []string) (*Config, error) {
 		return nil, err
 	}
 	cfg.Source = path
-	if err := Finish(&cfg, environ); err != nil {
+	if err := FinishFor(cmd, &cfg, environ); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
 }
 
 // Finish applies environment overrides, reads secret files, fills presets and
-// validates. Load calls it; so does the demo for its built-in configuration.
+// validates everything. The demo calls it for its built-in configuration.
 func Finish(cfg *Config, environ []string) error {
+	return FinishFor(ForRun, cfg, environ)
+}
+
+// FinishFor is Finish validating only what cmd reads.
+func FinishFor(cmd Command, cfg *Config, environ []string) error {
 	if err := applyEnv(cfg, environ); err != nil {
 		return err
 	}
 	if err := readSecretFiles(cfg); err != nil {
 		return err
 	}
-	applyPresets(&cfg.Directory)
-	return Validate(cfg)
+	applyDefaults(cfg)
+	return Validate(cfg, cmd)
 }
 
 // Find returns the config path to use: the explicit one, else the first

@@ -41,6 +41,24 @@ var Presets = map[string]Preset{
 	},
 }
 
+// applyDefaults fills what depends on other keys: the directory kind's
+// attribute presets, and the default match rules narrowed to the columns the
+// users table has (a table without an e-mail column needs no
+// directory.match written; a rule written by hand is kept and validated).
+func applyDefaults(cfg *Config) {
+	applyPresets(&cfg.Directory)
+	if slices.Equal(cfg.Directory.Match, defaultMatch) {
+		var m []string
+		if cfg.UsersTable.Email != "" {
+			m = append(m, "email")
+		}
+		if cfg.UsersTable.Username != "" {
+			m = append(m, "username")
+		}
+		cfg.Directory.Match = m
+	}
+}
+
 func applyPresets(d *Directory) {
 	p, ok := Presets[d.Kind]
 	if !ok {
@@ -61,9 +79,10 @@ func applyPresets(d *Directory) {
 	fill(&d.UserFilter, p.UserFilter)
 }
 
-// Validate checks every key and reports all problems at once, each naming
-// the key and what is expected.
-func Validate(cfg *Config) error {
+// Validate checks every key that cmd reads and reports all problems at once,
+// each naming the key and what is expected; the heading names the command,
+// so that an operator knows why a key is needed.
+func Validate(cfg *Config, cmd Command) error {
 	var errs []string
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, key+": "+fmt.Sprintf(format, args...))
@@ -74,6 +93,38 @@ func Validate(cfg *Config) error {
 		}
 	}
 
+	if cmd.reads(PartDatabase) {
+		validateDatabase(cfg, bad, oneOf)
+	}
+	if cmd.reads(PartDirectory) {
+		validateDirectory(cfg, bad, oneOf)
+	}
+	if cmd.reads(PartPortal) {
+		validateServing(cfg, bad, oneOf)
+	}
+	if cmd.reads(PartSchedule) {
+		validateSchedule(cfg.Schedule, bad)
+	}
+	oneOf("log.level", cfg.Log.Level, "debug", "info", "warn", "error")
+	oneOf("log.format", cfg.Log.Format, "auto", "text", "json")
+
+	if len(errs) == 0 {
+		return nil
+	}
+	where := cfg.Source
+	if where == "" {
+		where = "configuration"
+	}
+	return fmt.Errorf("%s is not valid for %s (it reads %s):\n  %w", where, cmd.Name, cmd.what(), errors.New(strings.Join(errs, "\n  ")))
+}
+
+type (
+	badFunc   = func(key, format string, args ...any)
+	oneOfFunc = func(key, got string, allowed ...string)
+)
+
+// validateDatabase checks database, users_table and migrate.
+func validateDatabase(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 	oneOf("database.driver", cfg.Database.Driver, "sqlite", "postgres", "mysql")
 	if cfg.Database.DSN == "" {
 		bad("database.dsn", "is required (or database.dsn_file, or PASSBRIDGE_DATABASE_DSN)")
@@ -93,6 +144,18 @@ func Validate(cfg *Config) error {
 		bad("users_table", "needs at least one of username and email to link identities to rows")
 	}
 
+	if cfg.Migrate.Prefix == "" || strings.ContainsAny(cfg.Migrate.Prefix, " .\"`'") {
+		bad("migrate.prefix", "must be a plain identifier prefix such as passbridge_ (got %q)", cfg.Migrate.Prefix)
+	}
+	if cfg.Migrate.Retries < 0 {
+		bad("migrate.retries", "must be 0 or more")
+	}
+}
+
+// validateDirectory checks the directory and its match rules against the
+// users table's columns.
+func validateDirectory(cfg *Config, bad badFunc, oneOf oneOfFunc) {
+	ut := cfg.UsersTable
 	d := cfg.Directory
 	oneOf("directory.kind", d.Kind, "ad", "openldap", "freeipa")
 	if len(d.URLs) == 0 {
@@ -130,7 +193,11 @@ func Validate(cfg *Config) error {
 	if d.Timeout <= 0 || d.ConnectTimeout <= 0 {
 		bad("directory.timeout", "and directory.connect_timeout must be positive durations")
 	}
+}
 
+// validateServing checks what the daemon serves: the portal and its
+// policy, mail and recovery, the admin listener and token, the audit trail.
+func validateServing(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 	if cfg.Portal.Listen != "" {
 		if _, _, err := net.SplitHostPort(cfg.Portal.Listen); err != nil {
 			bad("portal.listen", "expected host:port or :port (got %q)", cfg.Portal.Listen)
@@ -152,16 +219,19 @@ func Validate(cfg *Config) error {
 	if (cfg.Portal.TLSCertFile == "") != (cfg.Portal.TLSKeyFile == "") {
 		bad("portal.tls_cert_file", "and portal.tls_key_file must be set together")
 	}
+	if tok := cfg.Admin.Token.Reveal(); tok != "" && len(tok) < 16 {
+		bad("admin.token", "must be at least 16 characters (generate one with: openssl rand -hex 32)")
+	}
+	if cfg.Admin.ShutdownGrace <= 0 {
+		bad("admin.shutdown_grace", "must be a positive duration such as 30s")
+	}
+}
 
-	if cfg.Migrate.Prefix == "" || strings.ContainsAny(cfg.Migrate.Prefix, " .\"`'") {
-		bad("migrate.prefix", "must be a plain identifier prefix such as passbridge_ (got %q)", cfg.Migrate.Prefix)
-	}
-	if cfg.Migrate.Retries < 0 {
-		bad("migrate.retries", "must be 0 or more")
-	}
+// validateSchedule checks the sync schedules.
+func validateSchedule(s Schedule, bad badFunc) {
 	for _, sc := range []struct{ key, spec string }{
-		{"schedule.incremental", cfg.Schedule.Incremental},
-		{"schedule.full", cfg.Schedule.Full},
+		{"schedule.incremental", s.Incremental},
+		{"schedule.full", s.Full},
 	} {
 		if strings.TrimSpace(sc.spec) == "" {
 			continue // an empty spec turns that kind of scheduled sync off
@@ -170,24 +240,6 @@ func Validate(cfg *Config) error {
 			bad(sc.key, "%v", err)
 		}
 	}
-	if tok := cfg.Admin.Token.Reveal(); tok != "" && len(tok) < 16 {
-		bad("admin.token", "must be at least 16 characters (generate one with: openssl rand -hex 32)")
-	}
-	if cfg.Admin.ShutdownGrace <= 0 {
-		bad("admin.shutdown_grace", "must be a positive duration such as 30s")
-	}
-
-	oneOf("log.level", cfg.Log.Level, "debug", "info", "warn", "error")
-	oneOf("log.format", cfg.Log.Format, "auto", "text", "json")
-
-	if len(errs) == 0 {
-		return nil
-	}
-	where := cfg.Source
-	if where == "" {
-		where = "configuration"
-	}
-	return fmt.Errorf("%s is not valid:\n  %w", where, errors.New(strings.Join(errs, "\n  ")))
 }
 
 // Effective renders the configuration as YAML with every secret masked,
@@ -255,7 +307,7 @@ func MaskDSN(dsn string) string {
 // The RP ID must be the host of every origin or a parent domain of it: the
 // browser refuses any other pairing, and a mistake here would only show at
 // the first enrollment.
-func validatePortal(p Portal, bad func(key, format string, args ...any), oneOf func(key, got string, allowed ...string)) {
+func validatePortal(p Portal, bad badFunc, oneOf oneOfFunc) {
 	if p.RPID != "" {
 		if strings.Contains(p.RPID, "://") || strings.ContainsAny(p.RPID, ":/ ") || net.ParseIP(p.RPID) != nil {
 			bad("portal.rp_id", "expected a domain name such as passkeys.corp.example, without scheme or port (got %q)", p.RPID)
@@ -335,7 +387,7 @@ func isAAGUID(s string) bool {
 }
 
 // validateMail checks mail and the recovery paths that depend on it.
-func validateMail(cfg *Config, bad func(key, format string, args ...any), oneOf func(key, got string, allowed ...string)) {
+func validateMail(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 	m := cfg.Mail
 	r := cfg.Portal.Recovery
 	if m.Host != "" {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/passbridge/passbridge/audit"
+	"github.com/passbridge/passbridge/config"
 )
 
 // auditExportOptions are the flags of `passbridge audit export`.
@@ -103,7 +104,7 @@ func runAuditExport(ctx context.Context, g *globals, stdout, stderr io.Writer, o
 	if o.force && o.out == "" {
 		return errors.New("--force needs --out FILE")
 	}
-	cfg, _, db, err := g.openApp(ctx, stderr)
+	cfg, _, db, err := g.openApp(ctx, stderr, config.ForAudit)
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ it to the person only (it is as good as their password for the portal), for
 example with --qr on a screen they scan with their phone.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.loadConfig()
+			cfg, err := g.loadConfig(config.ForEnroll)
 			if err != nil {
 				return err
 			}

@@ -45,7 +45,7 @@ A killed apply (even kill -9) is finished by running apply again.`,
 // migrateEnv loads the configuration (a file is required: migrating the
 // demo's database makes no sense) and opens the database.
 func (g *globals) migrateEnv(ctx context.Context) (*config.Config, *store.DB, *slog.Logger, error) {
-	cfg, err := g.requireConfig()
+	cfg, err := g.requireConfig(config.ForMigrate)
 	if err != nil {
 		return nil, nil, nil, err
 	}

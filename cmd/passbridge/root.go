@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -56,18 +59,19 @@ With no --config and no passbridge.yaml, 'passbridge run' starts an embedded dem
 }
 
 // loadConfig reads the configuration named by --config or found in the
-// default paths. It returns nil, nil when there is none (the demo case).
-func (g *globals) loadConfig() (*config.Config, error) {
+// default paths, validating what cmd reads. It returns nil, nil when there
+// is none (the demo case).
+func (g *globals) loadConfig(cmd config.Command) (*config.Config, error) {
 	path, err := config.Find(g.configPath)
 	if err != nil || path == "" {
 		return nil, err
 	}
-	return config.Load(path, os.Environ())
+	return config.LoadFor(cmd, path, os.Environ())
 }
 
 // requireConfig is loadConfig for commands that cannot run on the demo.
-func (g *globals) requireConfig() (*config.Config, error) {
-	cfg, err := g.loadConfig()
+func (g *globals) requireConfig(cmd config.Command) (*config.Config, error) {
+	cfg, err := g.loadConfig(cmd)
 	if err == nil && cfg == nil {
 		err = fmt.Errorf("no configuration: pass --config FILE or create passbridge.yaml (searched %v); see configs/ for examples", config.DefaultPaths)
 	}
@@ -119,15 +123,24 @@ func newVersionCmd(g *globals) *cobra.Command {
 
 func newConfigCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
-	cmd.AddCommand(&cobra.Command{
+	var forCmd string
+	check := &cobra.Command{
 		Use:   "check",
 		Short: "Validate the configuration and print it as passbridge sees it, secrets masked",
 		Long: `Validate the configuration file (strictly: unknown keys are errors), apply the
 PASSBRIDGE_... environment overrides and *_file secrets, and print the
-effective configuration with every secret masked.`,
+effective configuration with every secret masked.
+
+Every key is validated, as 'passbridge run' reads them all; --for COMMAND
+validates only what that command reads (run, sync, migrate, users, audit,
+enroll), so a DBA's file with the database keys alone passes --for migrate.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.requireConfig()
+			c, ok := config.Commands[forCmd]
+			if !ok {
+				return fmt.Errorf("--for %q: expected one of %s", forCmd, strings.Join(slices.Sorted(maps.Keys(config.Commands)), ", "))
+			}
+			cfg, err := g.requireConfig(c)
 			if err != nil {
 				return err
 			}
@@ -135,10 +148,12 @@ effective configuration with every secret masked.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "%s: valid\n", cfg.Source)
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s: valid for %s\n", cfg.Source, c.Name)
 			_, err = cmd.OutOrStdout().Write(out)
 			return err
 		},
-	})
+	}
+	check.Flags().StringVar(&forCmd, "for", "run", "validate only what this command reads: run, sync, migrate, users, audit or enroll")
+	cmd.AddCommand(check)
 	return cmd
 }

@@ -51,7 +51,7 @@ and the portal on http://localhost:8080.`,
 
 func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 	started := time.Now()
-	cfg, err := g.loadConfig()
+	cfg, err := g.loadConfig(config.ForRun)
 	if err != nil {
 		return err
 	}
@@ -137,7 +137,7 @@ func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 		if cfg.Demo {
 			return demoConfig(f.demoDir, cfg.Directory.URLs[0], f.listen)
 		}
-		return g.loadConfig()
+		return g.loadConfig(config.ForRun)
 	}
 	go agent.ReloadOnSIGHUP(ctx, a, reload)
 	return a.Run(ctx, func(ad agent.Addrs) {

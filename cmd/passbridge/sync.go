@@ -58,7 +58,7 @@ func runSync(ctx context.Context, g *globals, stdout, stderr io.Writer, full, dr
 	if g.output != "text" && g.output != "json" && g.output != "" {
 		return fmt.Errorf("--output %q: expected text or json", g.output)
 	}
-	cfg, log, db, err := g.openApp(ctx, stderr)
+	cfg, log, db, err := g.openApp(ctx, stderr, config.ForSync)
 	if err != nil {
 		return err
 	}
@@ -94,8 +94,8 @@ func runSync(ctx context.Context, g *globals, stdout, stderr io.Writer, full, dr
 // openApp is how a command that works on the application's database
 // starts: the configuration (required), the logger, and the database with
 // passbridge's tables checked current. The caller closes db.
-func (g *globals) openApp(ctx context.Context, stderr io.Writer) (*config.Config, *slog.Logger, *store.DB, error) {
-	cfg, err := g.requireConfig()
+func (g *globals) openApp(ctx context.Context, stderr io.Writer, cmd config.Command) (*config.Config, *slog.Logger, *store.DB, error) {
+	cfg, err := g.requireConfig(cmd)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -18,12 +18,19 @@ import (
 // execute runs one passbridge command line in-process.
 func execute(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
+	return executeContext(context.Background(), t, args...)
+}
+
+// executeContext is execute under ctx (a command such as run stops when ctx
+// ends).
+func executeContext(ctx context.Context, t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	root := newRootCmd()
 	root.SetOut(&out)
 	root.SetErr(&errOut)
 	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
+	err := root.ExecuteContext(ctx)
 	return out.String(), errOut.String(), err
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/directory"
 )
 
@@ -29,7 +30,7 @@ narrow the list: "passbridge users list --link ambiguous" shows the identities
 that the match rules could not link without guessing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, db, err := g.openApp(cmd.Context(), cmd.ErrOrStderr())
+			cfg, _, db, err := g.openApp(cmd.Context(), cmd.ErrOrStderr(), config.ForUsers)
 			if err != nil {
 				return err
 			}
@@ -84,7 +85,7 @@ or a directory ID): its directory state, its link to the users table, the
 linked row and its passkeys.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, _, db, err := g.openApp(cmd.Context(), cmd.ErrOrStderr())
+			cfg, _, db, err := g.openApp(cmd.Context(), cmd.ErrOrStderr(), config.ForUsers)
 			if err != nil {
 				return err
 			}
