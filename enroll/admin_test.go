@@ -96,6 +96,16 @@ func TestAdminRoutesRefused(t *testing.T) {
 	if r := tc.get("/admin"); r.status != http.StatusOK {
 		t.Errorf("console after token sign-in: %d %s", r.status, strip(r.body))
 	}
+	// A page address typed with a trailing slash goes to the page (the
+	// query kept), never to a 404; a form post is not redirected.
+	for path, want := range map[string]string{"/admin/": "/admin", "/admin/audit/?event=sync.run": "/admin/audit?event=sync.run", "//evil.example/": "/evil.example"} {
+		if r := tc.get(path); r.status != http.StatusMovedPermanently || r.header.Get("Location") != want {
+			t.Errorf("GET %s: %d to %q, want 301 to %q", path, r.status, r.header.Get("Location"), want)
+		}
+	}
+	if r := tc.form("/signout/", url.Values{}); r.status == http.StatusMovedPermanently {
+		t.Errorf("POST /signout/ redirected: a form post must not be")
+	}
 }
 
 // TestAdminConsole: an admin (nested group member) searches, looks at a

@@ -123,7 +123,7 @@ func New(cfg *config.Config, opts Options) (*Portal, error) {
 	}
 	dir := opts.Directory
 	if dir == nil {
-		c, err := directory.NewClient(cfg.Directory, opts.Log.With("component", "portal-directory"))
+		c, err := directory.NewClient(cfg.Directory, opts.Log.With("subsystem", "directory"))
 		if err != nil {
 			return nil, fmt.Errorf("portal: %w", err)
 		}
@@ -140,7 +140,7 @@ func New(cfg *config.Config, opts Options) (*Portal, error) {
 	p.limits = &limiter{data: p.data}
 	p.mail = opts.Mail
 	if p.mail == nil && cfg.Mail.Host != "" {
-		if p.mail, err = mail.New(cfg.Mail, opts.Log.With("component", "mail")); err != nil {
+		if p.mail, err = mail.New(cfg.Mail, opts.Log.With("subsystem", "mail")); err != nil {
 			return nil, fmt.Errorf("portal: mail: %w", err)
 		}
 	}
@@ -213,6 +213,15 @@ func (p *Portal) Mount(e *echo.Echo) {
 	} else {
 		e.IPExtractor = echo.ExtractIPDirect()
 	}
+	// A page address typed with a trailing slash (/admin/) goes to the page:
+	// GET and HEAD only, since a redirected form post would lose its body.
+	e.Pre(middleware.RemoveTrailingSlashWithConfig(middleware.TrailingSlashConfig{
+		RedirectCode: http.StatusMovedPermanently,
+		Skipper: func(c echo.Context) bool {
+			m := c.Request().Method
+			return m != http.MethodGet && m != http.MethodHead
+		},
+	}))
 	// limitBody comes before csrf: the CSRF check reads the form.
 	page := []echo.MiddlewareFunc{p.headers, limitBody, p.csrf, p.withSession}
 	signedIn := append(append([]echo.MiddlewareFunc{}, page...), requireSession)

@@ -63,7 +63,7 @@ func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 	var banner string
 	if cfg == nil {
 		// The demo: the same code paths as production, on built-in data.
-		dir, err := demo.StartDirectory(ctx, log.With("component", "demo-directory"))
+		dir, err := demo.StartDirectory(ctx, log)
 		if err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/passbridge/passbridge/internal/logging"
 	"github.com/passbridge/passbridge/internal/testsrv"
 )
 
@@ -75,6 +76,24 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `"msg":"stopped"`) {
 		t.Errorf("no clean stop logged:\n%s", out.String())
+	}
+	// Every log line is one JSON object with each key once, durations in
+	// milliseconds (the banner for the newcomer is the only other text).
+	n := 0
+	for _, line := range strings.Split(out.String(), "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		n++
+		if err := logging.CheckLine([]byte(line)); err != nil {
+			t.Errorf("log line: %v: %s", err, line)
+		}
+		if strings.Contains(line, `"took":`) {
+			t.Errorf("a duration not in milliseconds: %s", line)
+		}
+	}
+	if n < 5 {
+		t.Errorf("only %d JSON log lines:\n%s", n, out.String())
 	}
 }
 
