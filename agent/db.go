@@ -10,7 +10,7 @@ import (
 
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -19,14 +19,14 @@ import (
 // names.
 type storeDatabase struct {
 	db    *store.DB
-	names migrate.Names
+	names schema.Names
 	q     func(string) string // quote a column name
 }
 
 // NewDatabase wraps the application database for the daemon.
 func NewDatabase(db *store.DB, cfg *config.Config) Database {
 	d := db.Dialect()
-	return &storeDatabase{db: db, names: migrate.NamesFor(cfg), q: d.Quote}
+	return &storeDatabase{db: db, names: schema.NamesFor(cfg), q: d.Quote}
 }
 
 func (s *storeDatabase) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }

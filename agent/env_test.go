@@ -21,6 +21,7 @@ import (
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -317,7 +318,7 @@ func (g *gateSyncer) release() {
 }
 
 func (g *gateSyncer) Sync(ctx context.Context, req SyncRequest) (Outcome, error) {
-	n := migrate.NamesFor(g.cfg)
+	n := schema.NamesFor(g.cfg)
 	d := g.db.Dialect()
 	start := time.Now().UTC()
 	q := fmt.Sprintf("INSERT INTO %s (%s, %s, %s, %s, %s, %s, %s) VALUES (?, ?, ?, ?, ?, ?, ?)", n.SyncRuns,

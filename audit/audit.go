@@ -11,7 +11,7 @@
 // UPDATEs a row, and the only DELETE is Prune's, of events older than
 // audit.retention.
 //
-//	err := audit.Record(ctx, tx, migrate.NamesFor(cfg), audit.Event{
+//	err := audit.Record(ctx, tx, schema.NamesFor(cfg), audit.Event{
 //		Event: "passkey.register", Success: true, Actor: "alice", Target: "alice",
 //		Detail: audit.Detail(map[string]any{"name": "YubiKey 5"}),
 //	})
@@ -31,7 +31,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -50,14 +50,14 @@ type Event struct {
 	Detail json.RawMessage `json:"detail,omitempty"`
 }
 
-// table is the name of the audit table in migrate.Tables.
+// table is the name of the audit table in schema.Tables.
 const table = "audit"
 
 // Column sizes of the audit table (characters), from migrate's schema.
 var sizes = columnSizes()
 
 func columnSizes() map[string]int {
-	for _, t := range migrate.Tables {
+	for _, t := range schema.Tables {
 		if t.Name != table {
 			continue
 		}
@@ -101,7 +101,7 @@ func Detail(v any) json.RawMessage {
 // character boundary (invalid UTF-8 and NUL characters replaced), empty
 // ones are stored as NULL. Detail must be empty or a JSON object. Event
 // names must be 1 to 64 characters: a longer one is a bug, not data to cut.
-func Record(ctx context.Context, q store.Querier, n migrate.Names, e Event) error {
+func Record(ctx context.Context, q store.Querier, n schema.Names, e Event) error {
 	if e.Event == "" {
 		return errors.New("audit: an event needs a name")
 	}

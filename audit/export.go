@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -47,7 +47,7 @@ func Export(ctx context.Context, db *store.DB, cfg *config.Config, f Filter, for
 		return 0, fmt.Errorf("export format %q: expected csv or json", format)
 	}
 	// The filter is checked before anything is written.
-	if _, _, err := f.where(migrate.NamesFor(cfg)); err != nil {
+	if _, _, err := f.where(schema.NamesFor(cfg)); err != nil {
 		return 0, err
 	}
 	if err := enc.begin(); err != nil {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 )
 
 // likeMatch is SQL LIKE with likeEscape as the escape character, for the
@@ -71,7 +71,7 @@ func FuzzFilter(f *testing.F) {
 	} {
 		f.Add(s.event, s.user, s.other)
 	}
-	n := migrate.NamesFor(testConfig())
+	n := schema.NamesFor(testConfig())
 	f.Fuzz(func(t *testing.T, event, user, other string) {
 		other = clean(other) // what Record stores
 		flt := Filter{Event: event, User: user}

@@ -8,7 +8,7 @@ import (
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testdb"
 	"github.com/passbridge/passbridge/internal/testsrv"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -20,7 +20,7 @@ var drivers = []string{"sqlite", "postgres", "mysql"}
 type env struct {
 	cfg *config.Config
 	db  *store.DB
-	n   migrate.Names
+	n   schema.Names
 }
 
 // newEnv opens a fresh database of the driver with a tiny application users
@@ -28,7 +28,7 @@ type env struct {
 func newEnv(t *testing.T, driver string) *env {
 	t.Helper()
 	db, cfg := testdb.Open(t, driver)
-	return &env{cfg: cfg, db: db, n: migrate.NamesFor(cfg)}
+	return &env{cfg: cfg, db: db, n: schema.NamesFor(cfg)}
 }
 
 // record writes events and returns their ids, in order.

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -29,7 +29,7 @@ func Prune(ctx context.Context, db *store.DB, cfg *config.Config, now time.Time)
 	if retention <= 0 {
 		return 0, nil
 	}
-	n := migrate.NamesFor(cfg)
+	n := schema.NamesFor(cfg)
 	c := n.Column
 	cutoff := now.UTC().Add(-retention)
 	from := int64(0) // no older event has an id below from

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -49,7 +49,7 @@ var pageSize = 500
 // result set is open while fn runs (fn may use db). An error of fn stops
 // the query and is returned as it is.
 func Query(ctx context.Context, db *store.DB, cfg *config.Config, f Filter, fn func(Event) error) error {
-	n := migrate.NamesFor(cfg)
+	n := schema.NamesFor(cfg)
 	where, args, err := f.where(n)
 	if err != nil {
 		return err
@@ -57,7 +57,7 @@ func Query(ctx context.Context, db *store.DB, cfg *config.Config, f Filter, fn f
 	return query(ctx, db, n, where, args, f.Before, f.Limit, fn)
 }
 
-func query(ctx context.Context, q store.Querier, n migrate.Names, where []string, args []any, before int64, limit int, fn func(Event) error) error {
+func query(ctx context.Context, q store.Querier, n schema.Names, where []string, args []any, before int64, limit int, fn func(Event) error) error {
 	c := n.Column
 	sel := "SELECT " + c("id") + ", " + c("at") + ", " + c("event") + ", " + c("success") + ", " + c("actor") + ", " + c("target") + ", " +
 		c("ip") + ", " + c("user_agent") + ", " + c("detail") + " FROM " + n.Audit
@@ -130,7 +130,7 @@ func (r row) event() Event {
 
 // where returns the SQL conditions of f (joined by AND, columns quoted by
 // n) and their arguments: every value from f is an argument.
-func (f Filter) where(n migrate.Names) ([]string, []any, error) {
+func (f Filter) where(n schema.Names) ([]string, []any, error) {
 	c := n.Column
 	var w []string
 	var a []any

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -201,7 +201,7 @@ func (a *applier) insertRows(ctx context.Context, tx *sqlx.Tx, rows []Change) er
 // username) leaves that identity unmatched, with the reason, and the rest
 // of the run goes on.
 func (a *applier) provision(ctx context.Context, tx *sqlx.Tx, c Change) (bool, error) {
-	d := a.s.n.d
+	d := a.s.n.Dialect
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT pb_provision"); err != nil {
 		return false, fmt.Errorf("provision %s: savepoint: %w", c.Username, err)
 	}
@@ -228,9 +228,9 @@ func (a *applier) provision(ctx context.Context, tx *sqlx.Tx, c Change) (bool, e
 		a.s.log.Warn("provision: could not create a users row; the identity stays unmatched", "user", c.Username, "err", err)
 		q := d.Quote
 		detail := clip("provision: create failed: "+err.Error(), 2000)
-		if _, err := tx.ExecContext(ctx, tx.Rebind("UPDATE "+a.s.n.identities+" SET "+q("link_state")+" = ?, "+q("link_detail")+" = ? WHERE "+
+		if _, err := tx.ExecContext(ctx, tx.Rebind("UPDATE "+a.s.n.Identities+" SET "+q("link_state")+" = ?, "+q("link_detail")+" = ? WHERE "+
 			q("directory_id")+" = ? AND "+q("user_key")+" IS NULL AND "+q("link_state")+" <> ?"),
-			migrate.LinkUnmatched, detail, c.DirectoryID, migrate.LinkManual); err != nil {
+			schema.LinkUnmatched, detail, c.DirectoryID, schema.LinkManual); err != nil {
 			return false, fmt.Errorf("provision %s: record the failure: %w", c.Username, err)
 		}
 		return false, nil
@@ -251,7 +251,7 @@ func (s *Syncer) saveCursor(ctx context.Context, tx *sqlx.Tx, c *Cursor, runID i
 	if err != nil {
 		return fmt.Errorf("encode the delta cursor: %w", err)
 	}
-	q, err := s.n.d.Upsert(s.n.syncState, []string{"name", "cursor", "run_id", "updated_at"}, []string{"name"}, []string{"cursor", "run_id", "updated_at"})
+	q, err := s.n.Dialect.Upsert(s.n.SyncState, []string{"name", "cursor", "run_id", "updated_at"}, []string{"name"}, []string{"cursor", "run_id", "updated_at"})
 	if err != nil {
 		return err
 	}

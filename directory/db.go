@@ -7,39 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
-
-// names are the quoted SQL names the sync uses: passbridge's tables (in
-// the users table's schema, with migrate.prefix) and the configured users
-// table and columns ("" when a column is not configured).
-type names struct {
-	d                                           store.Dialect
-	identities, syncRuns, syncState, credential string
-	users                                       string
-	uKey, uUsername, uEmail, uDisplayName       string
-	uActive                                     string
-	keyName                                     string // unquoted users key column
-}
-
-func namesFor(cfg *config.Config, d store.Dialect) names {
-	ut := cfg.UsersTable
-	t := func(n string) string { return d.Table(ut.Schema, cfg.Migrate.Prefix+n) }
-	col := func(c string) string {
-		if c == "" {
-			return ""
-		}
-		return d.Quote(c)
-	}
-	return names{
-		d:          d,
-		identities: t("identities"), syncRuns: t("sync_runs"), syncState: t("sync_state"), credential: t("credentials"),
-		users: d.Table(ut.Schema, ut.Name),
-		uKey:  col(ut.Key), uUsername: col(ut.Username), uEmail: col(ut.Email), uDisplayName: col(ut.DisplayName),
-		uActive: col(ut.Active), keyName: ut.Key,
-	}
-}
 
 // identityRow is an identity as stored.
 type identityRow struct {
@@ -59,12 +29,12 @@ type identityRow struct {
 
 const identityColumns = "id, directory_id, dn, username, email, display_name, department, state, state_reason, user_key, link_state, link_detail"
 
-func (n names) selectIdentities() string {
+func selectIdentities(n schema.Names) string {
 	cols := strings.Split(identityColumns, ", ")
 	for i, c := range cols {
-		cols[i] = n.d.Quote(c)
+		cols[i] = n.Column(c)
 	}
-	return "SELECT " + strings.Join(cols, ", ") + " FROM " + n.identities
+	return "SELECT " + strings.Join(cols, ", ") + " FROM " + n.Identities
 }
 
 // placeholders returns "?, ?, ?" for n values.
@@ -85,7 +55,7 @@ func (s *Syncer) identitiesByDirectoryID(ctx context.Context, ids []string) (map
 			args = append(args, id)
 		}
 		var rows []*identityRow
-		q := s.n.selectIdentities() + " WHERE " + s.n.d.Quote("directory_id") + " IN (" + placeholders(len(args)) + ")"
+		q := selectIdentities(s.n) + " WHERE " + s.n.Dialect.Quote("directory_id") + " IN (" + placeholders(len(args)) + ")"
 		if err := store.Select(ctx, s.db, &rows, q, args...); err != nil {
 			return nil, fmt.Errorf("read identities: %w", err)
 		}
@@ -128,11 +98,11 @@ func (s *Syncer) eachIdentity(ctx context.Context, where string, fn func(rows []
 	var last int64 = -1 << 62
 	for {
 		var rows []*identityRow
-		q := s.n.selectIdentities() + " WHERE " + s.n.d.Quote("id") + " > ?"
+		q := selectIdentities(s.n) + " WHERE " + s.n.Dialect.Quote("id") + " > ?"
 		if where != "" {
 			q += " AND (" + where + ")"
 		}
-		q += " ORDER BY " + s.n.d.Quote("id") + " LIMIT " + fmt.Sprint(maxInList)
+		q += " ORDER BY " + s.n.Dialect.Quote("id") + " LIMIT " + fmt.Sprint(maxInList)
 		t0 := time.Now()
 		err := store.Select(ctx, s.db, &rows, q, last)
 		s.dbTime += time.Since(t0)

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/passbridge/passbridge/internal/testsrv"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -142,7 +142,7 @@ func TestTimestampMechanism(t *testing.T) {
 	if k := kindsOf(changes, "e2"); len(k) != 1 || k[0] != KindDelete {
 		t.Fatalf("full %v", changes)
 	}
-	if identity(t, s, "e1").DisplayName != "Ola Nordmann" || identity(t, s, "e2").State != migrate.StateDeleted {
+	if identity(t, s, "e1").DisplayName != "Ola Nordmann" || identity(t, s, "e2").State != schema.StateDeleted {
 		t.Fatal("final state")
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testsrv"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -182,7 +182,7 @@ func (w *world) invariantProblems(before snapshot) []string {
 		}
 	}
 	for id, g := range got {
-		if _, ok := want[id]; !ok && g.State != migrate.StateDeleted {
+		if _, ok := want[id]; !ok && g.State != schema.StateDeleted {
 			bad("identity %s (%s) is %s but not in the directory's scope", id, g.Username, g.State)
 		}
 	}

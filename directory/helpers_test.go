@@ -204,7 +204,7 @@ func identity(t testing.TB, s *Syncer, id string) row {
 func dump(t testing.TB, s *Syncer) string {
 	t.Helper()
 	var b strings.Builder
-	for _, table := range []string{s.n.identities, s.n.users, s.n.syncState} {
+	for _, table := range []string{s.n.Identities, s.n.Users, s.n.SyncState} {
 		rows, err := s.db.QueryxContext(context.Background(), "SELECT * FROM "+table)
 		if err != nil {
 			t.Fatalf("dump %s: %v", table, err)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testsrv"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 )
 
 // fixture drives one kind of real directory for the lifecycle tests.
@@ -198,13 +198,13 @@ func lifecycle(t *testing.T, f fixture, full bool, driver string) {
 		t.Fatalf("create: summary %+v", sum)
 	}
 	a := identity(t, s, alice)
-	if a.State != migrate.StateActive || a.DN != aliceDN || a.Username != "alice" || a.Email != "alice@corp.example" || a.DisplayName != "Alice Liddell" {
+	if a.State != schema.StateActive || a.DN != aliceDN || a.Username != "alice" || a.Email != "alice@corp.example" || a.DisplayName != "Alice Liddell" {
 		t.Fatalf("create: alice stored as %+v", a)
 	}
-	if a.LinkState != migrate.LinkLinked || a.UserKey != itoa(aliceKey) {
+	if a.LinkState != schema.LinkLinked || a.UserKey != itoa(aliceKey) {
 		t.Fatalf("create: alice should be linked by email (case-insensitively) to users row %d: %+v", aliceKey, a)
 	}
-	if b := identity(t, s, bob); b.LinkState != migrate.LinkUnmatched || b.UserKey != "" {
+	if b := identity(t, s, bob); b.LinkState != schema.LinkUnmatched || b.UserKey != "" {
 		t.Fatalf("create: bob has no users row and must stay unmatched: %+v", b)
 	}
 
@@ -246,13 +246,13 @@ func lifecycle(t *testing.T, f fixture, full bool, driver string) {
 	f.disable(t, aliceDN)
 	_, changes = sync("disable")
 	expectKinds("disable", changes, alice, KindDisable)
-	if a := identity(t, s, alice); a.State != migrate.StateDisabled || a.StateReason == "" || a.UserKey != itoa(aliceKey) {
+	if a := identity(t, s, alice); a.State != schema.StateDisabled || a.StateReason == "" || a.UserKey != itoa(aliceKey) {
 		t.Fatalf("disable: alice stored as %+v", a)
 	}
 	f.enable(t, aliceDN)
 	_, changes = sync("enable")
 	expectKinds("enable", changes, alice, KindEnable)
-	if a := identity(t, s, alice); a.State != migrate.StateActive || a.UserKey != itoa(aliceKey) {
+	if a := identity(t, s, alice); a.State != schema.StateActive || a.UserKey != itoa(aliceKey) {
 		t.Fatalf("enable: alice stored as %+v", a)
 	}
 
@@ -260,10 +260,10 @@ func lifecycle(t *testing.T, f fixture, full bool, driver string) {
 	restore := f.remove(t, aliceDN)
 	_, changes = sync("delete")
 	expectKinds("delete", changes, alice, KindDelete)
-	if a := identity(t, s, alice); a.State != migrate.StateDeleted || a.UserKey != itoa(aliceKey) || a.LinkState != migrate.LinkLinked {
+	if a := identity(t, s, alice); a.State != schema.StateDeleted || a.UserKey != itoa(aliceKey) || a.LinkState != schema.LinkLinked {
 		t.Fatalf("delete: alice stored as %+v", a)
 	}
-	if b := identity(t, s, bob); b.State != migrate.StateActive {
+	if b := identity(t, s, bob); b.State != schema.StateActive {
 		t.Fatalf("delete: bob must be untouched: %+v", b)
 	}
 
@@ -271,7 +271,7 @@ func lifecycle(t *testing.T, f fixture, full bool, driver string) {
 	aliceDN = restore(t)
 	_, changes = sync("restore")
 	expectKinds("restore", changes, alice, KindRestore)
-	if a := identity(t, s, alice); a.State != migrate.StateActive || a.UserKey != itoa(aliceKey) || a.LinkState != migrate.LinkLinked || a.DN != aliceDN {
+	if a := identity(t, s, alice); a.State != schema.StateActive || a.UserKey != itoa(aliceKey) || a.LinkState != schema.LinkLinked || a.DN != aliceDN {
 		t.Fatalf("restore: alice stored as %+v", a)
 	}
 
@@ -279,7 +279,7 @@ func lifecycle(t *testing.T, f fixture, full bool, driver string) {
 	bobKey := addAppUser(t, db, "bob", "")
 	_, changes = sync("link")
 	expectKinds("link", changes, bob, KindLink)
-	if b := identity(t, s, bob); b.LinkState != migrate.LinkLinked || b.UserKey != itoa(bobKey) {
+	if b := identity(t, s, bob); b.LinkState != schema.LinkLinked || b.UserKey != itoa(bobKey) {
 		t.Fatalf("link: bob stored as %+v", b)
 	}
 	if got := len(identities(t, s)); got != 2 {

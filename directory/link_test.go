@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -45,7 +45,7 @@ func TestLinking(t *testing.T) {
 	setManual := func() {
 		t.Helper()
 		_, err := store.Exec(ctx, db, "UPDATE passbridge_identities SET user_key = ?, link_state = ?, link_detail = ? WHERE directory_id = ?",
-			doraManual, migrate.LinkManual, "linked by an administrator", f.id(t, dora))
+			doraManual, schema.LinkManual, "linked by an administrator", f.id(t, dora))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,10 +59,10 @@ func TestLinking(t *testing.T) {
 			t.Fatalf("%s: link %s %s (%s), want %s %d", dn, r.LinkState, r.UserKey, r.LinkDetail, state, key)
 		}
 	}
-	check(ann, migrate.LinkLinked, annRow)   // email, any case
-	check(carl, migrate.LinkLinked, carlRow) // email misses, username matches
-	check(dup, migrate.LinkAmbiguous, 0)     // two rows with one email: never guessed
-	check(nobody, migrate.LinkUnmatched, 0)
+	check(ann, schema.LinkLinked, annRow)   // email, any case
+	check(carl, schema.LinkLinked, carlRow) // email misses, username matches
+	check(dup, schema.LinkAmbiguous, 0)     // two rows with one email: never guessed
+	check(nobody, schema.LinkUnmatched, 0)
 	if d := got[f.id(t, dup)].LinkDetail; !strings.Contains(d, "2 users rows") {
 		t.Fatalf("ambiguous detail %q", d)
 	}
@@ -71,9 +71,9 @@ func TestLinking(t *testing.T) {
 	r1, r2 := got[f.id(t, sh1)], got[f.id(t, sh2)]
 	linked := 0
 	for _, r := range []row{r1, r2} {
-		if r.LinkState == migrate.LinkLinked && r.UserKey == itoa(sharedRow) {
+		if r.LinkState == schema.LinkLinked && r.UserKey == itoa(sharedRow) {
 			linked++
-		} else if r.LinkState != migrate.LinkAmbiguous || !strings.Contains(r.LinkDetail, "already linked") {
+		} else if r.LinkState != schema.LinkAmbiguous || !strings.Contains(r.LinkDetail, "already linked") {
 			t.Fatalf("shared: %+v", r)
 		}
 	}
@@ -89,7 +89,7 @@ func TestLinking(t *testing.T) {
 	for _, full := range []bool{false, true} {
 		run(t, s, RunOptions{Full: full})
 		got = identities(t, s)
-		check(dora, migrate.LinkManual, doraManual)
+		check(dora, schema.LinkManual, doraManual)
 	}
 	_ = doraByEmail
 
@@ -103,21 +103,21 @@ func TestLinking(t *testing.T) {
 		t.Fatalf("after the row was deleted: %v", changes)
 	}
 	got = identities(t, s)
-	check(ann, migrate.LinkUnmatched, 0)
+	check(ann, schema.LinkUnmatched, 0)
 	annRow2 := addAppUser(t, db, "ann.smith", "ann.smith@corp.example")
 	_, changes = run(t, s, RunOptions{})
 	if k := kindsOf(changes, f.id(t, ann)); len(k) != 1 || k[0] != KindLink {
 		t.Fatalf("after a new row: %v", changes)
 	}
 	got = identities(t, s)
-	check(ann, migrate.LinkLinked, annRow2)
+	check(ann, schema.LinkLinked, annRow2)
 	// One dup row goes away: the other is now the only match.
 	if _, err := store.Exec(ctx, db, "DELETE FROM users WHERE username = ?", "dup2"); err != nil {
 		t.Fatal(err)
 	}
 	run(t, s, RunOptions{})
 	got = identities(t, s)
-	if got[f.id(t, dup)].LinkState != migrate.LinkLinked {
+	if got[f.id(t, dup)].LinkState != schema.LinkLinked {
 		t.Fatalf("dup after its twin row went away: %+v", got[f.id(t, dup)])
 	}
 }
@@ -147,7 +147,7 @@ func TestProvision(t *testing.T) {
 			}
 			got := identities(t, s)
 			l := got[f.id(t, lea)]
-			if l.LinkState != migrate.LinkCreated || l.UserKey == "" {
+			if l.LinkState != schema.LinkCreated || l.UserKey == "" {
 				t.Fatalf("lea: %+v", l)
 			}
 			var u struct {
@@ -163,10 +163,10 @@ func TestProvision(t *testing.T) {
 			if u.Username != "lea" || u.Email == nil || *u.Email != "lea@corp.example" || u.DisplayName == nil || *u.DisplayName != "Léa Müller" || u.Password != nil || !u.Active {
 				t.Fatalf("provisioned row %+v", u)
 			}
-			if o := got[f.id(t, off)]; o.LinkState != migrate.LinkUnmatched {
+			if o := got[f.id(t, off)]; o.LinkState != schema.LinkUnmatched {
 				t.Fatalf("a disabled identity gets no row: %+v", o)
 			}
-			if m := got[f.id(t, mx)]; m.LinkState != migrate.LinkLinked || m.UserKey != itoa(existing) {
+			if m := got[f.id(t, mx)]; m.LinkState != schema.LinkLinked || m.UserKey != itoa(existing) {
 				t.Fatalf("max matches an existing row: %+v", m)
 			}
 			// Enabled later: provisioned then.
@@ -175,7 +175,7 @@ func TestProvision(t *testing.T) {
 			if c := countKinds(changes); c[KindProvision] != 1 || c[KindEnable] != 1 {
 				t.Fatalf("after enable: %v", changes)
 			}
-			if identities(t, s)[f.id(t, off)].LinkState != migrate.LinkCreated {
+			if identities(t, s)[f.id(t, off)].LinkState != schema.LinkCreated {
 				t.Fatal("off was not provisioned once enabled")
 			}
 		})
@@ -210,7 +210,7 @@ func TestProvisionRefusedRow(t *testing.T) {
 		t.Fatalf("summary %+v", sum)
 	}
 	for _, r := range identities(t, s) {
-		if r.LinkState != migrate.LinkUnmatched || !strings.Contains(r.LinkDetail, "tenant") {
+		if r.LinkState != schema.LinkUnmatched || !strings.Contains(r.LinkDetail, "tenant") {
 			t.Fatalf("identity %+v: want unmatched with the reason", r)
 		}
 	}

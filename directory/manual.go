@@ -14,6 +14,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -50,8 +51,8 @@ func LinkManually(ctx context.Context, db *store.DB, cfg *config.Config, identit
 	if err != nil {
 		return nil, fmt.Errorf("link identity %d by hand: %w", identityID, err)
 	}
-	n := namesFor(cfg, db.Dialect())
-	q := n.d.Quote
+	n := schema.NamesFor(cfg)
+	q := n.Dialect.Quote
 	lock, err := lockForLink(ctx, db)
 	if err != nil {
 		return nil, fmt.Errorf("link identity %d by hand: %w", identityID, err)
@@ -64,17 +65,17 @@ func LinkManually(ctx context.Context, db *store.DB, cfg *config.Config, identit
 		if err != nil {
 			return err
 		}
-		if it.State == migrate.StateDeleted {
+		if it.State == schema.StateDeleted {
 			return fmt.Errorf("identity %d (%s, %s) is deleted from the directory (%s): it cannot be linked", it.ID, it.Username, it.DirectoryID, it.StateReason.String)
 		}
 		// The row, by the key as the table has it.
 		var k any
-		err = tx.QueryRowxContext(ctx, tx.Rebind("SELECT "+n.uKey+" FROM "+n.users+" WHERE "+n.uKey+" = ?"), key).Scan(&k)
+		err = tx.QueryRowxContext(ctx, tx.Rebind("SELECT "+n.UserKey+" FROM "+n.Users+" WHERE "+n.UserKey+" = ?"), key).Scan(&k)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("no row of %s has %s = %s: %w", n.users, cfg.UsersTable.Key, strings.TrimSpace(userKey), ErrNoUsersRow)
+			return fmt.Errorf("no row of %s has %s = %s: %w", n.Users, cfg.UsersTable.Key, strings.TrimSpace(userKey), ErrNoUsersRow)
 		}
 		if err != nil {
-			return fmt.Errorf("look up users row %s in %s: %w", strings.TrimSpace(userKey), n.users, err)
+			return fmt.Errorf("look up users row %s in %s: %w", strings.TrimSpace(userKey), n.Users, err)
 		}
 		k = normKey(k)
 		now := time.Now().UTC()
@@ -89,20 +90,20 @@ func LinkManually(ctx context.Context, db *store.DB, cfg *config.Config, identit
 			LinkState   string `db:"link_state"`
 		}
 		err = store.Select(ctx, tx, &owners, "SELECT "+q("id")+", "+q("directory_id")+", "+q("username")+", "+q("state")+", "+q("link_state")+
-			" FROM "+n.identities+" WHERE "+q("user_key")+" = ? AND "+q("id")+" <> ? ORDER BY "+q("id"), k, it.ID)
+			" FROM "+n.Identities+" WHERE "+q("user_key")+" = ? AND "+q("id")+" <> ? ORDER BY "+q("id"), k, it.ID)
 		if err != nil {
 			return fmt.Errorf("read the identities linked to users row %s: %w", keyString(k), err)
 		}
 		for _, o := range owners {
-			if o.State != migrate.StateDeleted {
+			if o.State != schema.StateDeleted {
 				return fmt.Errorf("users row %s is already linked to identity %d (%s, %s, %s, link %s): unlink that one first: %w",
 					keyString(k), o.ID, o.Username, o.DirectoryID, o.State, o.LinkState, ErrUsersRowTaken)
 			}
 		}
 		for _, o := range owners {
-			_, err := store.Exec(ctx, tx, "UPDATE "+n.identities+" SET "+q("user_key")+" = NULL, "+q("link_state")+" = ?, "+q("link_detail")+" = ?, "+
+			_, err := store.Exec(ctx, tx, "UPDATE "+n.Identities+" SET "+q("user_key")+" = NULL, "+q("link_state")+" = ?, "+q("link_detail")+" = ?, "+
 				q("updated_at")+" = ? WHERE "+q("id")+" = ?",
-				migrate.LinkUnmatched, fmt.Sprintf("its users row %s was linked by hand to identity %d (%s) by %s at %s", keyString(k), it.ID, it.Username, actor, now.Format(time.RFC3339)),
+				schema.LinkUnmatched, fmt.Sprintf("its users row %s was linked by hand to identity %d (%s) by %s at %s", keyString(k), it.ID, it.Username, actor, now.Format(time.RFC3339)),
 				now, o.ID)
 			if err != nil {
 				return fmt.Errorf("release users row %s from deleted identity %d: %w", keyString(k), o.ID, err)
@@ -117,8 +118,8 @@ func LinkManually(ctx context.Context, db *store.DB, cfg *config.Config, identit
 			}
 			detail += "; before: users row " + keyString(old) + " (" + it.LinkState + ")"
 		}
-		_, err = store.Exec(ctx, tx, "UPDATE "+n.identities+" SET "+q("user_key")+" = ?, "+q("link_state")+" = ?, "+q("link_detail")+" = ?, "+
-			q("updated_at")+" = ? WHERE "+q("id")+" = ?", k, migrate.LinkManual, detail, now, it.ID)
+		_, err = store.Exec(ctx, tx, "UPDATE "+n.Identities+" SET "+q("user_key")+" = ?, "+q("link_state")+" = ?, "+q("link_detail")+" = ?, "+
+			q("updated_at")+" = ? WHERE "+q("id")+" = ?", k, schema.LinkManual, detail, now, it.ID)
 		if err != nil {
 			return fmt.Errorf("link identity %d to users row %s: %w", it.ID, keyString(k), err)
 		}
@@ -144,8 +145,8 @@ func Unlink(ctx context.Context, db *store.DB, cfg *config.Config, identityID in
 	if actor == "" {
 		return errors.New("unlink: who unlinks it? the actor is empty")
 	}
-	n := namesFor(cfg, db.Dialect())
-	q := n.d.Quote
+	n := schema.NamesFor(cfg)
+	q := n.Dialect.Quote
 	lock, err := lockForLink(ctx, db)
 	if err != nil {
 		return fmt.Errorf("unlink identity %d: %w", identityID, err)
@@ -156,7 +157,7 @@ func Unlink(ctx context.Context, db *store.DB, cfg *config.Config, identityID in
 		if err != nil {
 			return err
 		}
-		if it.LinkState != migrate.LinkManual {
+		if it.LinkState != schema.LinkManual {
 			return fmt.Errorf("identity %d (%s) is %s, not linked by hand: only a manual link can be undone (%s): %w",
 				it.ID, it.Username, it.LinkState, it.LinkDetail.String, ErrNotManualLink)
 		}
@@ -169,8 +170,8 @@ func Unlink(ctx context.Context, db *store.DB, cfg *config.Config, identityID in
 			detail += " (was users row " + keyString(old) + ")"
 		}
 		detail += "; the next sync links it by directory.match"
-		_, err = store.Exec(ctx, tx, "UPDATE "+n.identities+" SET "+q("user_key")+" = NULL, "+q("link_state")+" = ?, "+q("link_detail")+" = ?, "+
-			q("updated_at")+" = ? WHERE "+q("id")+" = ?", migrate.LinkUnmatched, detail, now, it.ID)
+		_, err = store.Exec(ctx, tx, "UPDATE "+n.Identities+" SET "+q("user_key")+" = NULL, "+q("link_state")+" = ?, "+q("link_detail")+" = ?, "+
+			q("updated_at")+" = ? WHERE "+q("id")+" = ?", schema.LinkUnmatched, detail, now, it.ID)
 		if err != nil {
 			return fmt.Errorf("unlink identity %d: %w", it.ID, err)
 		}
@@ -185,9 +186,9 @@ func Unlink(ctx context.Context, db *store.DB, cfg *config.Config, identityID in
 // IdentityByID returns one stored identity by its id (identities.id), with
 // its users row and passkeys, as FindIdentities does.
 func IdentityByID(ctx context.Context, db *store.DB, cfg *config.Config, id int64) (*IdentityDetail, error) {
-	n := namesFor(cfg, db.Dialect())
+	n := schema.NamesFor(cfg)
 	var r infoRow
-	err := store.Get(ctx, db, &r, infoSelect(n)+" WHERE "+n.d.Quote("id")+" = ?", id)
+	err := store.Get(ctx, db, &r, infoSelect(n)+" WHERE "+n.Dialect.Quote("id")+" = ?", id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("identity %d: %w", id, ErrNoIdentity)
 	}
@@ -207,9 +208,9 @@ func IdentityByID(ctx context.Context, db *store.DB, cfg *config.Config, id int6
 }
 
 // identityForUpdate reads an identity in a transaction, locking its row.
-func identityForUpdate(ctx context.Context, tx *sqlx.Tx, n names, id int64) (*infoRow, error) {
+func identityForUpdate(ctx context.Context, tx *sqlx.Tx, n schema.Names, id int64) (*infoRow, error) {
 	var r infoRow
-	err := store.Get(ctx, tx, &r, infoSelect(n)+" WHERE "+n.d.Quote("id")+" = ?"+n.d.ForUpdate(), id)
+	err := store.Get(ctx, tx, &r, infoSelect(n)+" WHERE "+n.Dialect.Quote("id")+" = ?"+n.Dialect.ForUpdate(), id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("identity %d: %w", id, ErrNoIdentity)
 	}
@@ -222,10 +223,10 @@ func identityForUpdate(ctx context.Context, tx *sqlx.Tx, n names, id int64) (*in
 
 // noActivePasskeys refuses to take an identity off a users row that has
 // passkeys nobody revoked: they would still sign in to that row.
-func noActivePasskeys(ctx context.Context, tx *sqlx.Tx, n names, key any, it *infoRow) error {
-	q := n.d.Quote
+func noActivePasskeys(ctx context.Context, tx *sqlx.Tx, n schema.Names, key any, it *infoRow) error {
+	q := n.Dialect.Quote
 	var count int
-	if err := store.Get(ctx, tx, &count, "SELECT COUNT(*) FROM "+n.credential+" WHERE "+q("user_key")+" = ? AND "+q("revoked_at")+" IS NULL", key); err != nil {
+	if err := store.Get(ctx, tx, &count, "SELECT COUNT(*) FROM "+n.Credentials+" WHERE "+q("user_key")+" = ? AND "+q("revoked_at")+" IS NULL", key); err != nil {
 		return fmt.Errorf("count the passkeys of users row %s: %w", keyString(key), err)
 	}
 	if count > 0 {

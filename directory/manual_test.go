@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/internal/testsrv"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -57,8 +57,8 @@ func manualLink(t *testing.T, driver string) {
 	sync("first", true)
 	carol, dave := identity(t, s, f.id(t, carolDN)), identity(t, s, f.id(t, daveDN))
 	erin, frank := identity(t, s, f.id(t, erinDN)), identity(t, s, f.id(t, frankDN))
-	if carol.LinkState != migrate.LinkUnmatched || dave.LinkState != migrate.LinkAmbiguous ||
-		erin.LinkState != migrate.LinkLinked || erin.UserKey != itoa(erinKey) || frank.UserKey != itoa(frankKey) {
+	if carol.LinkState != schema.LinkUnmatched || dave.LinkState != schema.LinkAmbiguous ||
+		erin.LinkState != schema.LinkLinked || erin.UserKey != itoa(erinKey) || frank.UserKey != itoa(frankKey) {
 		t.Fatalf("after the first sync: carol %+v, dave %+v, erin %+v, frank %+v", carol, dave, erin, frank)
 	}
 
@@ -106,14 +106,14 @@ func manualLink(t *testing.T, driver string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.LinkState != migrate.LinkManual || info.UserKey != itoa(legacy) || !strings.HasPrefix(info.LinkDetail, "linked by it-admin@corp.example at ") {
+	if info.LinkState != schema.LinkManual || info.UserKey != itoa(legacy) || !strings.HasPrefix(info.LinkDetail, "linked by it-admin@corp.example at ") {
 		t.Fatalf("carol linked by hand: %+v", info)
 	}
 	if _, err := LinkManually(ctx, db, cfg, dave.ID, itoa(dave2), "it-admin"); err != nil {
 		t.Fatal(err)
 	}
 	d, err := IdentityByID(ctx, db, cfg, carol.ID)
-	if err != nil || d.Row == nil || d.Row.Key != itoa(legacy) || d.Row.Username != "c.legacy" || d.LinkState != migrate.LinkManual || d.DirectoryID != carol.DirectoryID {
+	if err != nil || d.Row == nil || d.Row.Key != itoa(legacy) || d.Row.Username != "c.legacy" || d.LinkState != schema.LinkManual || d.DirectoryID != carol.DirectoryID {
 		t.Fatalf("IdentityByID(carol) = %+v (row %+v), %v", d, d.Row, err)
 	}
 	if _, err := IdentityByID(ctx, db, cfg, 999999); !errors.Is(err, ErrNoIdentity) {
@@ -123,13 +123,13 @@ func manualLink(t *testing.T, driver string) {
 	// Now the rules would pick other rows: carol's email gets a row of its
 	// own, and dave's email matches dave.one only.
 	carolByRules := addAppUser(t, db, "carol", "carol@corp.example")
-	if _, err := store.Exec(ctx, db, "UPDATE "+s.n.users+" SET "+s.n.uEmail+" = ? WHERE "+s.n.uKey+" = ?", "someone.else@corp.example", dave2); err != nil {
+	if _, err := store.Exec(ctx, db, "UPDATE "+s.n.Users+" SET "+s.n.UserEmail+" = ? WHERE "+s.n.UserKey+" = ?", "someone.else@corp.example", dave2); err != nil {
 		t.Fatal(err)
 	}
 	kept := func(step string, changes []Change) {
 		t.Helper()
 		c, d := identity(t, s, carol.DirectoryID), identity(t, s, dave.DirectoryID)
-		if c.LinkState != migrate.LinkManual || c.UserKey != itoa(legacy) || d.LinkState != migrate.LinkManual || d.UserKey != itoa(dave2) {
+		if c.LinkState != schema.LinkManual || c.UserKey != itoa(legacy) || d.LinkState != schema.LinkManual || d.UserKey != itoa(dave2) {
 			t.Fatalf("%s: the manual links must stay: carol %+v, dave %+v", step, c, d)
 		}
 		for _, id := range []string{carol.DirectoryID, dave.DirectoryID} {
@@ -164,7 +164,7 @@ func manualLink(t *testing.T, driver string) {
 	frank2DN := f.addUser(t, people, "frank2", mail("frank.new@corp.example"))
 	sync("frank2 added", false)
 	frank2 := identity(t, s, f.id(t, frank2DN))
-	if frank2.LinkState != migrate.LinkUnmatched || identity(t, s, frank.DirectoryID).UserKey != itoa(frankKey) {
+	if frank2.LinkState != schema.LinkUnmatched || identity(t, s, frank.DirectoryID).UserKey != itoa(frankKey) {
 		t.Fatalf("frank2 %+v, frank %+v", frank2, identity(t, s, frank.DirectoryID))
 	}
 	refuse("deleted identity", frank.ID, itoa(spare), "it-admin", nil, "deleted")
@@ -175,18 +175,18 @@ func manualLink(t *testing.T, driver string) {
 	if info.UserKey != itoa(frankKey) || !strings.Contains(info.LinkDetail, "taken from deleted identity") {
 		t.Fatalf("frank2 linked by hand: %+v", info)
 	}
-	if old := identity(t, s, frank.DirectoryID); old.UserKey != "" || old.LinkState != migrate.LinkUnmatched || !strings.Contains(old.LinkDetail, "linked by hand to identity") {
+	if old := identity(t, s, frank.DirectoryID); old.UserKey != "" || old.LinkState != schema.LinkUnmatched || !strings.Contains(old.LinkDetail, "linked by hand to identity") {
 		t.Fatalf("the deleted frank after his row was taken: %+v", old)
 	}
 	sync("after frank2's link", true)
-	if got := identity(t, s, frank2.DirectoryID); got.LinkState != migrate.LinkManual || got.UserKey != itoa(frankKey) {
+	if got := identity(t, s, frank2.DirectoryID); got.LinkState != schema.LinkManual || got.UserKey != itoa(frankKey) {
 		t.Fatalf("frank2 after a sync: %+v", got)
 	}
 
 	// Active passkeys keep an identity on its row.
 	n := s.n
-	q := n.d.Quote
-	_, err = store.Exec(ctx, db, "INSERT INTO "+n.credential+" ("+q("user_key")+", "+q("identity_id")+", "+q("credential_id")+", "+q("public_key")+", "+
+	q := n.Dialect.Quote
+	_, err = store.Exec(ctx, db, "INSERT INTO "+n.Credentials+" ("+q("user_key")+", "+q("identity_id")+", "+q("credential_id")+", "+q("public_key")+", "+
 		q("user_handle")+", "+q("name")+", "+q("created_at")+") VALUES (?, ?, ?, ?, ?, ?, ?)",
 		legacy, carol.ID, []byte("cred-carol"), []byte{0xa5}, []byte("handle-carol"), "YubiKey", time.Now().UTC())
 	if err != nil {
@@ -199,7 +199,7 @@ func manualLink(t *testing.T, driver string) {
 		t.Fatalf("unlink with an active passkey: %v, want ErrActivePasskeys", err)
 	}
 	refuse("move off a row with passkeys", carol.ID, itoa(spare), "it-admin", ErrActivePasskeys)
-	if _, err := store.Exec(ctx, db, "UPDATE "+n.credential+" SET "+q("revoked_at")+" = ?", time.Now().UTC()); err != nil {
+	if _, err := store.Exec(ctx, db, "UPDATE "+n.Credentials+" SET "+q("revoked_at")+" = ?", time.Now().UTC()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -207,7 +207,7 @@ func manualLink(t *testing.T, driver string) {
 	if err := Unlink(ctx, db, cfg, carol.ID, "it-admin"); err != nil {
 		t.Fatal(err)
 	}
-	if c := identity(t, s, carol.DirectoryID); c.LinkState != migrate.LinkUnmatched || c.UserKey != "" || !strings.Contains(c.LinkDetail, "removed by it-admin") {
+	if c := identity(t, s, carol.DirectoryID); c.LinkState != schema.LinkUnmatched || c.UserKey != "" || !strings.Contains(c.LinkDetail, "removed by it-admin") {
 		t.Fatalf("carol after Unlink: %+v", c)
 	}
 	if err := Unlink(ctx, db, cfg, dave.ID, "it-admin"); err != nil {
@@ -217,10 +217,10 @@ func manualLink(t *testing.T, driver string) {
 	if got := kindsOf(changes, carol.DirectoryID); len(got) != 1 || got[0] != KindLink {
 		t.Fatalf("delta after unlink: carol's changes %v, want a link", got)
 	}
-	if c := identity(t, s, carol.DirectoryID); c.LinkState != migrate.LinkLinked || c.UserKey != itoa(carolByRules) {
+	if c := identity(t, s, carol.DirectoryID); c.LinkState != schema.LinkLinked || c.UserKey != itoa(carolByRules) {
 		t.Fatalf("carol after unlink and a sync: %+v, want linked by email to row %d", c, carolByRules)
 	}
-	if d := identity(t, s, dave.DirectoryID); d.LinkState != migrate.LinkLinked || d.UserKey != itoa(dave1) {
+	if d := identity(t, s, dave.DirectoryID); d.LinkState != schema.LinkLinked || d.UserKey != itoa(dave1) {
 		t.Fatalf("dave after unlink and a sync: %+v, want linked by email to row %d", d, dave1)
 	}
 	// And a manual link of an identity the rules linked: it becomes manual.
@@ -229,18 +229,18 @@ func manualLink(t *testing.T, driver string) {
 		t.Fatalf("relink erin by hand: %+v, %v", info, err)
 	}
 	sync("after erin's relink", true)
-	if e := identity(t, s, erin.DirectoryID); e.LinkState != migrate.LinkManual || e.UserKey != itoa(spare) {
+	if e := identity(t, s, erin.DirectoryID); e.LinkState != schema.LinkManual || e.UserKey != itoa(spare) {
 		t.Fatalf("erin after a sync: %+v", e)
 	}
 	// Her row deleted by the application (the foreign key clears the
 	// link), erin stays linked by hand, without a row, although her
 	// username now matches a free row: a person decided, a person undoes.
-	if _, err := store.Exec(ctx, db, "DELETE FROM "+s.n.users+" WHERE "+s.n.uKey+" = ?", spare); err != nil {
+	if _, err := store.Exec(ctx, db, "DELETE FROM "+s.n.Users+" WHERE "+s.n.UserKey+" = ?", spare); err != nil {
 		t.Fatal(err)
 	}
 	for _, full := range []bool{true, false} {
 		changes := sync("after erin's row was deleted", full)
-		if e := identity(t, s, erin.DirectoryID); e.LinkState != migrate.LinkManual || e.UserKey != "" || len(kindsOf(changes, erin.DirectoryID)) != 0 {
+		if e := identity(t, s, erin.DirectoryID); e.LinkState != schema.LinkManual || e.UserKey != "" || len(kindsOf(changes, erin.DirectoryID)) != 0 {
 			t.Fatalf("erin after her row was deleted (full=%v): %+v, changes %v", full, e, changes)
 		}
 	}
@@ -248,7 +248,7 @@ func manualLink(t *testing.T, driver string) {
 		t.Fatal(err)
 	}
 	sync("after erin's unlink", false)
-	if e := identity(t, s, erin.DirectoryID); e.LinkState != migrate.LinkLinked || e.UserKey != itoa(erinKey) {
+	if e := identity(t, s, erin.DirectoryID); e.LinkState != schema.LinkLinked || e.UserKey != itoa(erinKey) {
 		t.Fatalf("erin after unlink and a sync: %+v, want linked by username to row %d", e, erinKey)
 	}
 }
@@ -257,7 +257,7 @@ func manualLink(t *testing.T, driver string) {
 func linkedTo(t *testing.T, s *Syncer, key int64) []string {
 	t.Helper()
 	var ids []string
-	if err := store.Select(context.Background(), s.db, &ids, "SELECT "+s.n.d.Quote("directory_id")+" FROM "+s.n.identities+" WHERE "+s.n.d.Quote("user_key")+" = ?", key); err != nil {
+	if err := store.Select(context.Background(), s.db, &ids, "SELECT "+s.n.Dialect.Quote("directory_id")+" FROM "+s.n.Identities+" WHERE "+s.n.Dialect.Quote("user_key")+" = ?", key); err != nil {
 		t.Fatal(err)
 	}
 	return ids

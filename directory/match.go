@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -20,7 +20,7 @@ type linkInput struct {
 
 // linkResult is the outcome of the match rules for one identity.
 type linkResult struct {
-	State  string // migrate.LinkLinked, LinkUnmatched or LinkAmbiguous
+	State  string // schema.LinkLinked, LinkUnmatched or LinkAmbiguous
 	Key    any    // the users row, when linked
 	Rule   string // the rule that decided
 	Detail string // why, in words
@@ -38,9 +38,9 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 	decided := make([]bool, len(in))
 	tried := []string{}
 	for _, rule := range s.cfg.Directory.Match {
-		col := s.n.uEmail
+		col := s.n.UserEmail
 		if rule == "username" {
-			col = s.n.uUsername
+			col = s.n.UserUsername
 		}
 		if col == "" {
 			continue
@@ -70,7 +70,7 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 			keys := rows[v]
 			switch {
 			case len(keys) == 1:
-				out[i] = linkResult{State: migrate.LinkLinked, Key: keys[0], Rule: rule,
+				out[i] = linkResult{State: schema.LinkLinked, Key: keys[0], Rule: rule,
 					Detail: fmt.Sprintf("%s %s matches users row %s", rule, v, keyString(keys[0]))}
 				decided[i] = true
 			case len(keys) > 1:
@@ -78,7 +78,7 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 				for j, k := range keys {
 					ks[j] = keyString(k)
 				}
-				out[i] = linkResult{State: migrate.LinkAmbiguous, Rule: rule,
+				out[i] = linkResult{State: schema.LinkAmbiguous, Rule: rule,
 					Detail: fmt.Sprintf("%s %s matches %d users rows (%s): link one by hand", rule, v, len(keys), strings.Join(ks, ", "))}
 				decided[i] = true
 			}
@@ -86,13 +86,13 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 	}
 	for i := range in {
 		if !decided[i] {
-			out[i] = linkResult{State: migrate.LinkUnmatched, Detail: "no users row matches by " + strings.Join(tried, " or ")}
+			out[i] = linkResult{State: schema.LinkUnmatched, Detail: "no users row matches by " + strings.Join(tried, " or ")}
 		}
 	}
 	// A row already linked to another identity is not taken again.
 	var keys []any
 	for _, r := range out {
-		if r.State == migrate.LinkLinked {
+		if r.State == schema.LinkLinked {
 			keys = append(keys, r.Key)
 		}
 	}
@@ -101,7 +101,7 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 		return nil, err
 	}
 	for i, r := range out {
-		if r.State != migrate.LinkLinked {
+		if r.State != schema.LinkLinked {
 			continue
 		}
 		k := keyString(r.Key)
@@ -110,7 +110,7 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 			owner, ok = p.claimed[k]
 		}
 		if ok && owner != in[i].DirectoryID {
-			out[i] = linkResult{State: migrate.LinkAmbiguous, Rule: r.Rule,
+			out[i] = linkResult{State: schema.LinkAmbiguous, Rule: r.Rule,
 				Detail: fmt.Sprintf("%s; but that row is already linked to identity %s: link one by hand", r.Detail, owner)}
 			continue
 		}
@@ -138,13 +138,13 @@ func (p *planner) usersBy(ctx context.Context, col string, values []string) (map
 		defer func() { s.dbTime += time.Since(t0) }()
 		rows, err := s.db.QueryxContext(ctx, s.db.Rebind(q), args...)
 		if err != nil {
-			return fmt.Errorf("match against %s: %w", s.n.users, err)
+			return fmt.Errorf("match against %s: %w", s.n.Users, err)
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var k, v any
 			if err := rows.Scan(&k, &v); err != nil {
-				return fmt.Errorf("match against %s: %w", s.n.users, err)
+				return fmt.Errorf("match against %s: %w", s.n.Users, err)
 			}
 			k = normKey(k)
 			lv := strings.ToLower(strings.TrimSpace(fmt.Sprint(normKey(v))))
@@ -159,13 +159,13 @@ func (p *planner) usersBy(ctx context.Context, col string, values []string) (map
 			out[lv] = append(out[lv], k)
 		}
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("match against %s: %w", s.n.users, err)
+			return fmt.Errorf("match against %s: %w", s.n.Users, err)
 		}
 		return nil
 	}
-	sel := "SELECT " + s.n.uKey + " AS k, " + col + " AS v FROM " + s.n.users + " WHERE "
+	sel := "SELECT " + s.n.UserKey + " AS k, " + col + " AS v FROM " + s.n.Users + " WHERE "
 	ci := false
-	if s.n.d.Kind() == store.MySQL {
+	if s.n.Dialect.Kind() == store.MySQL {
 		var err error
 		if ci, err = s.caseInsensitive(ctx, col); err != nil {
 			return nil, err
@@ -188,13 +188,13 @@ func (p *planner) usersBy(ctx context.Context, col string, values []string) (map
 			}
 		}
 		lower := sel + "LOWER(" + col + ") IN (" + placeholders(len(args)) + ")"
-		if ci && s.n.d.Kind() == store.MySQL {
+		if ci && s.n.Dialect.Kind() == store.MySQL {
 			// A case-insensitive (_ci) collation compares without case
 			// already, and the plain index migrate makes on MySQL serves
 			// col IN (...); LOWER(col) would scan the table.
 			lower = sel + col + " IN (" + placeholders(len(args)) + ")"
 		}
-		if s.n.d.Kind() == store.Postgres {
+		if s.n.Dialect.Kind() == store.Postgres {
 			// One index probe per value. PostgreSQL estimates an IN list
 			// on lower(col) from the statistics of the expression index,
 			// which exist only once the users table has been ANALYZEd
@@ -203,8 +203,8 @@ func (p *planner) usersBy(ctx context.Context, col string, values []string) (map
 			// a 100,000-row table, against 1 ms). A lateral subquery that
 			// cannot be flattened into a join (OFFSET 0) can only be run
 			// as one lookup per value, statistics or not.
-			lower = "SELECT u.k, u.v FROM unnest(CAST(? AS text[])) AS w(x) CROSS JOIN LATERAL (SELECT " + s.n.uKey + " AS k, " + col +
-				" AS v FROM " + s.n.users + " WHERE LOWER(" + col + ") = w.x OFFSET 0) AS u"
+			lower = "SELECT u.k, u.v FROM unnest(CAST(? AS text[])) AS w(x) CROSS JOIN LATERAL (SELECT " + s.n.UserKey + " AS k, " + col +
+				" AS v FROM " + s.n.Users + " WHERE LOWER(" + col + ") = w.x OFFSET 0) AS u"
 			args = []any{chunk}
 		}
 		if err := collect(lower, args); err != nil {
@@ -233,8 +233,8 @@ func (p *planner) keyOwners(ctx context.Context, keys []any) (map[string]string,
 			Key any    `db:"user_key"`
 			ID  string `db:"directory_id"`
 		}
-		q := "SELECT " + s.n.d.Quote("user_key") + ", " + s.n.d.Quote("directory_id") + " FROM " + s.n.identities +
-			" WHERE " + s.n.d.Quote("user_key") + " IN (" + placeholders(len(chunk)) + ")"
+		q := "SELECT " + s.n.Dialect.Quote("user_key") + ", " + s.n.Dialect.Quote("directory_id") + " FROM " + s.n.Identities +
+			" WHERE " + s.n.Dialect.Quote("user_key") + " IN (" + placeholders(len(chunk)) + ")"
 		t0 := time.Now()
 		err := store.Select(ctx, s.db, &rows, q, chunk...)
 		s.dbTime += time.Since(t0)
@@ -269,7 +269,7 @@ func (s *Syncer) caseInsensitive(ctx context.Context, col string) (bool, error) 
 		return v, nil
 	}
 	name := s.cfg.UsersTable.Email
-	if col == s.n.uUsername {
+	if col == s.n.UserUsername {
 		name = s.cfg.UsersTable.Username
 	}
 	var coll sql.NullString
@@ -278,7 +278,7 @@ func (s *Syncer) caseInsensitive(ctx context.Context, col string) (bool, error) 
 		s.cfg.UsersTable.Schema, s.cfg.UsersTable.Name, name).Scan(&coll)
 	s.dbTime += time.Since(t0)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return false, fmt.Errorf("read the collation of %s.%s: %w", s.n.users, name, err)
+		return false, fmt.Errorf("read the collation of %s.%s: %w", s.n.Users, name, err)
 	}
 	v := strings.HasSuffix(strings.ToLower(coll.String), "_ci")
 	if s.ci == nil {

@@ -38,19 +38,19 @@ func BenchmarkMatchMariaDB(b *testing.B) {
 	p := &planner{s: s}
 	for b.Loop() {
 		t0 := time.Now()
-		got, err := p.usersBy(ctx, s.n.uEmail, want)
+		got, err := p.usersBy(ctx, s.n.UserEmail, want)
 		if err != nil || len(got) != len(want) {
 			b.Fatalf("usersBy: %d of %d, %v", len(got), len(want), err)
 		}
 		indexed := time.Since(t0)
-		s.ci[s.n.uEmail] = false // the query as it was: LOWER(col) IN (...)
+		s.ci[s.n.UserEmail] = false // the query as it was: LOWER(col) IN (...)
 		t0 = time.Now()
-		got, err = p.usersBy(ctx, s.n.uEmail, want)
+		got, err = p.usersBy(ctx, s.n.UserEmail, want)
 		if err != nil || len(got) != len(want) {
 			b.Fatalf("usersBy with LOWER: %d of %d, %v", len(got), len(want), err)
 		}
 		lowered := time.Since(t0)
-		delete(s.ci, s.n.uEmail)
+		delete(s.ci, s.n.UserEmail)
 		b.Logf("1,000 emails against 100,000 rows: col IN %s, LOWER(col) IN %s", indexed.Round(time.Millisecond), lowered.Round(time.Millisecond))
 		b.ReportMetric(float64(indexed.Microseconds())/1000, "in-ms")
 		b.ReportMetric(float64(lowered.Microseconds())/1000, "lower-ms")

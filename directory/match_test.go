@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 )
 
 // TestMatchIgnoresCase: users rows whose email or username differ from the
@@ -37,16 +37,16 @@ func TestMatchIgnoresCase(t *testing.T) {
 			s, _ := newSyncer(t, cfg, db)
 			run(t, s, RunOptions{})
 			got := identities(t, s)
-			if r := got[f.id(t, byMail)]; r.LinkState != migrate.LinkLinked || r.UserKey != itoa(rowMail) {
+			if r := got[f.id(t, byMail)]; r.LinkState != schema.LinkLinked || r.UserKey != itoa(rowMail) {
 				t.Errorf("email in another case: %+v, want linked to row %d", r, rowMail)
 			}
-			if r := got[f.id(t, byName)]; r.LinkState != migrate.LinkLinked || r.UserKey != itoa(rowName) {
+			if r := got[f.id(t, byName)]; r.LinkState != schema.LinkLinked || r.UserKey != itoa(rowName) {
 				t.Errorf("username in another case: %+v, want linked to row %d", r, rowName)
 			}
 			if c.driver != "mysql" {
 				return
 			}
-			ci, err := s.caseInsensitive(ctx, s.n.uEmail)
+			ci, err := s.caseInsensitive(ctx, s.n.UserEmail)
 			if err != nil || ci != strings.HasSuffix(c.collation, "_ci") {
 				t.Fatalf("caseInsensitive(email) = %v, %v with collation %q", ci, err, c.collation)
 			}

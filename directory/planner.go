@@ -9,7 +9,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -115,7 +115,7 @@ func (p *planner) upsert(ctx context.Context, page []Identity) error {
 			if err := p.diff(row, it); err != nil {
 				return err
 			}
-			if row.LinkState == migrate.LinkManual || row.UserKey != nil {
+			if row.LinkState == schema.LinkManual || row.UserKey != nil {
 				continue
 			}
 		}
@@ -160,7 +160,7 @@ func (p *planner) gone(ctx context.Context, ids []string, reason string) error {
 		return err
 	}
 	for _, id := range fresh {
-		if row := cur[id]; row != nil && row.State != migrate.StateDeleted {
+		if row := cur[id]; row != nil && row.State != schema.StateDeleted {
 			if err := p.markDeleted(row, reason); err != nil {
 				return err
 			}
@@ -171,14 +171,14 @@ func (p *planner) gone(ctx context.Context, ids []string, reason string) error {
 
 // changes ----------------------------------------------------------------
 
-func (p *planner) q(name string) string { return p.s.n.d.Quote(name) }
+func (p *planner) q(name string) string { return p.s.n.Dialect.Quote(name) }
 
 func (p *planner) create(it Identity, res linkResult) error {
 	n := p.s.n
-	state, reason := migrate.StateActive, ""
+	state, reason := schema.StateActive, ""
 	var changedAt any
 	if it.Disabled {
-		state, reason, changedAt = migrate.StateDisabled, it.DisabledReason, p.now
+		state, reason, changedAt = schema.StateDisabled, it.DisabledReason, p.now
 	}
 	if p.createSQL == "" {
 		cols := []string{"directory_id", "dn", "username", "email", "display_name", "department", "state", "state_reason",
@@ -187,10 +187,10 @@ func (p *planner) create(it Identity, res linkResult) error {
 		for i, c := range cols {
 			quoted[i] = p.q(c)
 		}
-		p.createSQL = "INSERT INTO " + n.identities + " (" + strings.Join(quoted, ", ") + ") VALUES (" + placeholders(len(cols)) + ")"
+		p.createSQL = "INSERT INTO " + n.Identities + " (" + strings.Join(quoted, ", ") + ") VALUES (" + placeholders(len(cols)) + ")"
 	}
 	var key any
-	if res.State == migrate.LinkLinked {
+	if res.State == schema.LinkLinked {
 		key = res.Key
 	}
 	desc := fmt.Sprintf("new identity %s (%s)", it.DN, state)
@@ -198,7 +198,7 @@ func (p *planner) create(it Identity, res linkResult) error {
 		desc += ": " + reason
 	}
 	switch res.State {
-	case migrate.LinkLinked:
+	case schema.LinkLinked:
 		desc += "; linked: " + res.Detail
 		p.linked++
 	default:
@@ -213,7 +213,7 @@ func (p *planner) create(it Identity, res linkResult) error {
 	if err != nil {
 		return err
 	}
-	if res.State != migrate.LinkLinked {
+	if res.State != schema.LinkLinked {
 		return p.unlinked(it.DirectoryID, it.Username, it.Email, it.DisplayName, !it.Disabled, res)
 	}
 	return nil
@@ -222,13 +222,13 @@ func (p *planner) create(it Identity, res linkResult) error {
 // unlinked records an identity left without a row and, with provision:
 // create, plans the row.
 func (p *planner) unlinked(id, username, email, displayName string, active bool, res linkResult) error {
-	if res.State == migrate.LinkUnmatched && active && p.s.cfg.Directory.Provision == "create" {
+	if res.State == schema.LinkUnmatched && active && p.s.cfg.Directory.Provision == "create" {
 		return p.provision(id, username, email, displayName)
 	}
 	switch res.State {
-	case migrate.LinkUnmatched:
+	case schema.LinkUnmatched:
 		p.unmatched++
-	case migrate.LinkAmbiguous:
+	case schema.LinkAmbiguous:
 		p.ambiguous++
 	}
 	if len(p.issues) < maxIssues {
@@ -240,15 +240,15 @@ func (p *planner) unlinked(id, username, email, displayName string, active bool,
 // diff plans the changes of an identity that is already stored.
 func (p *planner) diff(row *identityRow, it Identity) error {
 	n := p.s.n
-	wantState, reason := migrate.StateActive, ""
+	wantState, reason := schema.StateActive, ""
 	if it.Disabled {
-		wantState, reason = migrate.StateDisabled, it.DisabledReason
+		wantState, reason = schema.StateDisabled, it.DisabledReason
 	}
-	stateSQL := "UPDATE " + n.identities + " SET " + p.q("state") + " = ?, " + p.q("state_reason") + " = ?, " +
+	stateSQL := "UPDATE " + n.Identities + " SET " + p.q("state") + " = ?, " + p.q("state_reason") + " = ?, " +
 		p.q("state_changed_at") + " = ?, " + p.q("updated_at") + " = ?, " + p.q("last_seen_at") + " = ?, " + p.q("seen_run_id") + " = ? WHERE " + p.q("id") + " = ?"
 	stateArgs := []any{wantState, nullString(reason), p.now, p.now, p.now, p.runID, row.ID}
 	switch {
-	case row.State == migrate.StateDeleted:
+	case row.State == schema.StateDeleted:
 		desc := "back in the directory (was deleted: " + row.StateReason.String + "), " + wantState
 		if row.UserKey != nil {
 			desc += "; still linked to users row " + keyString(row.UserKey)
@@ -256,11 +256,11 @@ func (p *planner) diff(row *identityRow, it Identity) error {
 		if err := p.add(Change{Kind: KindRestore, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc, SQL: stateSQL, Args: stateArgs}); err != nil {
 			return err
 		}
-	case row.State == migrate.StateActive && it.Disabled:
+	case row.State == schema.StateActive && it.Disabled:
 		if err := p.add(Change{Kind: KindDisable, DirectoryID: it.DirectoryID, Username: it.Username, Description: reason, SQL: stateSQL, Args: stateArgs}); err != nil {
 			return err
 		}
-	case row.State == migrate.StateDisabled && !it.Disabled:
+	case row.State == schema.StateDisabled && !it.Disabled:
 		if err := p.add(Change{Kind: KindEnable, DirectoryID: it.DirectoryID, Username: it.Username, Description: "enabled again in the directory", SQL: stateSQL, Args: stateArgs}); err != nil {
 			return err
 		}
@@ -272,7 +272,7 @@ func (p *planner) diff(row *identityRow, it Identity) error {
 			kind = KindMove
 		}
 		err := p.add(Change{Kind: kind, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
-			SQL: "UPDATE " + n.identities + " SET " + p.q("dn") + " = ?, " + p.q("updated_at") + " = ?, " + p.q("last_seen_at") + " = ?, " +
+			SQL: "UPDATE " + n.Identities + " SET " + p.q("dn") + " = ?, " + p.q("updated_at") + " = ?, " + p.q("last_seen_at") + " = ?, " +
 				p.q("seen_run_id") + " = ? WHERE " + p.q("id") + " = ?",
 			Args: []any{it.DN, p.now, p.now, p.runID, row.ID}})
 		if err != nil {
@@ -291,11 +291,11 @@ func (p *planner) diff(row *identityRow, it Identity) error {
 	cmp("display name", row.DisplayName.String, it.DisplayName)
 	cmp("department", row.Department.String, it.Department)
 	// A disabled identity whose reason changed (now also expired, say).
-	if row.State == migrate.StateDisabled && it.Disabled && row.StateReason.String != reason {
+	if row.State == schema.StateDisabled && it.Disabled && row.StateReason.String != reason {
 		what = append(what, fmt.Sprintf("disabled because %q", reason))
 	}
 	if len(what) > 0 {
-		sqlText := "UPDATE " + n.identities + " SET " + p.q("username") + " = ?, " + p.q("email") + " = ?, " + p.q("display_name") + " = ?, " +
+		sqlText := "UPDATE " + n.Identities + " SET " + p.q("username") + " = ?, " + p.q("email") + " = ?, " + p.q("display_name") + " = ?, " +
 			p.q("department") + " = ?, " + p.q("updated_at") + " = ?, " + p.q("last_seen_at") + " = ?, " + p.q("seen_run_id") + " = ?"
 		args := []any{it.Username, nullString(it.Email), nullString(it.DisplayName), nullString(it.Department), p.now, p.now, p.runID}
 		if it.Disabled {
@@ -317,28 +317,28 @@ func (p *planner) relink(row *identityRow, it Identity, res linkResult) error {
 	username, active := it.Username, !it.Disabled
 	n := p.s.n
 	switch {
-	case res.State == migrate.LinkLinked:
+	case res.State == schema.LinkLinked:
 		p.linked++
 		return p.add(Change{Kind: KindLink, DirectoryID: row.DirectoryID, Username: username, Description: res.Detail,
-			SQL: "UPDATE " + n.identities + " SET " + p.q("user_key") + " = ?, " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " +
+			SQL: "UPDATE " + n.Identities + " SET " + p.q("user_key") + " = ?, " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " +
 				p.q("updated_at") + " = ? WHERE " + p.q("id") + " = ? AND " + p.q("link_state") + " <> ? AND " + p.q("user_key") + " IS NULL",
-			Args: []any{res.Key, migrate.LinkLinked, res.Detail, p.now, row.ID, migrate.LinkManual}})
-	case row.LinkState == migrate.LinkLinked || row.LinkState == migrate.LinkCreated:
+			Args: []any{res.Key, schema.LinkLinked, res.Detail, p.now, row.ID, schema.LinkManual}})
+	case row.LinkState == schema.LinkLinked || row.LinkState == schema.LinkCreated:
 		// Its users row was deleted (the foreign key set user_key NULL).
 		err := p.add(Change{Kind: KindUnlink, DirectoryID: row.DirectoryID, Username: username,
 			Description: "its users row was deleted; " + res.State + ": " + res.Detail,
-			SQL: "UPDATE " + n.identities + " SET " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " + p.q("updated_at") + " = ? WHERE " +
+			SQL: "UPDATE " + n.Identities + " SET " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " + p.q("updated_at") + " = ? WHERE " +
 				p.q("id") + " = ? AND " + p.q("link_state") + " <> ? AND " + p.q("user_key") + " IS NULL",
-			Args: []any{res.State, res.Detail, p.now, row.ID, migrate.LinkManual}})
+			Args: []any{res.State, res.Detail, p.now, row.ID, schema.LinkManual}})
 		if err != nil {
 			return err
 		}
 	case row.LinkState != res.State:
 		err := p.add(Change{Kind: KindLinkState, DirectoryID: row.DirectoryID, Username: username,
 			Description: row.LinkState + " -> " + res.State + ": " + res.Detail,
-			SQL: "UPDATE " + n.identities + " SET " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " + p.q("updated_at") + " = ? WHERE " +
+			SQL: "UPDATE " + n.Identities + " SET " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " + p.q("updated_at") + " = ? WHERE " +
 				p.q("id") + " = ? AND " + p.q("link_state") + " <> ? AND " + p.q("user_key") + " IS NULL",
-			Args: []any{res.State, res.Detail, p.now, row.ID, migrate.LinkManual}})
+			Args: []any{res.State, res.Detail, p.now, row.ID, schema.LinkManual}})
 		if err != nil {
 			return err
 		}
@@ -361,13 +361,13 @@ func (p *planner) provision(id, username, email, displayName string) error {
 			what = append(what, fmt.Sprintf("%s=%v", label, v))
 		}
 	}
-	addCol(n.uUsername, "username", username)
-	addCol(n.uEmail, "email", nullString(email))
-	addCol(n.uDisplayName, "display_name", nullString(displayName))
-	addCol(n.uActive, "active", true)
-	q := "INSERT INTO " + n.users + " (" + strings.Join(cols, ", ") + ") VALUES (" + placeholders(len(cols)) + ")"
-	if p.s.n.d.Kind() != store.MySQL {
-		q += " RETURNING " + n.uKey
+	addCol(n.UserUsername, "username", username)
+	addCol(n.UserEmail, "email", nullString(email))
+	addCol(n.UserDisplayName, "display_name", nullString(displayName))
+	addCol(n.UserActive, "active", true)
+	q := "INSERT INTO " + n.Users + " (" + strings.Join(cols, ", ") + ") VALUES (" + placeholders(len(cols)) + ")"
+	if p.s.n.Dialect.Kind() != store.MySQL {
+		q += " RETURNING " + n.UserKey
 	}
 	if err := p.add(Change{Kind: KindProvision, DirectoryID: id, Username: username,
 		Description: "no users row matched: create one (" + strings.Join(what, ", ") + ")", SQL: q, Args: args}); err != nil {
@@ -375,14 +375,14 @@ func (p *planner) provision(id, username, email, displayName string) error {
 	}
 	p.linked++
 	return p.add(Change{Kind: KindLink, DirectoryID: id, Username: username, Description: "linked to the users row created for it",
-		SQL: "UPDATE " + n.identities + " SET " + p.q("user_key") + " = ?, " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " +
+		SQL: "UPDATE " + n.Identities + " SET " + p.q("user_key") + " = ?, " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " +
 			p.q("updated_at") + " = ? WHERE " + p.q("directory_id") + " = ? AND " + p.q("link_state") + " <> ? AND " + p.q("user_key") + " IS NULL",
-		Args: []any{ProvisionedKey{DirectoryID: id}, migrate.LinkCreated, "created by provision: create", p.now, id, migrate.LinkManual}})
+		Args: []any{ProvisionedKey{DirectoryID: id}, schema.LinkCreated, "created by provision: create", p.now, id, schema.LinkManual}})
 }
 
 func (p *planner) markDeleted(row *identityRow, reason string) error {
 	n := p.s.n
-	if row.State == migrate.StateActive {
+	if row.State == schema.StateActive {
 		// The deletion guard counts the active identities a run takes
 		// away; marking an already disabled one deleted takes nobody's
 		// access (it counted once, when it was disabled).
@@ -393,9 +393,9 @@ func (p *planner) markDeleted(row *identityRow, reason string) error {
 		desc += "; stays linked to users row " + keyString(row.UserKey) + " for a restore"
 	}
 	return p.add(Change{Kind: KindDelete, DirectoryID: row.DirectoryID, Username: row.Username, Description: desc,
-		SQL: "UPDATE " + n.identities + " SET " + p.q("state") + " = ?, " + p.q("state_reason") + " = ?, " + p.q("state_changed_at") + " = ?, " +
+		SQL: "UPDATE " + n.Identities + " SET " + p.q("state") + " = ?, " + p.q("state_reason") + " = ?, " + p.q("state_changed_at") + " = ?, " +
 			p.q("updated_at") + " = ? WHERE " + p.q("id") + " = ? AND " + p.q("state") + " <> ?",
-		Args: []any{migrate.StateDeleted, clip(reason, maxNameLen), p.now, p.now, row.ID, migrate.StateDeleted}})
+		Args: []any{schema.StateDeleted, clip(reason, maxNameLen), p.now, p.now, row.ID, schema.StateDeleted}})
 }
 
 // parentDN is the normalized parent of a DN.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testsrv"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 )
 
 // groupName has LDAP filter characters: the memberOf filter must escape
@@ -56,7 +56,7 @@ func TestNestedGroupScope(t *testing.T) {
 
 				sum, _ := run(t, s, RunOptions{Full: full})
 				got := identities(t, s)
-				if len(got) != 2 || got[f.id(t, gina)].State != migrate.StateActive || got[f.id(t, hank)].State != migrate.StateActive {
+				if len(got) != 2 || got[f.id(t, gina)].State != schema.StateActive || got[f.id(t, hank)].State != schema.StateActive {
 					t.Fatalf("scope %s: want gina (direct) and hank (nested), got %+v", outer, got)
 				}
 				if _, ok := got[f.id(t, ivan)]; ok {
@@ -77,7 +77,7 @@ func TestNestedGroupScope(t *testing.T) {
 					t.Fatalf("after hank left and ivan joined: %v", changes)
 				}
 				got = identities(t, s)
-				if got[f.id(t, hank)].State != migrate.StateDeleted || got[f.id(t, ivan)].State != migrate.StateActive || got[f.id(t, gina)].State != migrate.StateActive {
+				if got[f.id(t, hank)].State != schema.StateDeleted || got[f.id(t, ivan)].State != schema.StateActive || got[f.id(t, gina)].State != schema.StateActive {
 					t.Fatalf("after hank left and ivan joined: %+v", got)
 				}
 				// Nothing changed: a delta finds nothing to do.
@@ -125,7 +125,7 @@ func TestSpecialDNsAndNonASCII(t *testing.T) {
 					t.Fatalf("liam stored as %+v, DN %q", l, liamDN)
 				}
 				z := identity(t, s, f.id(t, zoeDN))
-				if z.Username != "zoë" || z.DisplayName != "Zoë Ñúñez 山田" || z.LinkState != migrate.LinkLinked || z.UserKey != itoa(zoeKey) {
+				if z.Username != "zoë" || z.DisplayName != "Zoë Ñúñez 山田" || z.LinkState != schema.LinkLinked || z.UserKey != itoa(zoeKey) {
 					t.Fatalf("zoë stored as %+v: want linked to ZOË (row %d) by username", z, zoeKey)
 				}
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/passbridge/passbridge/audit"
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -26,7 +26,7 @@ type Syncer struct {
 	log    *slog.Logger
 	client *Client
 	mapper *Mapper
-	n      names
+	n      schema.Names
 
 	// BatchSize is the number of changes applied per transaction.
 	BatchSize int
@@ -62,7 +62,7 @@ func NewSyncer(cfg *config.Config, db *store.DB, log *slog.Logger) (*Syncer, err
 	}
 	return &Syncer{
 		cfg: cfg, db: db, log: log, client: client, mapper: NewMapper(cfg.Directory),
-		n: namesFor(cfg, db.Dialect()), BatchSize: 1000, now: time.Now,
+		n: schema.NamesFor(cfg), BatchSize: 1000, now: time.Now,
 	}, nil
 }
 
@@ -243,13 +243,13 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 
 // finishPlan completes the diff once the directory has been read.
 func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *readOutcome, scope *Scope) error {
-	q := s.n.d.Quote
+	q := s.n.Dialect.Quote
 	if out.Complete {
 		if p.invalidCount > 0 {
 			s.log.Warn("some entries in scope could not be read: identities missing from this read are NOT marked deleted this run",
 				"invalid", p.invalidCount)
 		} else {
-			err := s.eachIdentity(ctx, q("state")+" <> '"+migrate.StateDeleted+"'", func(rows []*identityRow) error {
+			err := s.eachIdentity(ctx, q("state")+" <> '"+schema.StateDeleted+"'", func(rows []*identityRow) error {
 				for _, row := range rows {
 					if _, ok := p.touched[row.DirectoryID]; ok {
 						continue
@@ -267,7 +267,7 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *readOutcome, s
 	}
 	// Identities without a users row that this read did not cover: the
 	// application may have added their row since.
-	where := q("state") + " <> '" + migrate.StateDeleted + "' AND " + q("link_state") + " <> '" + migrate.LinkManual + "' AND " + q("user_key") + " IS NULL"
+	where := q("state") + " <> '" + schema.StateDeleted + "' AND " + q("link_state") + " <> '" + schema.LinkManual + "' AND " + q("user_key") + " IS NULL"
 	return s.eachIdentity(ctx, where, func(rows []*identityRow) error {
 		var in []linkInput
 		var pending []*identityRow
@@ -287,7 +287,7 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *readOutcome, s
 		}
 		for i, row := range pending {
 			it := Identity{DirectoryID: row.DirectoryID, DN: row.DN, Username: row.Username, Email: row.Email.String,
-				DisplayName: row.DisplayName.String, Department: row.Department.String, Disabled: row.State != migrate.StateActive}
+				DisplayName: row.DisplayName.String, Department: row.Department.String, Disabled: row.State != schema.StateActive}
 			if err := p.relink(row, it, res[i]); err != nil {
 				return err
 			}
@@ -306,7 +306,7 @@ func (s *Syncer) guard(ctx context.Context, p *planner, out *readOutcome, scope 
 	}
 	var active int
 	t0 := time.Now()
-	err := store.Get(ctx, s.db, &active, "SELECT COUNT(*) FROM "+s.n.identities+" WHERE "+s.n.d.Quote("state")+" = ?", migrate.StateActive)
+	err := store.Get(ctx, s.db, &active, "SELECT COUNT(*) FROM "+s.n.Identities+" WHERE "+s.n.Dialect.Quote("state")+" = ?", schema.StateActive)
 	s.dbTime += time.Since(t0)
 	if err != nil {
 		return fmt.Errorf("count active identities: %w", err)
@@ -336,23 +336,23 @@ func (s *Syncer) guard(ctx context.Context, p *planner, out *readOutcome, scope 
 // startRun records the run as running. Runs left running by a process that
 // died are closed first (the caller holds the sync lock, so none is live).
 func (s *Syncer) startRun(ctx context.Context, sum *Summary) (int64, error) {
-	q := s.n.d.Quote
+	q := s.n.Dialect.Quote
 	node, _ := os.Hostname()
 	t0 := time.Now()
 	defer func() { s.dbTime += time.Since(t0) }()
 	if !sum.DryRun {
-		_, err := store.Exec(ctx, s.db, "UPDATE "+s.n.syncRuns+" SET "+q("status")+" = ?, "+q("finished_at")+" = ?, "+q("error")+" = ? WHERE "+
+		_, err := store.Exec(ctx, s.db, "UPDATE "+s.n.SyncRuns+" SET "+q("status")+" = ?, "+q("finished_at")+" = ?, "+q("error")+" = ? WHERE "+
 			q("status")+" = ? AND "+q("dry_run")+" = ?",
 			StatusFailed, s.now().UTC(), "interrupted: the process ended before the run finished", StatusRunning, false)
 		if err != nil {
-			return 0, fmt.Errorf("record the sync run in %s: %w", s.n.syncRuns, err)
+			return 0, fmt.Errorf("record the sync run in %s: %w", s.n.SyncRuns, err)
 		}
 	}
-	id, err := s.n.d.InsertID(ctx, s.db, "INSERT INTO "+s.n.syncRuns+" ("+q("kind")+", "+q("trigger")+", "+q("dry_run")+", "+q("status")+", "+
+	id, err := s.n.Dialect.InsertID(ctx, s.db, "INSERT INTO "+s.n.SyncRuns+" ("+q("kind")+", "+q("trigger")+", "+q("dry_run")+", "+q("status")+", "+
 		q("node")+", "+q("started_at")+", "+q("entries")+") VALUES (?, ?, ?, ?, ?, ?, ?)", "id",
 		sum.Mode, sum.Trigger, sum.DryRun, StatusRunning, nullString(node), sum.StartedAt, 0)
 	if err != nil {
-		return 0, fmt.Errorf("record the sync run in %s (has `passbridge migrate apply` run?): %w", s.n.syncRuns, err)
+		return 0, fmt.Errorf("record the sync run in %s (has `passbridge migrate apply` run?): %w", s.n.SyncRuns, err)
 	}
 	return id, nil
 }
@@ -369,7 +369,7 @@ func (s *Syncer) finishRun(ctx context.Context, sum *Summary, start time.Time, l
 	}
 	// The record below is the last DB time; count it in.
 	t0 := time.Now()
-	q := s.n.d.Quote
+	q := s.n.Dialect.Quote
 	sum.LDAPMillis = max(ldapTime, 0).Milliseconds()
 	sum.DBMillis = s.dbTime.Milliseconds()
 	sum.TotalMillis = total.Milliseconds()
@@ -380,7 +380,7 @@ func (s *Syncer) finishRun(ctx context.Context, sum *Summary, start time.Time, l
 	// Record even when the run's context was cancelled.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	_, err := store.Exec(rctx, s.db, "UPDATE "+s.n.syncRuns+" SET "+q("kind")+" = ?, "+q("status")+" = ?, "+q("finished_at")+" = ?, "+q("entries")+" = ?, "+
+	_, err := store.Exec(rctx, s.db, "UPDATE "+s.n.SyncRuns+" SET "+q("kind")+" = ?, "+q("status")+" = ?, "+q("finished_at")+" = ?, "+q("entries")+" = ?, "+
 		q("summary")+" = ?, "+q("error")+" = ? WHERE "+q("id")+" = ?",
 		sum.Mode, sum.Status, sum.FinishedAt, sum.Entries, string(body), nullString(sum.Error), sum.RunID)
 	if err != nil {
@@ -434,7 +434,7 @@ func (s *Syncer) auditRun(ctx context.Context, sum *Summary) {
 	if sum.Error != "" {
 		detail["error"] = sum.Error
 	}
-	err := audit.Record(ctx, s.db, migrate.NamesFor(s.cfg), audit.Event{
+	err := audit.Record(ctx, s.db, schema.NamesFor(s.cfg), audit.Event{
 		At: sum.FinishedAt, Event: EventSyncRun, Success: sum.Status == StatusSucceeded,
 		Actor: sum.Trigger, Target: "directory", Detail: audit.Detail(detail),
 	})
@@ -447,13 +447,13 @@ func (s *Syncer) auditRun(ctx context.Context, sum *Summary) {
 func (s *Syncer) loadCursor(ctx context.Context) (*Cursor, error) {
 	var raw string
 	t0 := time.Now()
-	err := store.Get(ctx, s.db, &raw, "SELECT "+s.n.d.Quote("cursor")+" FROM "+s.n.syncState+" WHERE "+s.n.d.Quote("name")+" = ?", cursorName)
+	err := store.Get(ctx, s.db, &raw, "SELECT "+s.n.Dialect.Quote("cursor")+" FROM "+s.n.SyncState+" WHERE "+s.n.Dialect.Quote("name")+" = ?", cursorName)
 	s.dbTime += time.Since(t0)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read the delta cursor from %s: %w", s.n.syncState, err)
+		return nil, fmt.Errorf("read the delta cursor from %s: %w", s.n.SyncState, err)
 	}
 	var c Cursor
 	if err := json.Unmarshal([]byte(raw), &c); err != nil {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -73,8 +73,8 @@ type ListFilter struct {
 
 // Identity and link states that filters accept.
 var (
-	States     = []string{migrate.StateActive, migrate.StateDisabled, migrate.StateDeleted}
-	LinkStates = []string{migrate.LinkLinked, migrate.LinkCreated, migrate.LinkManual, migrate.LinkUnmatched, migrate.LinkAmbiguous}
+	States     = []string{schema.StateActive, schema.StateDisabled, schema.StateDeleted}
+	LinkStates = []string{schema.LinkLinked, schema.LinkCreated, schema.LinkManual, schema.LinkUnmatched, schema.LinkAmbiguous}
 )
 
 type infoRow struct {
@@ -110,12 +110,12 @@ func (r infoRow) info() IdentityInfo {
 
 const infoColumns = "id, directory_id, dn, username, email, display_name, department, state, state_reason, state_changed_at, user_key, link_state, link_detail, first_seen_at, last_seen_at, updated_at"
 
-func infoSelect(n names) string {
+func infoSelect(n schema.Names) string {
 	cols := strings.Split(infoColumns, ", ")
 	for i, c := range cols {
-		cols[i] = n.d.Quote(c)
+		cols[i] = n.Dialect.Quote(c)
 	}
-	return "SELECT " + strings.Join(cols, ", ") + " FROM " + n.identities
+	return "SELECT " + strings.Join(cols, ", ") + " FROM " + n.Identities
 }
 
 // ListIdentities calls fn for every stored identity that matches f, by
@@ -127,8 +127,8 @@ func ListIdentities(ctx context.Context, db *store.DB, cfg *config.Config, f Lis
 	if f.Link != "" && !slices.Contains(LinkStates, f.Link) {
 		return fmt.Errorf("--link %q: expected one of %s", f.Link, strings.Join(LinkStates, ", "))
 	}
-	n := namesFor(cfg, db.Dialect())
-	q := n.d.Quote
+	n := schema.NamesFor(cfg)
+	q := n.Dialect.Quote
 	var where []string
 	var args []any
 	if f.State != "" {
@@ -169,8 +169,8 @@ func FindIdentities(ctx context.Context, db *store.DB, cfg *config.Config, user 
 	if user == "" {
 		return nil, fmt.Errorf("which user? give a username, an email or a directory ID")
 	}
-	n := namesFor(cfg, db.Dialect())
-	q := n.d.Quote
+	n := schema.NamesFor(cfg)
+	q := n.Dialect.Quote
 	var rows []infoRow
 	lower := strings.ToLower(user)
 	err := store.Select(ctx, db, &rows, infoSelect(n)+" WHERE "+q("directory_id")+" = ? OR "+q("username")+" = ? OR LOWER("+q("username")+") = ? OR LOWER("+q("email")+") = ? ORDER BY "+q("id"),
@@ -196,9 +196,9 @@ func FindIdentities(ctx context.Context, db *store.DB, cfg *config.Config, user 
 	return out, nil
 }
 
-func linkedRow(ctx context.Context, db *store.DB, n names, key any) (*LinkedRow, error) {
-	cols := []string{n.uKey}
-	for _, c := range []string{n.uUsername, n.uEmail} {
+func linkedRow(ctx context.Context, db *store.DB, n schema.Names, key any) (*LinkedRow, error) {
+	cols := []string{n.UserKey}
+	for _, c := range []string{n.UserUsername, n.UserEmail} {
 		if c != "" {
 			cols = append(cols, c)
 		} else {
@@ -206,7 +206,7 @@ func linkedRow(ctx context.Context, db *store.DB, n names, key any) (*LinkedRow,
 		}
 	}
 	var k, u, e any
-	err := db.QueryRowxContext(ctx, db.Rebind("SELECT "+strings.Join(cols, ", ")+" FROM "+n.users+" WHERE "+n.uKey+" = ?"), key).Scan(&k, &u, &e)
+	err := db.QueryRowxContext(ctx, db.Rebind("SELECT "+strings.Join(cols, ", ")+" FROM "+n.Users+" WHERE "+n.UserKey+" = ?"), key).Scan(&k, &u, &e)
 	if err == sql.ErrNoRows {
 		return &LinkedRow{Key: keyString(key), Missing: true}, nil
 	}
@@ -222,8 +222,8 @@ func linkedRow(ctx context.Context, db *store.DB, n names, key any) (*LinkedRow,
 	return &LinkedRow{Key: keyString(normKey(k)), Username: str(u), Email: str(e)}, nil
 }
 
-func passkeys(ctx context.Context, db *store.DB, n names, key any, identityID int64) ([]Passkey, error) {
-	q := n.d.Quote
+func passkeys(ctx context.Context, db *store.DB, n schema.Names, key any, identityID int64) ([]Passkey, error) {
+	q := n.Dialect.Quote
 	var rows []struct {
 		ID             int64          `db:"id"`
 		Name           string         `db:"name"`
@@ -241,7 +241,7 @@ func passkeys(ctx context.Context, db *store.DB, n names, key any, identityID in
 	for i, c := range cols {
 		cols[i] = q(c)
 	}
-	err := store.Select(ctx, db, &rows, "SELECT "+strings.Join(cols, ", ")+" FROM "+n.credential+" WHERE "+q("user_key")+" = ? OR "+q("identity_id")+" = ? ORDER BY "+q("id"), key, identityID)
+	err := store.Select(ctx, db, &rows, "SELECT "+strings.Join(cols, ", ")+" FROM "+n.Credentials+" WHERE "+q("user_key")+" = ? OR "+q("identity_id")+" = ? ORDER BY "+q("id"), key, identityID)
 	if err != nil {
 		return nil, fmt.Errorf("read passkeys: %w", err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/passbridge/passbridge/audit"
 	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/enroll/adoption"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -179,7 +179,7 @@ var adminNotices = map[string]string{
 func (p *Portal) adminUsers(c echo.Context) error {
 	q := strings.TrimSpace(c.QueryParam("q"))
 	linkState := c.QueryParam("link")
-	if linkState != "" && linkState != migrate.LinkUnmatched && linkState != migrate.LinkAmbiguous && linkState != migrate.LinkManual {
+	if linkState != "" && linkState != schema.LinkUnmatched && linkState != schema.LinkAmbiguous && linkState != schema.LinkManual {
 		return &userError{Status: http.StatusBadRequest, Code: "bad_filter", Message: "link must be unmatched, ambiguous or manual."}
 	}
 	if len(q) > 256 {
@@ -347,7 +347,7 @@ func (p *Portal) adminPolicy(c echo.Context) error {
 	var v any
 	switch pol := c.FormValue("policy"); pol {
 	case "default":
-	case migrate.PasswordAllowed, migrate.PasswordRefusedWithPasskey:
+	case schema.PasswordAllowed, schema.PasswordRefusedWithPasskey:
 		v = pol
 	default:
 		return &userError{Status: http.StatusBadRequest, Code: "bad_policy", Message: "policy must be default, allowed or refused_with_passkey."}
@@ -563,11 +563,11 @@ func (s *data) countUnlinked(ctx context.Context) (map[string]int, error) {
 		N     int    `db:"n"`
 	}
 	err := store.Select(ctx, s.db, &rows, "SELECT "+q("link_state")+", COUNT(*) AS n FROM "+s.n.Identities+" WHERE "+q("link_state")+" IN (?, ?) AND "+q("state")+" <> ? GROUP BY "+q("link_state"),
-		migrate.LinkUnmatched, migrate.LinkAmbiguous, migrate.StateDeleted)
+		schema.LinkUnmatched, schema.LinkAmbiguous, schema.StateDeleted)
 	if err != nil {
 		return nil, fmt.Errorf("count unlinked identities: %w", err)
 	}
-	out := map[string]int{migrate.LinkUnmatched: 0, migrate.LinkAmbiguous: 0}
+	out := map[string]int{schema.LinkUnmatched: 0, schema.LinkAmbiguous: 0}
 	for _, r := range rows {
 		out[r.State] = r.N
 	}

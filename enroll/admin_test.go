@@ -14,7 +14,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/enroll/adoption"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -189,12 +189,12 @@ func TestAdminConsole(t *testing.T) {
 	}
 
 	// Password policy, in the column the migration added.
-	if r := ac.form("/admin/users/"+strconv.FormatInt(id, 10)+"/password-policy", url.Values{"policy": {migrate.PasswordRefusedWithPasskey}}); r.status != http.StatusSeeOther {
+	if r := ac.form("/admin/users/"+strconv.FormatInt(id, 10)+"/password-policy", url.Values{"policy": {schema.PasswordRefusedWithPasskey}}); r.status != http.StatusSeeOther {
 		t.Fatalf("policy: %d %s", r.status, strip(r.body))
 	}
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	var pol *string
-	if err := store.Get(context.Background(), e.db, &pol, "SELECT "+n.PasswordPolicy+" FROM "+n.Users+" WHERE "+n.UserKey+" = ?", worker.key); err != nil || pol == nil || *pol != migrate.PasswordRefusedWithPasskey {
+	if err := store.Get(context.Background(), e.db, &pol, "SELECT "+n.PasswordPolicy+" FROM "+n.Users+" WHERE "+n.UserKey+" = ?", worker.key); err != nil || pol == nil || *pol != schema.PasswordRefusedWithPasskey {
 		t.Errorf("password policy column = %v (%v)", pol, err)
 	}
 	if r := ac.form("/admin/users/"+strconv.FormatInt(id, 10)+"/password-policy", url.Values{"policy": {"whatever"}}); r.status != http.StatusBadRequest {
@@ -217,7 +217,7 @@ func TestAdminConsole(t *testing.T) {
 	}
 	e.sync()
 	it, err := e.portal.data.identityByID(context.Background(), lid)
-	if err != nil || it.LinkState != migrate.LinkManual || it.UserKey == nil {
+	if err != nil || it.LinkState != schema.LinkManual || it.UserKey == nil {
 		t.Fatalf("after a full sync the manual link is %+v (%v)", it, err)
 	}
 	if r := ac.form("/admin/users/"+strconv.FormatInt(lid, 10)+"/manual-link", url.Values{"user_key": {"99999"}}); r.status != http.StatusConflict {
@@ -226,7 +226,7 @@ func TestAdminConsole(t *testing.T) {
 	if r := ac.form("/admin/users/"+strconv.FormatInt(lid, 10)+"/unlink", url.Values{}); r.status != http.StatusSeeOther {
 		t.Errorf("unlink: %d %s", r.status, strip(r.body))
 	}
-	if it, _ := e.portal.data.identityByID(context.Background(), lid); it == nil || it.LinkState != migrate.LinkUnmatched {
+	if it, _ := e.portal.data.identityByID(context.Background(), lid); it == nil || it.LinkState != schema.LinkUnmatched {
 		t.Errorf("after unlink: %+v", it)
 	}
 
@@ -267,7 +267,7 @@ func TestAdminConsole(t *testing.T) {
 // identityID is the stored identity of a directory user.
 func (e *env) identityID(u *user) int64 {
 	e.t.Helper()
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	var id int64
 	if err := store.Get(context.Background(), e.db, &id, "SELECT "+e.db.Dialect().Quote("id")+" FROM "+n.Identities+" WHERE "+e.db.Dialect().Quote("username")+" = ?", u.name); err != nil {
 		e.t.Fatalf("identity of %s: %v", u.name, err)
@@ -289,7 +289,7 @@ func TestAdoptionMetrics(t *testing.T) {
 	cb := e.client()
 	cb.mustSignIn(b.name, b.password)
 	cb.begin("/webauthn/register/begin", nil)
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	q := e.db.Dialect().Quote
 	if _, err := store.Exec(context.Background(), e.db, "UPDATE "+n.Ceremonies+" SET "+q("expires_at")+" = ? WHERE "+q("identity_id")+" = ?",
 		time.Now().Add(-time.Minute).UTC(), e.identityID(b)); err != nil {

@@ -18,22 +18,22 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/directory"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
 // data is the portal's access to passbridge's tables in the application
 // database. Every statement uses ? placeholders through the store helpers;
-// names come from migrate.NamesFor, quoted and qualified.
+// names come from schema.NamesFor, quoted and qualified.
 type data struct {
 	db  *store.DB
-	n   migrate.Names
+	n   schema.Names
 	d   store.Dialect
 	now func() time.Time
 }
 
 func newData(db *store.DB, cfg *config.Config) *data {
-	return &data{db: db, n: migrate.NamesFor(cfg), d: db.Dialect(), now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
+	return &data{db: db, n: schema.NamesFor(cfg), d: db.Dialect(), now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 
 func (s *data) q(name string) string { return s.d.Quote(name) }
@@ -113,9 +113,9 @@ func (i *identity) Name() string {
 // sign in or enroll.
 func (i *identity) refusal() string {
 	switch {
-	case i.State == migrate.StateDisabled:
+	case i.State == schema.StateDisabled:
 		return "Your directory account is disabled, so it cannot use passkeys. Contact IT if this is a mistake."
-	case i.State != migrate.StateActive:
+	case i.State != schema.StateActive:
 		return "Your directory account is no longer in the scope of the passkey portal. Contact IT if this is a mistake."
 	case i.UserKey == nil:
 		return "Your directory account is not linked to an application account yet, so there is nothing to attach a passkey to. IT can link it for you."

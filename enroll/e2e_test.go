@@ -15,7 +15,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testsrv"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -403,7 +403,7 @@ func TestE2ECloneWarning(t *testing.T) {
 	b.signOut()
 
 	// As if another copy of the key had been used 1000 times.
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	q := e.db.Dialect().Quote
 	if _, err := store.Exec(context.Background(), e.db, "UPDATE "+n.Credentials+" SET "+q("sign_count")+" = 1000 WHERE "+q("user_key")+" = ?", dave.key); err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/passbridge/passbridge/enroll/adoption"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -358,7 +359,7 @@ func (e *env) count(query string, args ...any) int {
 // auditCount counts audit events of a kind (and success) about target.
 func (e *env) auditCount(event string, success bool, target string) int {
 	e.t.Helper()
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	q := e.db.Dialect().Quote
 	return e.count("SELECT COUNT(*) FROM "+n.Audit+" WHERE "+q("event")+" = ? AND "+q("success")+" = ? AND "+q("target")+" = ?", event, success, target)
 }
@@ -366,7 +367,7 @@ func (e *env) auditCount(event string, success bool, target string) int {
 // passkeyState reads users.<prefix>passkey_state of a row.
 func (e *env) passkeyState(u *user) string {
 	e.t.Helper()
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	var s *string
 	if err := store.Get(context.Background(), e.db, &s, "SELECT "+n.PasskeyState+" FROM "+n.Users+" WHERE "+n.UserKey+" = ?", u.key); err != nil {
 		e.t.Fatal(err)
@@ -380,7 +381,7 @@ func (e *env) passkeyState(u *user) string {
 // activePasskeys counts a user's active passkeys.
 func (e *env) activePasskeys(u *user) int {
 	e.t.Helper()
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	q := e.db.Dialect().Quote
 	return e.count("SELECT COUNT(*) FROM "+n.Credentials+" WHERE "+q("user_key")+" = ? AND "+q("revoked_at")+" IS NULL", u.key)
 }

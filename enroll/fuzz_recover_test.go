@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 )
 
 // FuzzRecoverCode posts any code, with any pending-recovery cookie, to
@@ -36,7 +36,7 @@ func FuzzRecoverCode(f *testing.F) {
 	} {
 		f.Add(s.cookie, s.code)
 	}
-	sessions := migrate.NamesFor(e.cfg).Sessions
+	sessions := schema.NamesFor(e.cfg).Sessions
 	f.Fuzz(func(t *testing.T, cookie, code string) {
 		if cookie == pending {
 			t.Skip("the pending recovery's own cookie: TestRecoveryCode")

@@ -11,7 +11,7 @@ import (
 
 	"github.com/pquerna/otp/totp"
 
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 )
 
 // The ceremony API and the link and token parsing, fuzzed through HTTP on
@@ -103,7 +103,7 @@ func FuzzLoginFinish(f *testing.F) {
 	for _, s := range finishSeeds(good) {
 		f.Add(s)
 	}
-	sessions := migrate.NamesFor(e.cfg).Sessions
+	sessions := schema.NamesFor(e.cfg).Sessions
 	f.Fuzz(func(t *testing.T, body string) {
 		c := newClient(t, e.URL)
 		c.auth = owner.auth
@@ -145,7 +145,7 @@ func FuzzLink(f *testing.F) {
 		f.Add(s, false)
 		f.Add(s, true)
 	}
-	sessions := migrate.NamesFor(e.cfg).Sessions
+	sessions := schema.NamesFor(e.cfg).Sessions
 	used := false
 	f.Fuzz(func(t *testing.T, token string, redeem bool) {
 		c := newClient(t, e.URL)

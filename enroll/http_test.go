@@ -17,7 +17,7 @@ import (
 	"github.com/go-webauthn/webauthn/protocol/webauthncose"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -315,7 +315,7 @@ func TestSessionCookie(t *testing.T) {
 	if second.Value == first.Value {
 		t.Error("signing in again kept the session ID")
 	}
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	if got := e.count("SELECT COUNT(*) FROM " + n.Sessions); got != 1 {
 		t.Errorf("%d session rows after two sign-ins of one browser, want 1 (the old one ended)", got)
 	}
@@ -411,7 +411,7 @@ func TestInterop(t *testing.T) {
 			}
 
 			// What the application reads: plain SQL on the columns.
-			n := migrate.NamesFor(e.cfg)
+			n := schema.NamesFor(e.cfg)
 			q := e.db.Dialect().Quote
 			var row struct {
 				UserKey        int64  `db:"user_key"`
@@ -520,7 +520,7 @@ func TestLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	q := e.db.Dialect().Quote
 	if _, err := store.Exec(context.Background(), e.db, "UPDATE "+n.Tokens+" SET "+q("expires_at")+" = ? WHERE "+q("used_at")+" IS NULL", time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)

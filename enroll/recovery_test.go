@@ -14,7 +14,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testsrv"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -38,7 +38,7 @@ func (e *env) oldPasskey(u *user) {
 
 func (e *env) setTOTP(u *user, secret string) {
 	e.t.Helper()
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	if _, err := store.Exec(context.Background(), e.db, "UPDATE "+n.Users+" SET "+n.UserTOTP+" = ? WHERE "+n.UserKey+" = ?", secret, u.key); err != nil {
 		e.t.Fatal(err)
 	}
@@ -278,7 +278,7 @@ func TestRecoveryTOTPReplay(t *testing.T) {
 		t.Errorf("a malformed code: %d", r.status)
 	}
 	// The secret is read only: the users row is unchanged.
-	n := migrate.NamesFor(e.cfg)
+	n := schema.NamesFor(e.cfg)
 	var got string
 	if err := store.Get(context.Background(), e.db, &got, "SELECT "+n.UserTOTP+" FROM "+n.Users+" WHERE "+n.UserKey+" = ?", u.key); err != nil || got != secret {
 		t.Errorf("the TOTP secret changed: %q (%v)", got, err)

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/passbridge/passbridge/schema"
 )
 
 // The password baseline. Before the first change, apply fingerprints the
@@ -52,15 +54,15 @@ type baseliner struct {
 	afterChunk func(n int)
 }
 
-func newBaseliner(eng Engine, schema string, users *UsersTable, pw ColumnInfo, prefix string, chunk int) *baseliner {
+func newBaseliner(eng Engine, dbSchema string, users *UsersTable, pw ColumnInfo, prefix string, chunk int) *baseliner {
 	if chunk <= 0 {
 		chunk = defaultChunk
 	}
 	return &baseliner{
-		eng: eng, users: eng.qualify(schema, users.Name),
+		eng: eng, users: eng.qualify(dbSchema, users.Name),
 		key: eng.quote(users.Key.Name), pw: eng.quote(pw.Name), pwName: pw.Name,
 		keyType: castType(users.KeyType), keyFamily: eng.family(castType(users.KeyType)), pwType: pw.Type,
-		rows: eng.qualify(schema, prefix+baselineRowsTable), chunks: eng.qualify(schema, prefix+baselineTable),
+		rows: eng.qualify(dbSchema, prefix+schema.BaselineRowsTable), chunks: eng.qualify(dbSchema, prefix+schema.BaselineTable),
 		chunk: chunk,
 	}
 }

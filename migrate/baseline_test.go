@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
+
+	"github.com/passbridge/passbridge/schema"
 )
 
 // TestBaselineChunksFollowKeyOrder: chunk boundaries follow the key's own
@@ -24,7 +26,7 @@ func TestBaselineChunksFollowKeyOrder(t *testing.T) {
 			if _, err := Apply(ctx, db, cfg, Options{chunk: 4}); err != nil {
 				t.Fatal(err)
 			}
-			n := NamesFor(cfg)
+			n := schema.NamesFor(cfg)
 			rows, err := db.QueryContext(ctx, "SELECT chunk, first_key, last_key, row_count FROM "+n.Baseline+" ORDER BY chunk")
 			if err != nil {
 				t.Fatal(err)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/passbridge/passbridge/schema"
 )
 
 // catalog is a snapshot of the objects a plan is about: every relation
@@ -372,7 +374,7 @@ func (c *catalog) loadSQLite(ctx context.Context, q querier, prefix string) erro
 			// planner names them.
 			for _, fk := range fks {
 				if len(fk.Columns) == 1 && hasPrefix(e.name) {
-					fk.Name = fkName("", e.name, fk.Columns[0])
+					fk.Name = schema.FKName("", e.name, fk.Columns[0])
 				}
 				c.fks[c.key(fk.Name)] = append(c.fks[c.key(fk.Name)], catFK{name: fk.Name, table: e.name, refTable: fk.RefTable, cols: fk.Columns, refCols: fk.RefColumns, validated: true})
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testsrv"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -107,7 +108,7 @@ func TestCollision(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			cfg, db := load(t, f)
-			n := NamesFor(cfg)
+			n := schema.NamesFor(cfg)
 			colType := "integer"
 			if f.engine == MySQL {
 				colType = "int"
@@ -183,7 +184,7 @@ func TestVerifyDetectsChanges(t *testing.T) {
 			if _, err := Apply(ctx, db, cfg, Options{chunk: testChunk}); err != nil {
 				t.Fatal(err)
 			}
-			n := NamesFor(cfg)
+			n := schema.NamesFor(cfg)
 			before := readPasswords(t, db, cfg)
 			var keys []string
 			for k := range before {
@@ -349,7 +350,7 @@ func TestLockTimeoutRetries(t *testing.T) {
 			ctx := context.Background()
 			f := fixtureNamed(t, name)
 			cfg, db := load(t, f)
-			n := NamesFor(cfg)
+			n := schema.NamesFor(cfg)
 			cfg.Migrate.LockTimeout = config.Duration(200 * time.Millisecond)
 			cfg.Migrate.Retries = 2
 

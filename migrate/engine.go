@@ -3,6 +3,9 @@ package migrate
 import (
 	"fmt"
 	"strings"
+
+	"github.com/passbridge/passbridge/schema"
+	"github.com/passbridge/passbridge/store"
 )
 
 // Engine is a database engine family; the planner renders SQL per engine.
@@ -86,21 +89,21 @@ func (e Engine) maxIdent() int {
 
 // columnType renders a logical type for a passbridge-owned column. keyType is
 // the users table key's exact type (for UserKey).
-func (e Engine) columnType(c Column, keyType string) string {
+func (e Engine) columnType(c schema.Column, keyType string) string {
 	switch c.Type {
-	case ID:
+	case schema.ID:
 		if e == SQLite {
 			return "INTEGER"
 		}
 		return "bigint"
-	case UserKey:
+	case schema.UserKey:
 		return keyType
-	case Ref, Int:
+	case schema.Ref, schema.Int:
 		if e == SQLite {
 			return "INTEGER"
 		}
 		return "bigint"
-	case Bool:
+	case schema.Bool:
 		switch e {
 		case Postgres:
 			return "boolean"
@@ -108,7 +111,7 @@ func (e Engine) columnType(c Column, keyType string) string {
 			return "tinyint(1)"
 		}
 		return "BOOLEAN"
-	case Time:
+	case schema.Time:
 		// The same types as store.Dialect.Types: modernc.org/sqlite reads
 		// a column declared TIMESTAMP back as time.Time.
 		switch e {
@@ -118,12 +121,12 @@ func (e Engine) columnType(c Column, keyType string) string {
 			return "datetime(6)"
 		}
 		return "TIMESTAMP"
-	case Str:
+	case schema.Str:
 		if e == SQLite {
 			return "TEXT"
 		}
 		return fmt.Sprintf("varchar(%d)", c.Size)
-	case Text:
+	case schema.Text:
 		switch e {
 		case MySQL:
 			return "longtext"
@@ -131,7 +134,7 @@ func (e Engine) columnType(c Column, keyType string) string {
 			return "TEXT"
 		}
 		return "text"
-	case Bytes:
+	case schema.Bytes:
 		switch e {
 		case Postgres:
 			return "bytea"
@@ -139,7 +142,7 @@ func (e Engine) columnType(c Column, keyType string) string {
 			return fmt.Sprintf("varbinary(%d)", c.Size)
 		}
 		return "BLOB"
-	case Blob:
+	case schema.Blob:
 		switch e {
 		case Postgres:
 			return "bytea"
@@ -153,8 +156,8 @@ func (e Engine) columnType(c Column, keyType string) string {
 
 // defaultLiteral renders Column.Default for the engine (booleans are
 // written 0/1 in schema.go and need true/false on PostgreSQL).
-func (e Engine) defaultLiteral(c Column) string {
-	if c.Type == Bool && e == Postgres {
+func (e Engine) defaultLiteral(c schema.Column) string {
+	if c.Type == schema.Bool && e == Postgres {
 		switch c.Default {
 		case "0":
 			return "false"
@@ -220,15 +223,22 @@ func (e Engine) family(rawType string) string {
 }
 
 // logicalFamily is family() for a planned column.
-func (e Engine) logicalFamily(c Column, keyType string) string {
+func (e Engine) logicalFamily(c schema.Column, keyType string) string {
 	switch c.Type {
-	case Bool:
+	case schema.Bool:
 		if e == MySQL {
 			return "int" // BOOLEAN is tinyint(1)
 		}
 		return "bool"
-	case UserKey:
+	case schema.UserKey:
 		return e.family(keyType)
 	}
 	return e.family(e.columnType(c, keyType))
+}
+
+// dialect is store's dialect of the engine: the one place that quotes
+// names, rebinds placeholders and renders literals for every package.
+func (e Engine) dialect() store.Dialect {
+	d, _ := store.NewDialect(string(e))
+	return d
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/passbridge/passbridge/schema"
 )
 
 // ExportInfo says where rollback --force put the passkeys.
@@ -49,8 +51,8 @@ func exportPathOrDefault(path string) string {
 // file (never overwriting one), synced to disk before rollback goes on.
 func (m *migrator) exportCredentials(ctx context.Context, q querier, path string) (*ExportInfo, error) {
 	path = exportPathOrDefault(path)
-	var cred Table
-	for _, t := range Tables {
+	var cred schema.Table
+	for _, t := range schema.Tables {
 		if t.Name == "credentials" {
 			cred = t
 		}
@@ -67,7 +69,7 @@ func (m *migrator) exportCredentials(ctx context.Context, q querier, path string
 	}
 	var sel []string
 	for _, c := range cred.Columns {
-		if c.Type == UserKey {
+		if c.Type == schema.UserKey {
 			sel = append(sel, keyText("c."+b.quote(c.Name)))
 			continue
 		}
@@ -105,8 +107,8 @@ func (m *migrator) exportCredentials(ctx context.Context, q querier, path string
 			rec[c.Name] = exportValue(c.Type, vals[i])
 		}
 		n := len(cred.Columns)
-		rec["identity"] = map[string]any{"directory_id": exportValue(Str, vals[n]), "username": exportValue(Str, vals[n+1]), "email": exportValue(Str, vals[n+2])}
-		rec["user"] = map[string]any{"username": exportValue(Str, vals[n+3]), "email": exportValue(Str, vals[n+4])}
+		rec["identity"] = map[string]any{"directory_id": exportValue(schema.Str, vals[n]), "username": exportValue(schema.Str, vals[n+1]), "email": exportValue(schema.Str, vals[n+2])}
+		rec["user"] = map[string]any{"username": exportValue(schema.Str, vals[n+3]), "email": exportValue(schema.Str, vals[n+4])}
 		ex.Passkeys = append(ex.Passkeys, rec)
 	}
 	if err := rows.Err(); err != nil {
@@ -130,12 +132,12 @@ func (m *migrator) exportCredentials(ctx context.Context, q querier, path string
 }
 
 // exportValue makes a scanned value JSON-friendly and driver-independent.
-func exportValue(t Type, v any) any {
+func exportValue(t schema.Type, v any) any {
 	switch x := v.(type) {
 	case nil:
 		return nil
 	case []byte:
-		if t == Bytes || t == Blob {
+		if t == schema.Bytes || t == schema.Blob {
 			return base64.RawURLEncoding.EncodeToString(x)
 		}
 		return exportValue(t, string(x))
@@ -143,11 +145,11 @@ func exportValue(t Type, v any) any {
 		return x.UTC().Format(time.RFC3339Nano)
 	case string:
 		switch t {
-		case Bytes, Blob:
+		case schema.Bytes, schema.Blob:
 			return base64.RawURLEncoding.EncodeToString([]byte(x))
-		case Bool:
+		case schema.Bool:
 			return x == "1" || strings.EqualFold(x, "true")
-		case Int, Ref, ID:
+		case schema.Int, schema.Ref, schema.ID:
 			var n int64
 			if _, err := fmt.Sscan(x, &n); err == nil {
 				return n
@@ -155,7 +157,7 @@ func exportValue(t Type, v any) any {
 		}
 		return x
 	case int64:
-		if t == Bool {
+		if t == schema.Bool {
 			return x != 0
 		}
 		return x

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -26,9 +27,9 @@ const testChunk = 3
 // verify.
 func readPasswords(t *testing.T, db *store.DB, cfg *config.Config) map[string]*string {
 	t.Helper()
-	n := NamesFor(cfg)
+	n := schema.NamesFor(cfg)
 	key := n.UserKey + "::text"
-	switch n.Engine {
+	switch Engine(n.Dialect.Kind()) {
 	case MySQL:
 		key = "CAST(" + n.UserKey + " AS CHAR)"
 	case SQLite:
@@ -263,7 +264,7 @@ func firstKey(m map[string]*string) string {
 // checkPlanSQL checks the engine-specific online behaviour in the plan.
 func checkPlanSQL(t *testing.T, f fixture, cfg *config.Config, p *Plan) {
 	t.Helper()
-	pwCol := NamesFor(cfg).UserPassword
+	pwCol := schema.NamesFor(cfg).UserPassword
 	for _, s := range p.Steps {
 		all := strings.Join(s.SQL, "\n")
 		if s.Kind != "take-baseline" && strings.Contains(all, pwCol) {
@@ -357,7 +358,7 @@ func checkSchema(t *testing.T, f fixture, cfg *config.Config, db *store.DB, orig
 		if col.typ != want {
 			t.Errorf("%s.user_key is %s, want %s (the users key's type)", tn, col.typ, want)
 		}
-		fk := cat.fk(fkName(cfg.Migrate.Prefix, tn, "user_key"), cfg.Migrate.Prefix+tn)
+		fk := cat.fk(schema.FKName(cfg.Migrate.Prefix, tn, "user_key"), cfg.Migrate.Prefix+tn)
 		if fk == nil || !fk.validated || !strings.EqualFold(fk.refTable, u.Name) || fk.refCols[0] != u.Key.Name {
 			t.Errorf("%s: foreign key to the users table: %+v", tn, fk)
 		}
@@ -417,7 +418,7 @@ func addUser(t *testing.T, f fixture, cfg *config.Config, db *store.DB, name str
 // enroll writes a passkey for the user with key, as the portal would.
 func enroll(t *testing.T, cfg *config.Config, db *store.DB, key string) []byte {
 	t.Helper()
-	n := NamesFor(cfg)
+	n := schema.NamesFor(cfg)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	_, err := store.Exec(ctx, db, "INSERT INTO "+n.Identities+" (directory_id, dn, username, state, link_state, user_key, first_seen_at, last_seen_at, updated_at) VALUES (?, ?, ?, 'active', 'linked', ?, ?, ?, ?)",

@@ -1,3 +1,8 @@
+// Package migrate changes the application database so it can hold passkeys:
+// it inspects the existing users table, plans the change as data (each step
+// with its SQL, its lock and its undo), applies it online and verifies that
+// password hashes are untouched. The tables it creates are described in
+// package schema; only cmd/, the demo and test helpers import migrate.
 package migrate
 
 import (
@@ -14,6 +19,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/buildinfo"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -45,7 +51,7 @@ type migrator struct {
 	db    *sql.DB
 	eng   Engine
 	cfg   *config.Config
-	names Names
+	names schema.Names
 	users *UsersTable
 	steps []Step
 	hist  history
@@ -69,7 +75,7 @@ func newMigrator(ctx context.Context, sdb *store.DB, cfg *config.Config, opts Op
 		return nil, err
 	}
 	m := &migrator{sdb: sdb, db: db, eng: eng, cfg: cfg, users: users, opts: opts,
-		names: namesFor(eng, cfg.UsersTable, cfg.Migrate.Prefix), log: opts.Log, out: opts.Out}
+		names: schema.NamesOn(eng.dialect(), cfg.UsersTable, cfg.Migrate.Prefix), log: opts.Log, out: opts.Out}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -100,7 +106,7 @@ func (m *migrator) env(ctx context.Context, q querier) (*checkEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	hist, err := m.hist.read(ctx, q, cat.table(m.cfg.Migrate.Prefix+historyTable) != nil)
+	hist, err := m.hist.read(ctx, q, cat.table(m.cfg.Migrate.Prefix+schema.HistoryTable) != nil)
 	if err != nil {
 		return nil, err
 	}

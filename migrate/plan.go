@@ -5,42 +5,43 @@ import (
 	"strings"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/schema"
 )
 
 // Bookkeeping tables: migrate's own history and the password baseline.
 var (
-	historyDef = Table{
-		Name: historyTable, PrimaryKey: "step_id",
+	historyDef = schema.Table{
+		Name: schema.HistoryTable, PrimaryKey: "step_id",
 		Comment: "passbridge migrate: one row per applied step",
-		Columns: []Column{
-			{Name: "step_id", Type: Str, Size: 191},
-			{Name: "kind", Type: Str, Size: 32},
-			{Name: "checksum", Type: Str, Size: 64},
-			{Name: "statements", Type: Text},
-			{Name: "applied_at", Type: Time},
-			{Name: "duration_ms", Type: Int, Default: "0"},
-			{Name: "passbridge_version", Type: Str, Size: 64},
+		Columns: []schema.Column{
+			{Name: "step_id", Type: schema.Str, Size: 191},
+			{Name: "kind", Type: schema.Str, Size: 32},
+			{Name: "checksum", Type: schema.Str, Size: 64},
+			{Name: "statements", Type: schema.Text},
+			{Name: "applied_at", Type: schema.Time},
+			{Name: "duration_ms", Type: schema.Int, Default: "0"},
+			{Name: "passbridge_version", Type: schema.Str, Size: 64},
 		},
 	}
-	baselineDef = Table{
-		Name: baselineTable, PrimaryKey: "chunk",
+	baselineDef = schema.Table{
+		Name: schema.BaselineTable, PrimaryKey: "chunk",
 		Comment: "passbridge migrate: the password column's checksum per key range, taken before the first change",
-		Columns: []Column{
-			{Name: "chunk", Type: Int},
-			{Name: "first_key", Type: Text},
-			{Name: "last_key", Type: Text},
-			{Name: "row_count", Type: Int},
-			{Name: "checksum", Type: Str, Size: 64},
-			{Name: "taken_at", Type: Time},
+		Columns: []schema.Column{
+			{Name: "chunk", Type: schema.Int},
+			{Name: "first_key", Type: schema.Text},
+			{Name: "last_key", Type: schema.Text},
+			{Name: "row_count", Type: schema.Int},
+			{Name: "checksum", Type: schema.Str, Size: 64},
+			{Name: "taken_at", Type: schema.Time},
 		},
 	}
-	baselineRowsDef = Table{
-		Name: baselineRowsTable, PrimaryKey: "user_key",
+	baselineRowsDef = schema.Table{
+		Name: schema.BaselineRowsTable, PrimaryKey: "user_key",
 		Comment: "passbridge migrate: a SHA-256 fingerprint of each row's password hash, taken before the first change",
-		Columns: []Column{
-			{Name: "user_key", Type: UserKey},
-			{Name: "chunk", Type: Int},
-			{Name: "fingerprint", Type: Str, Size: 64, Nullable: true},
+		Columns: []schema.Column{
+			{Name: "user_key", Type: schema.UserKey},
+			{Name: "chunk", Type: schema.Int},
+			{Name: "fingerprint", Type: schema.Str, Size: 64, Nullable: true},
 		},
 	}
 )
@@ -71,28 +72,28 @@ func (p *planner) buildSteps() ([]Step, error) {
 
 	// migrate's own tables, then the baseline: before anything touches the
 	// users table.
-	for _, t := range []Table{historyDef, baselineDef, baselineRowsDef} {
+	for _, t := range []schema.Table{historyDef, baselineDef, baselineRowsDef} {
 		steps = append(steps, p.createTable(t, true))
 	}
 	if p.bl != nil { // no password column: nothing to baseline
 		steps = append(steps, p.takeBaseline())
 	}
 
-	for _, c := range UserColumns {
+	for _, c := range schema.UserColumns {
 		steps = append(steps, p.addUserColumn(c))
 	}
 	steps = append(steps, p.userLookupIndexes()...)
 
-	for _, t := range Tables {
+	for _, t := range schema.Tables {
 		steps = append(steps, p.createTable(t, false))
 	}
-	for _, t := range Tables {
+	for _, t := range schema.Tables {
 		for _, ix := range t.Indexes {
 			steps = append(steps, p.createIndex(t, ix, false))
 		}
 	}
 	if p.eng != SQLite { // SQLite declares them in CREATE TABLE
-		for _, t := range Tables {
+		for _, t := range schema.Tables {
 			for _, fk := range t.FKs {
 				steps = append(steps, p.foreignKey(t, fk)...)
 			}
@@ -109,16 +110,16 @@ func (p *planner) checkNames() error {
 			long = append(long, n)
 		}
 	}
-	for _, t := range append([]Table{historyDef, baselineDef, baselineRowsDef}, Tables...) {
+	for _, t := range append([]schema.Table{historyDef, baselineDef, baselineRowsDef}, schema.Tables...) {
 		check(p.prefix + t.Name)
 		for _, ix := range t.Indexes {
-			check(indexName(p.prefix, t.Name, ix.Name))
+			check(schema.IndexName(p.prefix, t.Name, ix.Name))
 		}
 		for _, fk := range t.FKs {
-			check(fkName(p.prefix, t.Name, fk.Column))
+			check(schema.FKName(p.prefix, t.Name, fk.Column))
 		}
 	}
-	for _, c := range UserColumns {
+	for _, c := range schema.UserColumns {
 		check(p.prefix + c.Name)
 	}
 	if len(long) > 0 {
@@ -135,10 +136,10 @@ func (p *planner) tbl(name string) string { return p.eng.qualify(p.schema, p.pre
 
 func (p *planner) usersQ() string { return p.eng.qualify(p.schema, p.users.Name) }
 
-func (p *planner) columnDef(t Table, c Column) string {
+func (p *planner) columnDef(t schema.Table, c schema.Column) string {
 	typ := p.eng.columnType(c, p.users.KeyType)
 	def := p.q(c.Name) + " " + typ
-	if c.Type == ID {
+	if c.Type == schema.ID {
 		switch p.eng {
 		case Postgres:
 			return def + " GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
@@ -159,21 +160,21 @@ func (p *planner) columnDef(t Table, c Column) string {
 	return strings.TrimSpace(def)
 }
 
-func (p *planner) expectCols(t Table) []expectCol {
+func (p *planner) expectCols(t schema.Table) []expectCol {
 	var out []expectCol
 	for _, c := range t.Columns {
-		out = append(out, expectCol{name: c.Name, family: p.eng.logicalFamily(c, p.users.KeyType), nullable: c.Nullable && c.Type != ID})
+		out = append(out, expectCol{name: c.Name, family: p.eng.logicalFamily(c, p.users.KeyType), nullable: c.Nullable && c.Type != schema.ID})
 	}
 	return out
 }
 
-func (p *planner) createTable(t Table, bookkeeping bool) Step {
+func (p *planner) createTable(t schema.Table, bookkeeping bool) Step {
 	name := p.prefix + t.Name
 	var lines []string
 	hasID := false
 	for _, c := range t.Columns {
 		lines = append(lines, "    "+p.columnDef(t, c))
-		hasID = hasID || c.Type == ID
+		hasID = hasID || c.Type == schema.ID
 	}
 	if !hasID {
 		lines = append(lines, "    PRIMARY KEY ("+p.q(t.PrimaryKey)+")")
@@ -229,7 +230,7 @@ func (p *planner) createTable(t Table, bookkeeping bool) Step {
 
 // fkClause is a FOREIGN KEY clause for SQLite's CREATE TABLE. SQLite only
 // references tables of the same database, by unqualified name.
-func (p *planner) fkClause(fk ForeignKey) string {
+func (p *planner) fkClause(fk schema.ForeignKey) string {
 	ref, refCol := p.q(p.prefix+fk.Table), p.q("id")
 	if fk.Users {
 		ref, refCol = p.q(p.users.Name), p.q(p.users.Key.Name)
@@ -241,9 +242,9 @@ func (p *planner) fkClause(fk ForeignKey) string {
 	return s
 }
 
-func (p *planner) addUserColumn(c UserColumn) Step {
+func (p *planner) addUserColumn(c schema.UserColumn) Step {
 	name := p.prefix + c.Name
-	col := Column{Name: name, Type: c.Type, Size: c.Size, Nullable: true}
+	col := schema.Column{Name: name, Type: c.Type, Size: c.Size, Nullable: true}
 	typ := p.eng.columnType(col, p.users.KeyType)
 	users := p.usersQ()
 	s := &AddUserColumn{Column: c, users: p.users.Name, family: p.eng.family(typ)}
@@ -286,7 +287,7 @@ func (p *planner) userLookupIndexes() []Step {
 			continue
 		}
 		col, _ := p.users.Column(role.col)
-		if p.lookupServed(col, indexName(p.prefix, "user", role.role)) {
+		if p.lookupServed(col, schema.IndexName(p.prefix, "user", role.role)) {
 			continue
 		}
 		key := p.q(col.Name)
@@ -298,7 +299,7 @@ func (p *planner) userLookupIndexes() []Step {
 				key += "(191)"
 			}
 		}
-		ix := Index{Name: role.role, Columns: []string{key}}
+		ix := schema.Index{Name: role.role, Columns: []string{key}}
 		steps = append(steps, p.indexStep(p.users.Name, "user", ix, true, false))
 	}
 	return steps
@@ -333,7 +334,7 @@ func (p *planner) lookupServed(col ColumnInfo, ours string) bool {
 	return false
 }
 
-func (p *planner) createIndex(t Table, ix Index, bookkeeping bool) Step {
+func (p *planner) createIndex(t schema.Table, ix schema.Index, bookkeeping bool) Step {
 	keys := make([]string, len(ix.Columns))
 	for i, c := range ix.Columns {
 		keys[i] = p.q(c)
@@ -344,8 +345,8 @@ func (p *planner) createIndex(t Table, ix Index, bookkeeping bool) Step {
 
 // indexStep renders one index. table is the real table name; nameBase is
 // the middle of the index name (<prefix><nameBase>_<index>).
-func (p *planner) indexStep(table, nameBase string, ix Index, onUsers, bookkeeping bool) Step {
-	name := indexName(p.prefix, nameBase, ix.Name)
+func (p *planner) indexStep(table, nameBase string, ix schema.Index, onUsers, bookkeeping bool) Step {
+	name := schema.IndexName(p.prefix, nameBase, ix.Name)
 	tq := p.eng.qualify(p.schema, table)
 	unique := ""
 	if ix.Unique {
@@ -410,8 +411,8 @@ func approxRows(n int64) string {
 	return fmt.Sprintf("about %d rows", n)
 }
 
-func (p *planner) foreignKey(t Table, fk ForeignKey) []Step {
-	name := fkName(p.prefix, t.Name, fk.Column)
+func (p *planner) foreignKey(t schema.Table, fk schema.ForeignKey) []Step {
+	name := schema.FKName(p.prefix, t.Name, fk.Column)
 	child := p.tbl(t.Name)
 	ref, refCol, refName := p.tbl(fk.Table), "id", p.prefix+fk.Table
 	if fk.Users {
@@ -453,9 +454,9 @@ func (p *planner) foreignKey(t Table, fk ForeignKey) []Step {
 func (p *planner) takeBaseline() Step {
 	s := &TakeBaseline{bl: p.bl}
 	s.stepBase = stepBase{
-		id: "take-baseline " + p.users.Name + "." + p.ut.Password, kind: "take-baseline", object: p.prefix + baselineTable,
+		id: "take-baseline " + p.users.Name + "." + p.ut.Password, kind: "take-baseline", object: p.prefix + schema.BaselineTable,
 		sql:  p.bl.describe(),
-		risk: fmt.Sprintf("reads %s in key order, %d rows per short read-only statement (no locks beyond a plain SELECT), pausing between chunks; writes only to %s and %s", p.users.Name, p.bl.chunk, p.prefix+baselineTable, p.prefix+baselineRowsTable),
+		risk: fmt.Sprintf("reads %s in key order, %d rows per short read-only statement (no locks beyond a plain SELECT), pausing between chunks; writes only to %s and %s", p.users.Name, p.bl.chunk, p.prefix+schema.BaselineTable, p.prefix+schema.BaselineRowsTable),
 		undo: nil, undoRisk: "removed with the baseline tables",
 		tx: false, bookkeeping: true,
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/schema"
 )
 
 // TestPlanIsPasteable runs the text of `plan` as a DBA would paste it into
@@ -65,7 +66,7 @@ func TestStatusReportsDrift(t *testing.T) {
 	if _, err := Apply(ctx, db, cfg, Options{chunk: testChunk}); err != nil {
 		t.Fatal(err)
 	}
-	n := NamesFor(cfg)
+	n := schema.NamesFor(cfg)
 	mustExec(t, db, "ALTER TABLE "+n.Audit+" DROP INDEX "+n.Index("audit", "event"))
 	mustExec(t, db, "UPDATE "+n.History+" SET checksum = 'deadbeef' WHERE step_id = ?", "create-table passbridge_tokens")
 	mustExec(t, db, "INSERT INTO "+n.History+" (step_id, kind, checksum, statements, applied_at, duration_ms, passbridge_version) VALUES ('create-table passbridge_old', 'create-table', 'x', '', NOW(), 0, '0.1')")

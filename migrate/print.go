@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/passbridge/passbridge/schema"
 )
 
 // WriteText prints the plan as SQL that can be pasted into psql, mysql or
@@ -36,7 +38,7 @@ func (p *Plan) WriteText(w io.Writer, prefix string) error {
 	}
 	ew.printf("-- %d steps: %d applied, %d pending. lock_timeout %s, %d retries with backoff.\n", len(p.Steps), len(p.Steps)-pending, pending, p.LockTimeout, p.Retries)
 	ew.printf("-- The password column is never altered. `passbridge migrate apply` runs exactly this and records\n")
-	ew.printf("-- each step in %s%s; steps run by hand are found and recorded by the next apply.\n\n", prefix, historyTable)
+	ew.printf("-- each step in %s%s; steps run by hand are found and recorded by the next apply.\n\n", prefix, schema.HistoryTable)
 	ew.printf("-- apply's session settings:\n")
 	for _, q := range p.Session {
 		ew.printf("%s;\n", q)

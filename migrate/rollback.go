@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/passbridge/passbridge/schema"
 )
 
 // PasskeysEnrolledError refuses a rollback that would delete enrolled
@@ -56,7 +58,7 @@ func (m *migrator) rollback(ctx context.Context) (*Report, error) {
 		}
 		// Last look at the password column before the baseline goes.
 		if m.bl != nil && !m.opts.DryRun {
-			if h, ok := env.history[m.baselineStepID()]; ok && h.StepID != "" && env.cat.table(m.cfg.Migrate.Prefix+baselineRowsTable) != nil {
+			if h, ok := env.history[m.baselineStepID()]; ok && h.StepID != "" && env.cat.table(m.cfg.Migrate.Prefix+schema.BaselineRowsTable) != nil {
 				pr, err := m.verifyPasswords(ctx, conn)
 				if err != nil {
 					return fmt.Errorf("check passwords before rollback: %w", err)
@@ -99,7 +101,7 @@ func (m *migrator) undoStep(ctx context.Context, conn *sql.Conn, i int, s Step) 
 	res := &StepResult{ID: s.ID(), Kind: s.Kind(), Object: s.Object()}
 	start := time.Now()
 	defer func() { res.DurationMS = time.Since(start).Milliseconds() }()
-	histTable := m.cfg.Migrate.Prefix + historyTable
+	histTable := m.cfg.Migrate.Prefix + schema.HistoryTable
 	for {
 		env, err := m.env(ctx, conn)
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/passbridge/passbridge/schema"
 )
 
 // Step is one change of a plan. Each kind of change is its own type; all
@@ -98,7 +100,7 @@ type checkEnv struct {
 // keys.
 type CreateTable struct {
 	stepBase
-	Table Table
+	Table schema.Table
 	// expected column families and nullability, for the shape check.
 	expect []expectCol
 }
@@ -157,7 +159,7 @@ func nullWord(nullable bool) string {
 // users table: a catalog-only change on every engine.
 type AddUserColumn struct {
 	stepBase
-	Column UserColumn
+	Column schema.UserColumn
 	users  string
 	family string
 }

@@ -50,7 +50,7 @@ import (
 	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/enroll"
 	"github.com/passbridge/passbridge/internal/testsrv"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -335,7 +335,7 @@ func run(b *testing.B) *results {
 	if s.Status != directory.StatusSucceeded || s.Mode != "full" || s.Entries != k.users || s.Changes[directory.KindUpdate] != k.changed || len(s.Changes) > 1 {
 		b.Errorf("full sync under load: %+v: want %d entries, update=%d and nothing else", s, k.users, k.changed)
 	}
-	n := migrate.NamesFor(cfg)
+	n := schema.NamesFor(cfg)
 	q := db.Dialect().Quote
 	count := func(query string, args ...any) int {
 		var c int

@@ -15,6 +15,7 @@ import (
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -84,7 +85,7 @@ func eventNames(evs []audit.Event) string {
 func TestAuditExportCommand(t *testing.T) {
 	cfgPath, cfg, db := auditSetup(t, "directory: {kind: openldap, urls: [\"ldaps://ldap.invalid\"], base_dn: \"dc=corp,dc=example\"}\n")
 	ctx := context.Background()
-	n := migrate.NamesFor(cfg)
+	n := schema.NamesFor(cfg)
 	now := time.Now().UTC()
 	for _, e := range []audit.Event{
 		{At: now.Add(-50 * time.Hour), Event: "signin.password", Success: true, Actor: "alice", Target: "alice", IP: "192.0.2.7", UserAgent: "Firefox/140"},

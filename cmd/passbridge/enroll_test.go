@@ -10,6 +10,7 @@ import (
 	"github.com/passbridge/passbridge/enroll"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -52,7 +53,7 @@ func TestEnrollLinkCommand(t *testing.T) {
 		t.Errorf("link %+v, want alice's, valid 2h", l)
 	}
 	var valid int
-	n := migrate.NamesFor(cfg)
+	n := schema.NamesFor(cfg)
 	if err := store.Get(ctx, db, &valid, "SELECT COUNT(*) FROM "+n.Tokens+" WHERE used_at IS NULL AND expires_at > ?", time.Now().UTC()); err != nil || valid != 1 {
 		t.Errorf("%d valid links after two issues (%v): the newer must replace the older", valid, err)
 	}

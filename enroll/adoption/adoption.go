@@ -24,7 +24,7 @@ import (
 
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -172,7 +172,7 @@ func compute(ctx context.Context, db *store.DB, cfg *config.Config, now time.Tim
 	}
 	now = now.UTC()
 	r := &Report{Now: now, Window: window, Since: now.Add(-window)}
-	q := &reader{db: db, n: migrate.NamesFor(cfg), base: cfg.Directory.BaseDN}
+	q := &reader{db: db, n: schema.NamesFor(cfg), base: cfg.Directory.BaseDN}
 	steps := []struct {
 		what string
 		fn   func(context.Context, *Report) error
@@ -198,7 +198,7 @@ func compute(ctx context.Context, db *store.DB, cfg *config.Config, now time.Tim
 
 type reader struct {
 	db   *store.DB
-	n    migrate.Names
+	n    schema.Names
 	base string // directory.base_dn, which OU names are relative to
 }
 
@@ -234,7 +234,7 @@ func (q *reader) scope(ctx context.Context, r *Report) error {
 	}
 	query := "SELECT " + q.col("i", "department") + " AS department, COUNT(*) AS in_scope, COUNT(e.k) AS enrolled" +
 		q.inScope() + " GROUP BY " + q.col("i", "department")
-	if err := store.Select(ctx, q.db, &rows, query, migrate.StateActive); err != nil {
+	if err := store.Select(ctx, q.db, &rows, query, schema.StateActive); err != nil {
 		return err
 	}
 	groups := map[string]*Group{}
@@ -281,7 +281,7 @@ const (
 // where the department attribute is not kept up to date, the OU tree is
 // how IT knows who is where.
 func (q *reader) byOU(ctx context.Context, r *Report) error {
-	rows, err := q.db.QueryxContext(ctx, q.db.Rebind("SELECT "+q.col("i", "dn")+", CASE WHEN e.k IS NULL THEN 0 ELSE 1 END"+q.inScope()), migrate.StateActive)
+	rows, err := q.db.QueryxContext(ctx, q.db.Rebind("SELECT "+q.col("i", "dn")+", CASE WHEN e.k IS NULL THEN 0 ELSE 1 END"+q.inScope()), schema.StateActive)
 	if err != nil {
 		return err
 	}

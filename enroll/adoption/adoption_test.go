@@ -14,7 +14,7 @@ import (
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testdb"
 	"github.com/passbridge/passbridge/internal/testsrv"
-	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -35,7 +35,7 @@ func database(t *testing.T, driver string) (*store.DB, *config.Config) {
 type fixture struct {
 	t   *testing.T
 	db  *store.DB
-	n   migrate.Names
+	n   schema.Names
 	seq int
 }
 
@@ -77,9 +77,9 @@ func (f *fixture) user(name string) int64 {
 func (f *fixture) identity(username, state string, department *string, userKey int64) int64 {
 	f.t.Helper()
 	var key any
-	link := migrate.LinkUnmatched
+	link := schema.LinkUnmatched
 	if userKey != 0 {
-		key, link = userKey, migrate.LinkLinked
+		key, link = userKey, schema.LinkLinked
 	}
 	var dept any
 	if department != nil {
@@ -164,22 +164,22 @@ var (
 // identity, passkeys (one revoked), ceremonies of every outcome, audit
 // events in and out of the window.
 func script(t *testing.T, db *store.DB, cfg *config.Config) {
-	f := &fixture{t: t, db: db, n: migrate.NamesFor(cfg)}
+	f := &fixture{t: t, db: db, n: schema.NamesFor(cfg)}
 	eng, sales := ptr("Engineering"), ptr("Sales")
 
 	alice, bob, carol := f.user("alice"), f.user("bob"), f.user("carol")
 	dave, erin, frank, gina := f.user("dave"), f.user("erin"), f.user("frank"), f.user("gina")
 	hank, judy := f.user("hank"), f.user("judy")
-	iAlice := f.identity("alice", migrate.StateActive, eng, alice)
-	iBob := f.identity("bob", migrate.StateActive, eng, bob)
-	iCarol := f.identity("carol", migrate.StateActive, eng, carol)
-	f.identity("dave", migrate.StateActive, sales, dave)
-	iErin := f.identity("erin", migrate.StateActive, sales, erin)
-	iFrank := f.identity("frank", migrate.StateActive, nil, frank)  // NULL department
-	f.identity("gina", migrate.StateActive, ptr(""), gina)          // empty department
-	iHank := f.identity("hank", migrate.StateDisabled, sales, hank) // disabled, has a passkey
-	f.identity("ivan", migrate.StateActive, eng, 0)                 // unlinked
-	f.identity("judy", migrate.StateDeleted, sales, judy)
+	iAlice := f.identity("alice", schema.StateActive, eng, alice)
+	iBob := f.identity("bob", schema.StateActive, eng, bob)
+	iCarol := f.identity("carol", schema.StateActive, eng, carol)
+	f.identity("dave", schema.StateActive, sales, dave)
+	iErin := f.identity("erin", schema.StateActive, sales, erin)
+	iFrank := f.identity("frank", schema.StateActive, nil, frank)  // NULL department
+	f.identity("gina", schema.StateActive, ptr(""), gina)          // empty department
+	iHank := f.identity("hank", schema.StateDisabled, sales, hank) // disabled, has a passkey
+	f.identity("ivan", schema.StateActive, eng, 0)                 // unlinked
+	f.identity("judy", schema.StateDeleted, sales, judy)
 
 	// Passkeys: two before the window (one of the disabled hank), bob's
 	// revoked on 20 March, carol's two, erin's at midnight of 25 March

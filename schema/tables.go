@@ -1,13 +1,16 @@
-// Package migrate changes the application database so it can hold passkeys:
-// it inspects the existing users table, plans the change as data (each step
-// with its SQL, its lock and its undo), applies it online and verifies that
-// password hashes are untouched.
-package migrate
+// Package schema is the vocabulary every package of passbridge shares about
+// the application's database: the tables and columns passbridge adds (as
+// data: migrate renders and creates them, everyone else reads and writes
+// them), the identity and link states, the password policies, and Names,
+// the SQL names of all of it quoted on store's dialect. It holds no I/O:
+// it is safe to import from anywhere below cmd/.
+package schema
 
 // The tables passbridge adds to the application's database, as data. The
-// planner renders them per engine; the rest of passbridge (directory sync,
-// the portal, the agent) reads and writes them by these names. Column types
-// are logical: the planner picks the engine type (see Type).
+// migration planner (package migrate) renders them per engine; the rest of
+// passbridge (the sync, the portal, the agent) reads and writes them by
+// these names. Column types are logical: the planner picks the engine type
+// (see Type).
 
 // Type is a logical column type.
 type Type int
