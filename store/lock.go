@@ -2,15 +2,21 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
+
+	"github.com/jmoiron/sqlx"
 )
 
 // Lock is a named lock held by this process (see DB.TryLock).
@@ -181,4 +187,99 @@ func sqliteLockPath(dbPath, name string) string {
 		name = fmt.Sprintf("%016x", h.Sum64())
 	}
 	return filepath.Join(filepath.Dir(dbPath), filepath.Base(dbPath)+".passbridge-"+name+".lock")
+}
+
+// Lock waits (WithLockTimeout).
+
+// lockTimeoutSQL returns the statements that make DDL and row locks on one
+// connection wait at most timeout, and those that undo them. It reads the
+// current values where the database has no RESET.
+func (d Dialect) lockTimeoutSQL(ctx context.Context, conn *sqlx.Conn, timeout time.Duration) (set, reset []string, err error) {
+	ms := max(timeout.Milliseconds(), 1) // 0 would mean "wait forever"
+	switch d.kind {
+	case Postgres:
+		return []string{fmt.Sprintf("SET lock_timeout = %d", ms)}, []string{"RESET lock_timeout"}, nil
+	case MySQL:
+		// Whole seconds, at least 1. lock_wait_timeout covers metadata
+		// locks (DDL), innodb_lock_wait_timeout row locks.
+		secs := int64(math.Ceil(timeout.Seconds()))
+		secs = max(secs, 1)
+		var mdl, row int64
+		if err := conn.QueryRowxContext(ctx, "SELECT @@SESSION.lock_wait_timeout, @@SESSION.innodb_lock_wait_timeout").Scan(&mdl, &row); err != nil {
+			return nil, nil, err
+		}
+		return []string{
+				fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs),
+				fmt.Sprintf("SET SESSION innodb_lock_wait_timeout = %d", secs),
+			}, []string{
+				fmt.Sprintf("SET SESSION lock_wait_timeout = %d", mdl),
+				fmt.Sprintf("SET SESSION innodb_lock_wait_timeout = %d", row),
+			}, nil
+	default:
+		var prev int64
+		if err := conn.QueryRowxContext(ctx, "PRAGMA busy_timeout").Scan(&prev); err != nil {
+			return nil, nil, err
+		}
+		return []string{fmt.Sprintf("PRAGMA busy_timeout = %d", ms)}, []string{fmt.Sprintf("PRAGMA busy_timeout = %d", prev)}, nil
+	}
+}
+
+// Named locks. PostgreSQL and MySQL hold them in a session, so they live on
+// one dedicated connection; SQLite has no such thing (see sqliteTryLock).
+
+// lockKey is what the server locks for name: a 64-bit hash on PostgreSQL,
+// whose advisory locks belong to the current database; on MySQL, whose
+// GET_LOCK names are server-wide and at most 64 characters, a name that
+// includes the database, so that two applications' databases on one server
+// do not exclude each other.
+func (d Dialect) lockKey(ctx context.Context, conn *sql.Conn, name string) (any, error) {
+	switch d.kind {
+	case Postgres:
+		h := fnv.New64a()
+		h.Write([]byte("passbridge:" + name))
+		return int64(h.Sum64()), nil
+	case MySQL:
+		var dbName sql.NullString
+		if err := conn.QueryRowContext(ctx, "SELECT DATABASE()").Scan(&dbName); err != nil {
+			return nil, err
+		}
+		key := "passbridge:" + dbName.String + ":" + name
+		if utf8.RuneCountInString(key) > 64 {
+			sum := sha256.Sum256([]byte(dbName.String + "\x00" + name))
+			key = "passbridge:" + hex.EncodeToString(sum[:])[:48]
+		}
+		return key, nil
+	}
+	return nil, fmt.Errorf("%s has no server-side named locks", d.kind)
+}
+
+func (d Dialect) tryLockSQL() string {
+	if d.kind == Postgres {
+		return "SELECT pg_try_advisory_lock($1)"
+	}
+	return "SELECT GET_LOCK(?, 0)" // 1 acquired, 0 held elsewhere, NULL error
+}
+
+func (d Dialect) unlockSQL() string {
+	if d.kind == Postgres {
+		return "SELECT pg_advisory_unlock($1)"
+	}
+	return "SELECT RELEASE_LOCK(?)"
+}
+
+// heldLock reports whether this connection still holds key.
+func (d Dialect) heldLock(ctx context.Context, conn *sql.Conn, key any) (bool, error) {
+	var held sql.NullBool
+	var err error
+	if d.kind == Postgres {
+		k := uint64(key.(int64))
+		// A bigint advisory key shows as classid (high half), objid (low
+		// half) and objsubid 1.
+		err = conn.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+			AND pid = pg_backend_pid() AND granted AND objsubid = 1
+			AND classid::bigint = $1 AND objid::bigint = $2)`, int64(k>>32), int64(k&0xffffffff)).Scan(&held)
+	} else {
+		err = conn.QueryRowContext(ctx, "SELECT IS_USED_LOCK(?) = CONNECTION_ID()", key).Scan(&held)
+	}
+	return held.Valid && held.Bool, err
 }

@@ -24,11 +24,13 @@
 // Names (tables, columns, schemas) come from configuration: they go into SQL
 // only through Dialect.Quote, QuoteQualified or Table, after
 // Dialect.CheckIdentifier; values are always arguments. Everything that
-// differs between the databases is in the Dialect (dialect.go): column Types
-// and VarChar/VarBinary for DDL, TableOptions, CurrentTimestamp, Upsert,
-// InsertID (new ids), ForUpdate (row locks), and the session settings behind
-// WithLockTimeout and TryLock. IsUniqueViolation and IsRetryable classify
-// errors of all three drivers.
+// differs between the databases is in this package: the Dialect
+// (dialect.go) writes their SQL, column Types and VarChar/VarBinary for
+// DDL, TableOptions, CurrentTimestamp, Upsert, InsertID (new ids) and
+// ForUpdate (row locks); open.go connects (DSN defaults, the pool, retries,
+// passwords scrubbed from messages); lock.go holds the session settings
+// behind WithLockTimeout and TryLock; errors.go's IsUniqueViolation and
+// IsRetryable classify errors of all three drivers.
 //
 // # Transactions
 //
@@ -87,8 +89,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-
-	"github.com/passbridge/passbridge/config"
 )
 
 // DB is a connection pool to the application's database and its dialect.
@@ -106,100 +106,6 @@ type Querier interface {
 	sqlx.QueryerContext
 	sqlx.ExecerContext
 	Rebind(query string) string
-}
-
-// DefaultConnectTimeout applies when database.connect_timeout is 0.
-const DefaultConnectTimeout = 30 * time.Second
-
-const maxBackoff = 5 * time.Second
-
-// Open connects to the database of cfg: it makes the pool, then pings until
-// the database answers, waiting between attempts with exponential backoff
-// (100ms doubling up to 5s) for at most cfg.ConnectTimeout (30s when 0). It
-// gives up at once on errors that waiting cannot fix, such as a rejected
-// password or a missing database. Errors name the driver, host and database
-// and never the password.
-func Open(ctx context.Context, cfg config.Database, log *slog.Logger) (*DB, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	d, err := NewDialect(cfg.Driver)
-	if err != nil {
-		return nil, fmt.Errorf("database.driver: %w", err)
-	}
-	dsn := cfg.DSN.Reveal()
-	if dsn == "" {
-		return nil, errors.New("database.dsn is empty")
-	}
-	if cfg.MaxOpenConns < 0 {
-		return nil, fmt.Errorf("database.max_open_conns must be 0 (the default) or more, not %d", cfg.MaxOpenConns)
-	}
-	sqlDB, t, err := d.open(dsn, log)
-	if err != nil {
-		return nil, err
-	}
-	d.pool(sqlDB, t, cfg.MaxOpenConns)
-	db := &DB{DB: sqlx.NewDb(sqlDB, d.DriverName()), dialect: d, target: t, log: log}
-
-	timeout := cfg.ConnectTimeout.D()
-	if timeout <= 0 {
-		timeout = DefaultConnectTimeout
-	}
-	if err := db.connect(ctx, timeout); err != nil {
-		sqlDB.Close()
-		return nil, err
-	}
-	log.Info("database connected", "driver", string(d.kind), "database", t.desc)
-	return db, nil
-}
-
-func (db *DB) connect(ctx context.Context, timeout time.Duration) error {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	wait := 100 * time.Millisecond
-	var last error // the last reason that is not our own deadline
-	gaveUp := func(err error, attempt int) error {
-		if last != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-			err = last
-		}
-		return db.connectError(err, fmt.Sprintf("gave up after %s and %d attempt(s)", time.Since(start).Round(time.Millisecond), attempt))
-	}
-	for attempt := 1; ; attempt++ {
-		err := db.PingContext(ctx)
-		if err == nil {
-			return nil
-		}
-		if db.dialect.permanent(err) {
-			return db.connectError(err, fmt.Sprintf("not retried after %d attempt(s)", attempt))
-		}
-		if ctx.Err() != nil {
-			return gaveUp(err, attempt)
-		}
-		last = err
-		db.log.Warn("database not reachable, retrying", "database", db.target.desc, "attempt", attempt,
-			"retry_in", wait, "err", redact(err.Error(), db.target.secrets))
-		select {
-		case <-ctx.Done():
-			return gaveUp(err, attempt)
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, maxBackoff)
-	}
-}
-
-// connectError is an error whose message has been scrubbed of the password.
-type connectError struct {
-	msg string
-	err error
-}
-
-func (e *connectError) Error() string { return e.msg }
-func (e *connectError) Unwrap() error { return e.err }
-
-func (db *DB) connectError(err error, how string) error {
-	msg := fmt.Sprintf("connect to %s: %s: %s", db.target.desc, how, err)
-	return &connectError{msg: redact(msg, db.target.secrets), err: err}
 }
 
 // Dialect is the SQL dialect of the database.
