@@ -59,10 +59,10 @@ func newBaseliner(eng Engine, dbSchema string, users *UsersTable, pw ColumnInfo,
 		chunk = defaultChunk
 	}
 	return &baseliner{
-		eng: eng, users: eng.qualify(dbSchema, users.Name),
-		key: eng.quote(users.Key.Name), pw: eng.quote(pw.Name), pwName: pw.Name,
+		eng: eng, users: eng.dialect().Table(dbSchema, users.Name),
+		key: eng.dialect().Quote(users.Key.Name), pw: eng.dialect().Quote(pw.Name), pwName: pw.Name,
 		keyType: castType(users.KeyType), keyFamily: eng.family(castType(users.KeyType)), pwType: pw.Type,
-		rows: eng.qualify(dbSchema, prefix+schema.BaselineRowsTable), chunks: eng.qualify(dbSchema, prefix+schema.BaselineTable),
+		rows: eng.dialect().Table(dbSchema, prefix+schema.BaselineRowsTable), chunks: eng.dialect().Table(dbSchema, prefix+schema.BaselineTable),
 		chunk: chunk,
 	}
 }
@@ -189,7 +189,7 @@ func (b *baseliner) describe() []string {
 	case Postgres:
 		return []string{
 			fmt.Sprintf("-- for each chunk of %d rows in key order, one statement in its own short transaction:", b.chunk),
-			b.eng.rebind(b.pgChunkSQL(false)),
+			b.eng.dialect().Rebind(b.pgChunkSQL(false)),
 		}
 	case MySQL:
 		return []string{
@@ -221,19 +221,19 @@ func (b *baseliner) take(ctx context.Context, conn *sql.Conn) (rows int64, chunk
 	// rows, so the last chunk row says where to go on from.
 	var last sql.NullString
 	var next sql.NullInt64
-	err = conn.QueryRowContext(ctx, b.eng.rebind("SELECT max(chunk) FROM "+b.chunks)).Scan(&next)
+	err = conn.QueryRowContext(ctx, b.eng.dialect().Rebind("SELECT max(chunk) FROM "+b.chunks)).Scan(&next)
 	if err != nil {
 		return 0, 0, fmt.Errorf("baseline: read progress: %w", err)
 	}
 	n := 0
 	if next.Valid {
 		n = int(next.Int64) + 1
-		if err := conn.QueryRowContext(ctx, b.eng.rebind("SELECT last_key FROM "+b.chunks+" WHERE chunk = ?"), next.Int64).Scan(&last); err != nil {
+		if err := conn.QueryRowContext(ctx, b.eng.dialect().Rebind("SELECT last_key FROM "+b.chunks+" WHERE chunk = ?"), next.Int64).Scan(&last); err != nil {
 			return 0, 0, fmt.Errorf("baseline: read progress: %w", err)
 		}
 		// Rows of a chunk without its summary cannot exist (same
 		// transaction), but a manual edit could leave some: start clean.
-		if _, err := conn.ExecContext(ctx, b.eng.rebind("DELETE FROM "+b.rows+" WHERE chunk >= ?"), n); err != nil {
+		if _, err := conn.ExecContext(ctx, b.eng.dialect().Rebind("DELETE FROM "+b.rows+" WHERE chunk >= ?"), n); err != nil {
 			return 0, 0, fmt.Errorf("baseline: %w", err)
 		}
 	} else if _, err := conn.ExecContext(ctx, "DELETE FROM "+b.rows); err != nil {
@@ -286,7 +286,7 @@ func (b *baseliner) takeChunk(ctx context.Context, conn *sql.Conn, n int, last s
 	switch b.eng {
 	case Postgres:
 		var lastKey string
-		err := tx.QueryRowContext(ctx, b.eng.rebind(b.pgChunkSQL(first)), append([]any{n}, args...)...).Scan(&lastKey, &got)
+		err := tx.QueryRowContext(ctx, b.eng.dialect().Rebind(b.pgChunkSQL(first)), append([]any{n}, args...)...).Scan(&lastKey, &got)
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, "", nil // past the last key
 		}
@@ -331,11 +331,11 @@ func (b *baseliner) takeChunk(ctx context.Context, conn *sql.Conn, n int, last s
 		if err := b.sqliteSummary(ctx, tx, n, first, cond); err != nil {
 			return 0, "", err
 		}
-	} else if _, err := tx.ExecContext(ctx, b.eng.rebind(b.summarySQL(first)), n, cond, cond, cond); err != nil {
+	} else if _, err := tx.ExecContext(ctx, b.eng.dialect().Rebind(b.summarySQL(first)), n, cond, cond, cond); err != nil {
 		return 0, "", err
 	}
 	var lastKey string
-	if err := tx.QueryRowContext(ctx, b.eng.rebind("SELECT last_key FROM "+b.chunks+" WHERE chunk = ?"), n).Scan(&lastKey); err != nil {
+	if err := tx.QueryRowContext(ctx, b.eng.dialect().Rebind("SELECT last_key FROM "+b.chunks+" WHERE chunk = ?"), n).Scan(&lastKey); err != nil {
 		return 0, "", err
 	}
 	return got, lastKey, tx.Commit()

@@ -330,7 +330,7 @@ func (c *catalog) loadMySQL(ctx context.Context, q querier, prefix string) error
 }
 
 func (c *catalog) loadSQLite(ctx context.Context, q querier, prefix string) error {
-	master := SQLite.quote(c.schema) + ".sqlite_master"
+	master := SQLite.dialect().Quote(c.schema) + ".sqlite_master"
 	rows, err := q.QueryContext(ctx, `SELECT type, name, tbl_name, coalesce(sql, '') FROM `+master+`
 		WHERE substr(name, 1, ?) = ? COLLATE NOCASE OR tbl_name = ? COLLATE NOCASE OR substr(tbl_name, 1, ?) = ? COLLATE NOCASE`,
 		utf8.RuneCountInString(prefix), prefix, c.users, utf8.RuneCountInString(prefix), prefix)

@@ -30,51 +30,6 @@ func engineFor(driver string) (Engine, error) {
 	return "", fmt.Errorf("database driver %q: expected sqlite, postgres or mysql", driver)
 }
 
-// quote quotes one identifier. Names are always quoted so that mixed case,
-// reserved words (a table called user) and odd characters survive.
-func (e Engine) quote(name string) string {
-	if e == MySQL {
-		return "`" + strings.ReplaceAll(name, "`", "``") + "`"
-	}
-	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
-}
-
-// qualify quotes a possibly schema-qualified name.
-func (e Engine) qualify(schema, name string) string {
-	if schema == "" {
-		return e.quote(name)
-	}
-	return e.quote(schema) + "." + e.quote(name)
-}
-
-// literal renders a string constant.
-func (e Engine) literal(s string) string {
-	s = strings.ReplaceAll(s, "'", "''")
-	if e == MySQL {
-		s = strings.ReplaceAll(s, `\`, `\\`)
-	}
-	return "'" + s + "'"
-}
-
-// rebind turns ? placeholders into the engine's own. Queries in this
-// package never contain a literal question mark.
-func (e Engine) rebind(q string) string {
-	if e != Postgres {
-		return q
-	}
-	var b strings.Builder
-	n := 0
-	for _, r := range q {
-		if r == '?' {
-			n++
-			fmt.Fprintf(&b, "$%d", n)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
 // maxIdent is the longest identifier the engine keeps (PostgreSQL silently
 // truncates longer ones, which would break the catalog checks).
 func (e Engine) maxIdent() int {

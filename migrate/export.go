@@ -70,23 +70,23 @@ func (m *migrator) exportCredentials(ctx context.Context, q querier, path string
 	var sel []string
 	for _, c := range cred.Columns {
 		if c.Type == schema.UserKey {
-			sel = append(sel, keyText("c."+b.quote(c.Name)))
+			sel = append(sel, keyText("c."+b.dialect().Quote(c.Name)))
 			continue
 		}
-		sel = append(sel, "c."+b.quote(c.Name))
+		sel = append(sel, "c."+b.dialect().Quote(c.Name))
 	}
 	userCol := func(name string) string {
 		if name == "" {
 			return "NULL"
 		}
-		return keyText("u." + b.quote(name))
+		return keyText("u." + b.dialect().Quote(name))
 	}
-	sel = append(sel, "i."+b.quote("directory_id"), "i."+b.quote("username"), "i."+b.quote("email"),
+	sel = append(sel, "i."+b.dialect().Quote("directory_id"), "i."+b.dialect().Quote("username"), "i."+b.dialect().Quote("email"),
 		userCol(m.cfg.UsersTable.Username), userCol(m.cfg.UsersTable.Email))
 	query := "SELECT " + strings.Join(sel, ", ") + " FROM " + m.names.Credentials + " c" +
-		" LEFT JOIN " + m.names.Identities + " i ON i." + b.quote("id") + " = c." + b.quote("identity_id") +
-		" LEFT JOIN " + m.names.Users + " u ON u." + m.names.UserKey + " = c." + b.quote("user_key") +
-		" ORDER BY c." + b.quote("id")
+		" LEFT JOIN " + m.names.Identities + " i ON i." + b.dialect().Quote("id") + " = c." + b.dialect().Quote("identity_id") +
+		" LEFT JOIN " + m.names.Users + " u ON u." + m.names.UserKey + " = c." + b.dialect().Quote("user_key") +
+		" ORDER BY c." + b.dialect().Quote("id")
 	rows, err := q.QueryContext(ctx, query)
 	if err != nil {
 		return nil, err

@@ -60,7 +60,7 @@ func FuzzInspectSQLite(f *testing.F) {
 			seen[strings.ToLower(c)] = true
 		}
 		k := int(key) % len(cols)
-		q := SQLite.quote
+		q := SQLite.dialect().Quote
 		var defs []string
 		for i, c := range cols {
 			d := q(c)

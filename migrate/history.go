@@ -49,10 +49,10 @@ func (h history) read(ctx context.Context, q querier, exists bool) (map[string]H
 
 // record writes (or rewrites) the row of a step.
 func (h history) record(ctx context.Context, q querier, s Step, took time.Duration, version string) error {
-	if _, err := q.ExecContext(ctx, h.eng.rebind("DELETE FROM "+h.table+" WHERE step_id = ?"), s.ID()); err != nil {
+	if _, err := q.ExecContext(ctx, h.eng.dialect().Rebind("DELETE FROM "+h.table+" WHERE step_id = ?"), s.ID()); err != nil {
 		return fmt.Errorf("record %s: %w", s.ID(), err)
 	}
-	_, err := q.ExecContext(ctx, h.eng.rebind("INSERT INTO "+h.table+
+	_, err := q.ExecContext(ctx, h.eng.dialect().Rebind("INSERT INTO "+h.table+
 		" (step_id, kind, checksum, statements, applied_at, duration_ms, passbridge_version) VALUES (?, ?, ?, ?, ?, ?, ?)"),
 		s.ID(), s.Kind(), s.Checksum(), strings.Join(s.SQL(), ";\n"), time.Now().UTC().Truncate(time.Microsecond), took.Milliseconds(), version)
 	if err != nil {
@@ -62,7 +62,7 @@ func (h history) record(ctx context.Context, q querier, s Step, took time.Durati
 }
 
 func (h history) forget(ctx context.Context, q querier, id string) error {
-	if _, err := q.ExecContext(ctx, h.eng.rebind("DELETE FROM "+h.table+" WHERE step_id = ?"), id); err != nil {
+	if _, err := q.ExecContext(ctx, h.eng.dialect().Rebind("DELETE FROM "+h.table+" WHERE step_id = ?"), id); err != nil {
 		return fmt.Errorf("forget %s: %w", id, err)
 	}
 	return nil

@@ -118,7 +118,7 @@ func inspect(ctx context.Context, q querier, eng Engine, ut config.UsersTable) (
 	if err != nil {
 		return nil, err
 	}
-	u.Qualified = eng.qualify(ut.Schema, u.Name)
+	u.Qualified = eng.dialect().Table(ut.Schema, u.Name)
 	if err := u.checkConfigured(ut); err != nil {
 		return nil, err
 	}
@@ -184,7 +184,7 @@ func (u *UsersTable) resolveKey(key string) error {
 		if c.Collation != "" {
 			// Keep the key's collation: the baseline walks keys in the
 			// users table's order and compares them in its own table.
-			u.KeyType += " COLLATE " + Postgres.quote(c.Collation)
+			u.KeyType += " COLLATE " + Postgres.dialect().Quote(c.Collation)
 		}
 	case MySQL:
 		lt := strings.ToLower(t)
@@ -218,7 +218,7 @@ func (u *UsersTable) resolveKey(key string) error {
 
 // notFound builds the "table not found" error with close matches.
 func notFound(eng Engine, ut config.UsersTable, where string, candidates []string) error {
-	msg := fmt.Sprintf("users_table.name: table %s not found in %s", eng.qualify(ut.Schema, ut.Name), where)
+	msg := fmt.Sprintf("users_table.name: table %s not found in %s", eng.dialect().Table(ut.Schema, ut.Name), where)
 	var close []string
 	for _, c := range candidates {
 		if strings.EqualFold(c, ut.Name) {
@@ -238,7 +238,7 @@ func inspectPostgres(ctx context.Context, q querier, ut config.UsersTable, u *Us
 	var oid int64
 	var schema string
 	err := q.QueryRowContext(ctx, `SELECT c.oid, n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`, Postgres.qualify(ut.Schema, ut.Name)).Scan(&oid, &schema)
+		WHERE c.oid = to_regclass($1) AND c.relkind IN ('r', 'p')`, Postgres.dialect().Table(ut.Schema, ut.Name)).Scan(&oid, &schema)
 	if errors.Is(err, sql.ErrNoRows) {
 		var cands []string
 		rows, qerr := q.QueryContext(ctx, `SELECT relname FROM pg_class WHERE relkind IN ('r','p') AND lower(relname) = lower($1)`, ut.Name)
@@ -271,7 +271,7 @@ func inspectPostgres(ctx context.Context, q querier, ut config.UsersTable, u *Us
 		}
 		if cur.String != schema {
 			return fmt.Errorf("users_table.schema: the users table %s was found in schema %q through the search_path, but new tables would be created in %q; set users_table.schema: %s",
-				Postgres.quote(ut.Name), schema, cur.String, schema)
+				Postgres.dialect().Quote(ut.Name), schema, cur.String, schema)
 		}
 	}
 
@@ -525,7 +525,7 @@ func inspectSQLite(ctx context.Context, q querier, ut config.UsersTable, u *User
 		schema = "main"
 	}
 	u.Schema = schema
-	master := SQLite.quote(schema) + ".sqlite_master"
+	master := SQLite.dialect().Quote(schema) + ".sqlite_master"
 	var name string
 	err := q.QueryRowContext(ctx, `SELECT name FROM `+master+` WHERE type = 'table' AND name = ? COLLATE NOCASE`, ut.Name).Scan(&name)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -603,7 +603,7 @@ func inspectSQLite(ctx context.Context, q querier, ut config.UsersTable, u *User
 			}
 		}
 	}
-	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM `+SQLite.qualify(schema, name)).Scan(&u.Rows); err != nil {
+	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM `+SQLite.dialect().Table(schema, name)).Scan(&u.Rows); err != nil {
 		return fmt.Errorf("count rows: %w", err)
 	}
 	return nil
@@ -703,7 +703,7 @@ func sqliteIndexExprs(def string) []string {
 }
 
 func sqliteTables(ctx context.Context, q querier, schema string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT name FROM `+SQLite.quote(schema)+`.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
+	rows, err := q.QueryContext(ctx, `SELECT name FROM `+SQLite.dialect().Quote(schema)+`.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list tables: %w", err)
 	}

@@ -129,12 +129,12 @@ func (p *planner) checkNames() error {
 	return nil
 }
 
-func (p *planner) q(name string) string { return p.eng.quote(name) }
+func (p *planner) q(name string) string { return p.eng.dialect().Quote(name) }
 
 // tbl is a passbridge table's qualified name.
-func (p *planner) tbl(name string) string { return p.eng.qualify(p.schema, p.prefix+name) }
+func (p *planner) tbl(name string) string { return p.eng.dialect().Table(p.schema, p.prefix+name) }
 
-func (p *planner) usersQ() string { return p.eng.qualify(p.schema, p.users.Name) }
+func (p *planner) usersQ() string { return p.eng.dialect().Table(p.schema, p.users.Name) }
 
 func (p *planner) columnDef(t schema.Table, c schema.Column) string {
 	typ := p.eng.columnType(c, p.users.KeyType)
@@ -190,12 +190,12 @@ func (p *planner) createTable(t schema.Table, bookkeeping bool) Step {
 	stmts := []string{}
 	switch p.eng {
 	case MySQL:
-		// As store.Dialect.TableOptions: keys compare byte for byte, as on
+		// store.Dialect.TableOptions: keys compare byte for byte, as on
 		// the other engines.
-		stmt += " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin COMMENT=" + p.eng.literal(t.Comment)
+		stmt += p.eng.dialect().TableOptions() + " COMMENT=" + p.eng.dialect().Literal(t.Comment)
 		stmts = append(stmts, stmt)
 	case Postgres:
-		stmts = append(stmts, stmt, "COMMENT ON TABLE "+p.tbl(t.Name)+" IS "+p.eng.literal(t.Comment))
+		stmts = append(stmts, stmt, "COMMENT ON TABLE "+p.tbl(t.Name)+" IS "+p.eng.dialect().Literal(t.Comment))
 	default:
 		stmts = append(stmts, stmt)
 	}
@@ -255,12 +255,12 @@ func (p *planner) addUserColumn(c schema.UserColumn) Step {
 	case Postgres:
 		stmts = []string{
 			"ALTER TABLE " + users + " ADD COLUMN " + p.q(name) + " " + typ,
-			"COMMENT ON COLUMN " + users + "." + p.q(name) + " IS " + p.eng.literal(c.Comment),
+			"COMMENT ON COLUMN " + users + "." + p.q(name) + " IS " + p.eng.dialect().Literal(c.Comment),
 		}
 		risk = fmt.Sprintf("ACCESS EXCLUSIVE lock on %s for a catalog update only (nullable, no default: no rewrite, no scan), bounded by lock_timeout", p.users.Name)
 		undoRisk = fmt.Sprintf("ACCESS EXCLUSIVE lock on %s for a catalog update only (the column's space is reclaimed by later updates), bounded by lock_timeout", p.users.Name)
 	case MySQL:
-		stmts = []string{"ALTER TABLE " + users + " ADD COLUMN " + p.q(name) + " " + typ + " NULL COMMENT " + p.eng.literal(c.Comment) + ", ALGORITHM=INSTANT"}
+		stmts = []string{"ALTER TABLE " + users + " ADD COLUMN " + p.q(name) + " " + typ + " NULL COMMENT " + p.eng.dialect().Literal(c.Comment) + ", ALGORITHM=INSTANT"}
 		undo += ", ALGORITHM=INSTANT"
 		risk = fmt.Sprintf("ALGORITHM=INSTANT: a metadata-only change, brief exclusive metadata lock on %s bounded by lock_wait_timeout; fails rather than copying the table if INSTANT is impossible", p.users.Name)
 		undoRisk = fmt.Sprintf("ALGORITHM=INSTANT (MariaDB 10.4+, MySQL 8.0.29+): brief exclusive metadata lock on %s; fails rather than copying the table if INSTANT is impossible", p.users.Name)
@@ -347,7 +347,7 @@ func (p *planner) createIndex(t schema.Table, ix schema.Index, bookkeeping bool)
 // the middle of the index name (<prefix><nameBase>_<index>).
 func (p *planner) indexStep(table, nameBase string, ix schema.Index, onUsers, bookkeeping bool) Step {
 	name := schema.IndexName(p.prefix, nameBase, ix.Name)
-	tq := p.eng.qualify(p.schema, table)
+	tq := p.eng.dialect().Table(p.schema, table)
 	unique := ""
 	if ix.Unique {
 		unique = "UNIQUE "
@@ -365,13 +365,13 @@ func (p *planner) indexStep(table, nameBase string, ix schema.Index, onUsers, bo
 		// migrate's own table, which nothing else reads or writes: a
 		// plain build in a transaction is enough.
 		stmt = "CREATE " + unique + "INDEX " + p.q(name) + " ON " + tq + " (" + cols + ")"
-		undo = "DROP INDEX " + p.eng.qualify(p.schema, name)
+		undo = "DROP INDEX " + p.eng.dialect().Table(p.schema, name)
 		risk = "SHARE lock on passbridge's own bookkeeping table only"
 		undoRisk = "ACCESS EXCLUSIVE on passbridge's own bookkeeping table only"
 		tx = true
 	case p.eng == Postgres:
 		stmt = "CREATE " + unique + "INDEX CONCURRENTLY " + p.q(name) + " ON " + tq + " (" + cols + ")"
-		undo = "DROP INDEX CONCURRENTLY " + p.eng.qualify(p.schema, name)
+		undo = "DROP INDEX CONCURRENTLY " + p.eng.dialect().Table(p.schema, name)
 		risk = fmt.Sprintf("CONCURRENTLY, outside a transaction: SHARE UPDATE EXCLUSIVE on %s, which lets reads and writes go on; scans %s twice and waits, without blocking them, for transactions that started before it (so no lock_timeout); an interrupted build leaves an INVALID index that the next apply drops and rebuilds", table, rows)
 		undoRisk = "DROP INDEX CONCURRENTLY: does not block reads or writes"
 		patient = true
@@ -382,8 +382,8 @@ func (p *planner) indexStep(table, nameBase string, ix schema.Index, onUsers, bo
 		undoRisk = "INPLACE, LOCK=NONE: a metadata-only change"
 		tx = false
 	default: // SQLite
-		stmt = "CREATE " + unique + "INDEX " + p.eng.qualify(p.schema, name) + " ON " + p.q(table) + " (" + cols + ")"
-		undo = "DROP INDEX " + p.eng.qualify(p.schema, name)
+		stmt = "CREATE " + unique + "INDEX " + p.eng.dialect().Table(p.schema, name) + " ON " + p.q(table) + " (" + cols + ")"
+		undo = "DROP INDEX " + p.eng.dialect().Table(p.schema, name)
 		risk = "SQLite: one write transaction; writers wait while the index builds"
 		if onUsers {
 			risk = fmt.Sprintf("SQLite: one write transaction; writers wait while the index builds from %s (well under a second per 100,000 rows)", rows)

@@ -17,7 +17,7 @@ func (p *Plan) WriteText(w io.Writer, prefix string) error {
 	u := p.Users
 	pending := len(p.Pending())
 	ew.printf("-- passbridge migrate plan: %s, users table %s\n", p.Engine, u.Qualified)
-	ew.printf("--   key %s (%s), %s", quoteFor(p.Engine, u.Key.Name), u.KeyKind, approxRows(u.Rows))
+	ew.printf("--   key %s (%s), %s", p.Engine.dialect().Quote(u.Key.Name), u.KeyKind, approxRows(u.Rows))
 	if u.StorageEngine != "" {
 		ew.printf(", %s, %s", u.StorageEngine, u.Collation)
 	}
@@ -49,8 +49,6 @@ func (p *Plan) WriteText(w io.Writer, prefix string) error {
 	}
 	return ew.err
 }
-
-func quoteFor(e Engine, name string) string { return e.quote(name) }
 
 // writeStep prints one step: header, risk, undo, then its statements
 // (commented out when the step is applied).

@@ -271,7 +271,7 @@ func (m *migrator) rowViolations(ctx context.Context, q querier, chunk int, firs
 	}
 	query := "SELECT " + k + ", CASE WHEN u." + b.key + " IS NULL THEN 'deleted' ELSE 'changed' END" + join +
 		" AND (u." + b.key + " IS NULL OR " + differs + ") ORDER BY b.user_key LIMIT " + fmt.Sprint(limit)
-	rows, err := q.QueryContext(ctx, m.eng.rebind(query), args...)
+	rows, err := q.QueryContext(ctx, m.eng.dialect().Rebind(query), args...)
 	if err != nil {
 		return nil, err
 	}

@@ -105,6 +105,18 @@ func (d Dialect) QuoteQualified(parts ...string) string {
 // attached database such as "main".
 func (d Dialect) Table(schema, name string) string { return d.QuoteQualified(schema, name) }
 
+// Literal renders a string constant for DDL, where no placeholder can
+// stand (COMMENT ON ... IS '...'): single quotes doubled, and on MySQL,
+// whose strings treat the backslash as an escape, backslashes doubled too.
+// Values in queries are arguments, never literals.
+func (d Dialect) Literal(s string) string {
+	s = strings.ReplaceAll(s, "'", "''")
+	if d.kind == MySQL {
+		s = strings.ReplaceAll(s, `\`, `\\`)
+	}
+	return "'" + s + "'"
+}
+
 // CheckIdentifier reports a name that the database would reject or, worse,
 // silently change: empty, holding a NUL byte or invalid UTF-8, longer than
 // PostgreSQL's 63 bytes (PostgreSQL truncates longer names) or MySQL's 64
