@@ -23,7 +23,7 @@ import (
 
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -131,7 +131,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Agent, error) {
 	}
 	a.runCtx, a.cancelRun = context.WithCancel(context.Background())
 	a.runner = newRunner(&observedSyncer{a: a, s: syncer}, opts.DB, opts.DB, a.node, a.metrics, log)
-	a.runner.engineLock = directory.SyncLockName
+	a.runner.engineLock = dirsync.SyncLockName
 	a.sched = newScheduler(a.runCtx, a.runner, a.metrics, log)
 	if opts.RetryBase > 0 {
 		a.sched.retryBase = opts.RetryBase

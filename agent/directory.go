@@ -17,6 +17,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -103,11 +104,11 @@ func sameEndpoint(u *url.URL, addr string) bool {
 }
 
 // NewDirectorySyncer returns the factory of the real sync engine, for
-// Options.NewSyncer: the directory package's Syncer, the same code path as
+// Options.NewSyncer: the dirsync package's Syncer, the same code path as
 // `passbridge sync`.
 func NewDirectorySyncer(db *store.DB, log *slog.Logger) func(cfg *config.Config) (Syncer, error) {
 	return func(cfg *config.Config) (Syncer, error) {
-		s, err := directory.NewSyncer(cfg, db, log)
+		s, err := dirsync.NewSyncer(cfg, db, log)
 		if err != nil {
 			return nil, err
 		}
@@ -116,20 +117,20 @@ func NewDirectorySyncer(db *store.DB, log *slog.Logger) func(cfg *config.Config)
 }
 
 type directorySyncer struct {
-	s   *directory.Syncer
+	s   *dirsync.Syncer
 	cfg *config.Config
 }
 
 func (d *directorySyncer) Sync(ctx context.Context, req SyncRequest) (Outcome, error) {
-	sum, err := d.s.Run(ctx, directory.RunOptions{Full: req.Full, DryRun: req.DryRun, Trigger: req.Trigger})
+	sum, err := d.s.Run(ctx, dirsync.RunOptions{Full: req.Full, DryRun: req.DryRun, Trigger: req.Trigger})
 	out := Outcome{Summary: sum}
 	switch {
 	case err == nil:
-		out.Status = directory.StatusSucceeded
-	case errors.Is(err, directory.ErrRefused):
-		out.Status = directory.StatusRefused
+		out.Status = dirsync.StatusSucceeded
+	case errors.Is(err, dirsync.ErrRefused):
+		out.Status = dirsync.StatusRefused
 	default:
-		out.Status = directory.StatusFailed
+		out.Status = dirsync.StatusFailed
 		out.Cause = errorCause(err, d.cfg)
 	}
 	return out, err

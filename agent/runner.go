@@ -99,7 +99,7 @@ type Outcome struct {
 	Cause string
 }
 
-// Syncer runs one directory sync. The directory package provides the real
+// Syncer runs one directory sync. The dirsync package provides the real
 // one; it must record the run in sync_runs itself.
 type Syncer interface {
 	Sync(ctx context.Context, req SyncRequest) (Outcome, error)

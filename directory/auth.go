@@ -77,7 +77,7 @@ func (c *Client) LookupUser(ctx context.Context, username string) (*Identity, er
 		return nil, err
 	}
 	defer conn.Close()
-	scope, err := conn.resolveScope(ctx, c.cfg, m, scopeOptions{})
+	scope, err := conn.ResolveScope(ctx, c.cfg, m, ScopeOptions{})
 	if err != nil {
 		return nil, err
 	}

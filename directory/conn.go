@@ -1,8 +1,10 @@
-// Package directory reads users from Active Directory, OpenLDAP or FreeIPA
-// and syncs them into the application's database: the LDAP client (failover,
-// TLS, paged and streamed reads), the mapping of entries to identities, the
-// scope, the delta mechanisms and the sync pipeline that diffs the directory
-// against the database and applies the difference as plain data.
+// Package directory reads users from Active Directory, OpenLDAP or FreeIPA:
+// the LDAP client (failover, TLS, paged and streamed reads), the mapping of
+// entries to identities, the scope (base DN, filter, nested group), group
+// membership, password checks for the portal, and the full and delta reads
+// (AD uSNChanged, syncrepl, modifyTimestamp) that hand what they find to a
+// Sink. It never touches the application's database: the sync engine
+// (package dirsync) is the Sink that diffs and writes.
 package directory
 
 import (

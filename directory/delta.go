@@ -45,22 +45,22 @@ type Cursor struct {
 	FullAt       time.Time `json:"full_at"`
 }
 
-// sink receives what a read finds, in this order: upserts and presents as
-// they come, then gones.
-type sink interface {
-	// upsert: entries in scope with all their attributes.
-	upsert(ctx context.Context, page []Identity) error
-	// present: IDs of entries in scope that did not change (syncrepl's
+// Sink receives what a read finds, in this order: upserts and presents as
+// they come, then gones. The sync engine's diff is one.
+type Sink interface {
+	// Upsert: entries in scope with all their attributes, a page at a time.
+	Upsert(ctx context.Context, page []Identity) error
+	// Present: IDs of entries in scope that did not change (syncrepl's
 	// present phase).
-	present(ctx context.Context, ids []string) error
-	// gone: IDs deleted from the directory or gone out of scope.
-	gone(ctx context.Context, ids []string, reason string) error
-	// invalid: an entry in scope that cannot be mapped.
-	invalid(dn string, err error)
+	Present(ctx context.Context, ids []string) error
+	// Gone: IDs deleted from the directory or gone out of scope.
+	Gone(ctx context.Context, ids []string, reason string) error
+	// Invalid: an entry in scope that cannot be mapped.
+	Invalid(dn string, err error)
 }
 
-// readOutcome describes a finished read.
-type readOutcome struct {
+// ReadOutcome describes a finished read.
+type ReadOutcome struct {
 	Full bool
 	// Complete: the upserted and present IDs are everything in scope, so
 	// every other identity is gone.
@@ -79,7 +79,7 @@ type reader struct {
 	m     *Mapper
 	scope *Scope
 	log   *slog.Logger
-	out   sink
+	out   Sink
 	// now is the clock (tests).
 	now func() time.Time
 }
@@ -108,10 +108,34 @@ func (r *reader) mechanism(ctx context.Context) (string, error) {
 	return MechTimestamp, nil
 }
 
+// ReadRequest is one read of the scope from a connection.
+type ReadRequest struct {
+	Dir    config.Directory
+	Mapper *Mapper
+	Scope  *Scope
+	// Out receives the entries, pages and IDs as the read finds them.
+	Out Sink
+	Log *slog.Logger
+	// Now is the clock (tests).
+	Now func() time.Time
+	// Prev is where the last read ended (nil: none yet); Full reads
+	// everything whatever Prev says.
+	Prev *Cursor
+	Full bool
+}
+
+// Read reads the scope on c into req.Out (see reader.read) and says how:
+// full or delta, complete or not, and the cursor the next read resumes
+// from. It writes nothing anywhere but to the sink.
+func (c *Conn) Read(ctx context.Context, req ReadRequest) (*ReadOutcome, error) {
+	r := &reader{conn: c, cfg: req.Dir, m: req.Mapper, scope: req.Scope, log: req.Log, out: req.Out, now: req.Now}
+	return r.read(ctx, req.Prev, req.Full)
+}
+
 // read reads the scope: in full when full is set, when there is no usable
 // cursor, or when the cursor cannot be trusted; otherwise what changed since
 // prev.
-func (r *reader) read(ctx context.Context, prev *Cursor, full bool) (*readOutcome, error) {
+func (r *reader) read(ctx context.Context, prev *Cursor, full bool) (*ReadOutcome, error) {
 	mech, err := r.mechanism(ctx)
 	if err != nil {
 		return nil, err
@@ -152,11 +176,11 @@ func (p *pager) add(ctx context.Context, e *ldap.Entry) error {
 	p.entries++
 	it, err := p.r.m.Map(e)
 	if err != nil {
-		p.r.out.invalid(e.DN, err)
+		p.r.out.Invalid(e.DN, err)
 		return nil
 	}
 	if !p.r.scope.InScope(e.DN) {
-		return p.r.out.gone(ctx, []string{it.DirectoryID}, "not a member of "+p.r.cfg.Group)
+		return p.r.out.Gone(ctx, []string{it.DirectoryID}, "not a member of "+p.r.cfg.Group)
 	}
 	if p.ids != nil {
 		p.ids[it.DirectoryID] = true
@@ -172,7 +196,7 @@ func (p *pager) flush(ctx context.Context) error {
 	if len(p.page) == 0 {
 		return nil
 	}
-	err := p.r.out.upsert(ctx, p.page)
+	err := p.r.out.Upsert(ctx, p.page)
 	p.page = p.page[:0]
 	return err
 }
@@ -182,7 +206,7 @@ func (r *reader) search(filter string, attrs []string, controls ...ldap.Control)
 }
 
 // readUSN is AD's full and delta read.
-func (r *reader) readUSN(ctx context.Context, prev *Cursor, reason string) (*readOutcome, error) {
+func (r *reader) readUSN(ctx context.Context, prev *Cursor, reason string) (*ReadOutcome, error) {
 	root, err := r.conn.rootDSE(ctx, "highestCommittedUSN", "dsServiceName", "defaultNamingContext")
 	if err != nil {
 		return nil, err
@@ -210,7 +234,7 @@ func (r *reader) readUSN(ctx context.Context, prev *Cursor, reason string) (*rea
 		prev = nil
 	}
 	cursor := &Cursor{Mechanism: MechUSN, Server: r.conn.URL, Fingerprint: r.scope.Fingerprint, InvocationID: inv, USN: usn}
-	out := &readOutcome{Mechanism: MechUSN, Cursor: cursor}
+	out := &ReadOutcome{Mechanism: MechUSN, Cursor: cursor}
 	p := &pager{r: r}
 	if prev == nil {
 		out.Full, out.Complete, out.Reason = true, true, reason
@@ -285,12 +309,12 @@ func (r *reader) readUSN(ctx context.Context, prev *Cursor, reason string) (*rea
 	slices.Sort(deleted)
 	slices.Sort(left)
 	if len(deleted) > 0 {
-		if err := r.out.gone(ctx, deleted, "deleted in the directory"); err != nil {
+		if err := r.out.Gone(ctx, deleted, "deleted in the directory"); err != nil {
 			return nil, err
 		}
 	}
 	if len(left) > 0 {
-		if err := r.out.gone(ctx, left, "no longer in scope (moved out of base_dn, or no longer matching user_filter)"); err != nil {
+		if err := r.out.Gone(ctx, left, "no longer in scope (moved out of base_dn, or no longer matching user_filter)"); err != nil {
 			return nil, err
 		}
 	}
@@ -300,7 +324,7 @@ func (r *reader) readUSN(ctx context.Context, prev *Cursor, reason string) (*rea
 
 // readSyncrepl reads with an RFC 4533 refreshOnly search: without a cookie
 // it returns everything in scope, with one only what changed.
-func (r *reader) readSyncrepl(ctx context.Context, prev *Cursor, reason string) (*readOutcome, error) {
+func (r *reader) readSyncrepl(ctx context.Context, prev *Cursor, reason string) (*ReadOutcome, error) {
 	out, err := r.syncrepl(ctx, prev, reason)
 	if err != nil && prev != nil && ldap.IsErrorAnyOf(err, ldap.LDAPResultSyncRefreshRequired, ldap.LDAPResultUnwillingToPerform) {
 		// The provider cannot serve this cookie: too old, its session log
@@ -312,12 +336,12 @@ func (r *reader) readSyncrepl(ctx context.Context, prev *Cursor, reason string) 
 	return out, err
 }
 
-func (r *reader) syncrepl(ctx context.Context, prev *Cursor, reason string) (*readOutcome, error) {
+func (r *reader) syncrepl(ctx context.Context, prev *Cursor, reason string) (*ReadOutcome, error) {
 	var cookie []byte
 	if prev != nil {
 		cookie = prev.Cookie
 	}
-	out := &readOutcome{Mechanism: MechSyncrepl, Full: prev == nil, Reason: reason}
+	out := &ReadOutcome{Mechanism: MechSyncrepl, Full: prev == nil, Reason: reason}
 	cursor := &Cursor{Mechanism: MechSyncrepl, Server: r.conn.URL, Fingerprint: r.scope.Fingerprint}
 	if prev == nil {
 		cursor.FullAt = r.now().UTC()
@@ -352,7 +376,7 @@ func (r *reader) syncrepl(ctx context.Context, prev *Cursor, reason string) (*re
 				p.entries++
 				present = append(present, id)
 				if len(present) >= r.pageSize() {
-					return flushIDs(&present, r.out.present)
+					return flushIDs(&present, r.out.Present)
 				}
 				return nil
 			case ldap.SyncStateDelete:
@@ -374,7 +398,7 @@ func (r *reader) syncrepl(ctx context.Context, prev *Cursor, reason string) (*re
 					}
 				}
 				if len(present) >= r.pageSize() {
-					return flushIDs(&present, r.out.present)
+					return flushIDs(&present, r.out.Present)
 				}
 			}
 			return nil
@@ -393,11 +417,11 @@ func (r *reader) syncrepl(ctx context.Context, prev *Cursor, reason string) (*re
 	if err := p.flush(ctx); err != nil {
 		return nil, err
 	}
-	if err := flushIDs(&present, r.out.present); err != nil {
+	if err := flushIDs(&present, r.out.Present); err != nil {
 		return nil, err
 	}
 	if len(deleted) > 0 {
-		if err := r.out.gone(ctx, deleted, "deleted in the directory or out of scope"); err != nil {
+		if err := r.out.Gone(ctx, deleted, "deleted in the directory or out of scope"); err != nil {
 			return nil, err
 		}
 	}
@@ -420,8 +444,8 @@ func (r *reader) syncrepl(ctx context.Context, prev *Cursor, reason string) (*re
 // readTimestamp reads entries changed at or after the newest
 // modifyTimestamp seen (a full read the first time). It cannot see
 // deletions.
-func (r *reader) readTimestamp(ctx context.Context, prev *Cursor, reason string) (*readOutcome, error) {
-	out := &readOutcome{Mechanism: MechTimestamp, Full: prev == nil, Complete: prev == nil, Reason: reason}
+func (r *reader) readTimestamp(ctx context.Context, prev *Cursor, reason string) (*ReadOutcome, error) {
+	out := &ReadOutcome{Mechanism: MechTimestamp, Full: prev == nil, Complete: prev == nil, Reason: reason}
 	cursor := &Cursor{Mechanism: MechTimestamp, Server: r.conn.URL, Fingerprint: r.scope.Fingerprint}
 	filter := r.scope.Filter
 	if prev != nil {

@@ -29,13 +29,15 @@ type Identity struct {
 	DisabledReason string `json:"disabled_reason,omitempty"`
 }
 
-// Column sizes of the identities table (migrate/schema.go): longer values
-// are cut on a rune boundary rather than failing the whole run.
+// Column sizes of the identities table (schema/tables.go): longer values
+// are cut on a rune boundary rather than failing the whole run. MaxNameLen
+// bounds the names and reasons of 255 characters (display_name,
+// department, state_reason).
 const (
 	maxIDLen       = 64
 	maxUsernameLen = 255
 	maxEmailLen    = 320
-	maxNameLen     = 255
+	MaxNameLen     = 255
 )
 
 // Mapper turns directory entries into identities with the configured
@@ -89,10 +91,10 @@ func (m *Mapper) Map(e *ldap.Entry) (Identity, error) {
 	it := Identity{
 		DirectoryID: id,
 		DN:          text(e.DN),
-		Username:    clip(text(strings.TrimSpace(e.GetEqualFoldAttributeValue(m.attrs.Username))), maxUsernameLen),
-		Email:       clip(text(strings.TrimSpace(m.get(e, m.attrs.Email))), maxEmailLen),
-		DisplayName: clip(text(strings.TrimSpace(m.get(e, m.attrs.DisplayName))), maxNameLen),
-		Department:  clip(text(strings.TrimSpace(m.get(e, m.attrs.Department))), maxNameLen),
+		Username:    Clip(text(strings.TrimSpace(e.GetEqualFoldAttributeValue(m.attrs.Username))), maxUsernameLen),
+		Email:       Clip(text(strings.TrimSpace(m.get(e, m.attrs.Email))), maxEmailLen),
+		DisplayName: Clip(text(strings.TrimSpace(m.get(e, m.attrs.DisplayName))), MaxNameLen),
+		Department:  Clip(text(strings.TrimSpace(m.get(e, m.attrs.Department))), MaxNameLen),
 	}
 	if it.Username == "" {
 		return Identity{}, fmt.Errorf("entry %q has no %s (the username attribute)", e.DN, m.attrs.Username)
@@ -251,11 +253,11 @@ func text(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
-// clip cuts s to at most n bytes, backing off to the start of the
+// Clip cuts s to at most n bytes, backing off to the start of the
 // character the cut falls in. Only the cut itself is looked at: a stray
 // invalid byte earlier in the value must not make the whole value vanish
 // (that turned a long username with one bad byte into "no username").
-func clip(s string, n int) string {
+func Clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -236,7 +236,7 @@ func FuzzMap(f *testing.F) {
 		for _, c := range []struct {
 			field, got, in string
 			max            int
-		}{{"username", it.Username, user, maxUsernameLen}, {"email", it.Email, mail, maxEmailLen}, {"display name", it.DisplayName, name, maxNameLen}, {"department", it.Department, dept, maxNameLen}} {
+		}{{"username", it.Username, user, maxUsernameLen}, {"email", it.Email, mail, maxEmailLen}, {"display name", it.DisplayName, name, MaxNameLen}, {"department", it.Department, dept, MaxNameLen}} {
 			in := text(strings.TrimSpace(c.in))
 			if len(c.got) > c.max || !strings.HasPrefix(in, c.got) {
 				t.Fatalf("%s %q became %q", c.field, c.in, c.got)

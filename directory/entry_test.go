@@ -130,12 +130,12 @@ func TestMapIDs(t *testing.T) {
 }
 
 func TestNormDN(t *testing.T) {
-	a := normDN(`CN=O'Brien\, \"Liam\" \+ Jr,OU=People,DC=Corp,DC=Example`)
-	b := normDN(`cn=o'brien\2c \22liam\22 \2b jr, ou=people, dc=corp, dc=example`)
+	a := NormDN(`CN=O'Brien\, \"Liam\" \+ Jr,OU=People,DC=Corp,DC=Example`)
+	b := NormDN(`cn=o'brien\2c \22liam\22 \2b jr, ou=people, dc=corp, dc=example`)
 	if a != b {
 		t.Fatalf("normDN differs: %q vs %q", a, b)
 	}
-	if parentDN("uid=a,ou=x,dc=y") != parentDN("uid=b,OU=X,DC=Y") || parentDN("uid=a,ou=x,dc=y") == parentDN("uid=a,ou=z,dc=y") {
+	if ParentDN("uid=a,ou=x,dc=y") != ParentDN("uid=b,OU=X,DC=Y") || ParentDN("uid=a,ou=x,dc=y") == ParentDN("uid=a,ou=z,dc=y") {
 		t.Fatal("parentDN")
 	}
 }
@@ -151,7 +151,7 @@ func TestValidateFilter(t *testing.T) {
 
 func TestClip(t *testing.T) {
 	s := strings.Repeat("é", 200) // 400 bytes
-	c := clip(s, 255)
+	c := Clip(s, 255)
 	if len(c) > 255 || !strings.HasPrefix(s, c) || len(c) != 254 {
 		t.Fatalf("clip cut %d bytes", len(c))
 	}

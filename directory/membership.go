@@ -34,10 +34,10 @@ var ErrUserNotFound = errors.New("user not found")
 // ErrGroupNotFound, a user that does not exist one wrapping
 // ErrUserNotFound.
 func (c *Client) IsMember(ctx context.Context, userDN, groupDN string) (bool, error) {
-	return c.isMember(ctx, userDN, groupDN, scopeOptions{})
+	return c.isMember(ctx, userDN, groupDN, ScopeOptions{})
 }
 
-func (c *Client) isMember(ctx context.Context, userDN, groupDN string, opts scopeOptions) (bool, error) {
+func (c *Client) isMember(ctx context.Context, userDN, groupDN string, opts ScopeOptions) (bool, error) {
 	for _, v := range []struct{ what, dn string }{{"user", userDN}, {"group", groupDN}} {
 		if strings.TrimSpace(v.dn) == "" {
 			return false, fmt.Errorf("is %q a member of %q: the %s DN is empty", userDN, groupDN, v.what)
@@ -60,7 +60,7 @@ func (c *Client) isMember(ctx context.Context, userDN, groupDN string, opts scop
 
 // isMember answers on an open connection; d is the directory
 // configuration (its kind and page size matter).
-func (c *Conn) isMember(ctx context.Context, d config.Directory, userDN, groupDN string, opts scopeOptions) (bool, error) {
+func (c *Conn) isMember(ctx context.Context, d config.Directory, userDN, groupDN string, opts ScopeOptions) (bool, error) {
 	if d.Kind == "ad" {
 		e, err := c.readEntry(ctx, userDN, "(memberOf:"+matchingRuleInChain+":="+ldap.EscapeFilter(groupDN)+")", []string{"1.1"})
 		if err != nil {

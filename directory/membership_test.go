@@ -28,34 +28,34 @@ func TestIsMember(t *testing.T) {
 		t.Run(v.name, func(t *testing.T) {
 			f := v.fixFn(t)
 			ctx := context.Background()
-			cfg := baseConfig(t, config.Database{}, f.kind())
-			ou := f.newOU(t)
-			people := f.addOU(t, ou, "people")
-			groups := f.addOU(t, ou, "groups")
-			f.configure(cfg, ou)
+			cfg := baseConfig(t, config.Database{}, f.Kind())
+			ou := f.NewOU(t)
+			people := f.AddOU(t, ou, "people")
+			groups := f.AddOU(t, ou, "groups")
+			f.Configure(cfg, ou)
 			c, err := NewClient(cfg.Directory, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			opts := scopeOptions{forceMemberWalk: v.walk}
+			opts := ScopeOptions{ForceMemberWalk: v.walk}
 
-			ann := f.addUser(t, people, "ann", nil) // direct member
-			bea := f.addUser(t, people, "bea", nil) // two levels down
-			cid := f.addUser(t, people, "cid", nil) // in no group
-			dan := f.addUser(t, people, "dan", nil) // in the cycle
-			inner2 := f.addGroup(t, groups, "inner2", bea)
-			inner1 := f.addGroup(t, groups, "inner1", inner2)
-			admins := f.addGroup(t, groups, "admins", ann, inner1)
-			cycA := f.addGroup(t, groups, "cycle-a", dan)
-			cycB := f.addGroup(t, groups, "cycle-b", cycA)
-			f.addMember(t, cycA, cycB)
+			ann := f.AddUser(t, people, "ann", nil) // direct member
+			bea := f.AddUser(t, people, "bea", nil) // two levels down
+			cid := f.AddUser(t, people, "cid", nil) // in no group
+			dan := f.AddUser(t, people, "dan", nil) // in the cycle
+			inner2 := f.AddGroup(t, groups, "inner2", bea)
+			inner1 := f.AddGroup(t, groups, "inner1", inner2)
+			admins := f.AddGroup(t, groups, "admins", ann, inner1)
+			cycA := f.AddGroup(t, groups, "cycle-a", dan)
+			cycB := f.AddGroup(t, groups, "cycle-b", cycA)
+			f.AddMember(t, cycA, cycB)
 			oddName := `IT, "Admins" + Ops (Paris) *`
 			var odd string
-			if f.kind() == "ad" {
+			if f.Kind() == "ad" {
 				// sAMAccountName may not hold these characters; the CN may.
-				odd = f.rename(t, f.addGroup(t, groups, "itops", ann, inner1), oddName)
+				odd = f.Rename(t, f.AddGroup(t, groups, "itops", ann, inner1), oddName)
 			} else {
-				odd = f.addGroup(t, groups, oddName, ann, inner1)
+				odd = f.AddGroup(t, groups, oddName, ann, inner1)
 			}
 
 			is := func(user, group string, want bool) {

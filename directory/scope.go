@@ -45,7 +45,7 @@ func (s *Scope) InScope(dn string) bool {
 	if s.members == nil {
 		return true
 	}
-	return s.members[normDN(dn)]
+	return s.members[NormDN(dn)]
 }
 
 // ValidateFilter checks a user_filter and returns it in parentheses.
@@ -63,9 +63,9 @@ func ValidateFilter(f string) (string, error) {
 	return f, nil
 }
 
-// resolveScope builds the scope of a sync from the configuration, reading
+// ResolveScope builds the scope of a sync from the configuration, reading
 // the group (and its nested groups) when one is configured.
-func (c *Conn) resolveScope(ctx context.Context, d config.Directory, m *Mapper, opts scopeOptions) (*Scope, error) {
+func (c *Conn) ResolveScope(ctx context.Context, d config.Directory, m *Mapper, opts ScopeOptions) (*Scope, error) {
 	uf, err := ValidateFilter(d.UserFilter)
 	if err != nil {
 		return nil, err
@@ -95,10 +95,11 @@ func (c *Conn) resolveScope(ctx context.Context, d config.Directory, m *Mapper, 
 	return s, nil
 }
 
-type scopeOptions struct {
-	// forceMemberWalk resolves group membership by reading member values
+// ScopeOptions tune how a scope is resolved (tests).
+type ScopeOptions struct {
+	// ForceMemberWalk resolves group membership by reading member values
 	// even when the server has memberOf (tests of the fallback).
-	forceMemberWalk bool
+	ForceMemberWalk bool
 }
 
 // groupVersionAttrs change whenever a group entry (its membership) changes.
@@ -113,7 +114,7 @@ func groupVersion(e *ldap.Entry) string {
 	return ""
 }
 
-func (c *Conn) resolveGroup(ctx context.Context, d config.Directory, s *Scope, opts scopeOptions, fp interface{ Write([]byte) (int, error) }) error {
+func (c *Conn) resolveGroup(ctx context.Context, d config.Directory, s *Scope, opts ScopeOptions, fp interface{ Write([]byte) (int, error) }) error {
 	g, err := c.readEntry(ctx, d.Group, groupClassFilter, append([]string{"objectClass"}, groupVersionAttrs...))
 	if err != nil {
 		return fmt.Errorf("directory.group: %w", err)
@@ -148,7 +149,7 @@ func (c *Conn) resolveGroup(ctx context.Context, d config.Directory, s *Scope, o
 		fmt.Fprintf(fp, "groups=%s\n", strings.ToLower(strings.Join(versions, "\n")))
 		return nil
 	}
-	if d.Kind == "freeipa" && !opts.forceMemberWalk {
+	if d.Kind == "freeipa" && !opts.ForceMemberWalk {
 		// 389 DS's memberOf plugin on FreeIPA records indirect membership.
 		s.Groups = []string{g.DN}
 		s.Filter = "(&" + s.Filter + "(memberOf=" + escaped + "))"
@@ -161,7 +162,7 @@ func (c *Conn) resolveGroup(ctx context.Context, d config.Directory, s *Scope, o
 // walkGroups resolves nested groups on OpenLDAP, whose memberof overlay
 // records direct membership only: it reads the member values of the group
 // and of every group among them, recursively (cycles are fine).
-func (c *Conn) walkGroups(ctx context.Context, d config.Directory, s *Scope, top *ldap.Entry, opts scopeOptions, fp interface{ Write([]byte) (int, error) }) error {
+func (c *Conn) walkGroups(ctx context.Context, d config.Directory, s *Scope, top *ldap.Entry, opts ScopeOptions, fp interface{ Write([]byte) (int, error) }) error {
 	nc, err := c.namingContext(ctx, top.DN)
 	if err != nil {
 		return err
@@ -173,7 +174,7 @@ func (c *Conn) walkGroups(ctx context.Context, d config.Directory, s *Scope, top
 	req := ldap.NewSearchRequest(nc, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false, groupClassFilter, []string{"1.1"}, nil)
 	if err := c.Paged(ctx, req, d.PageSize, func(page []*ldap.Entry) error {
 		for _, e := range page {
-			groups[normDN(e.DN)] = true
+			groups[NormDN(e.DN)] = true
 		}
 		return nil
 	}); err != nil {
@@ -186,10 +187,10 @@ func (c *Conn) walkGroups(ctx context.Context, d config.Directory, s *Scope, top
 	for len(queue) > 0 {
 		dn := queue[0]
 		queue = queue[1:]
-		if visited[normDN(dn)] {
+		if visited[NormDN(dn)] {
 			continue
 		}
-		visited[normDN(dn)] = true
+		visited[NormDN(dn)] = true
 		e, err := c.readEntry(ctx, dn, groupClassFilter, append([]string{"member", "uniqueMember"}, groupVersionAttrs...))
 		if err != nil {
 			return fmt.Errorf("read group %s: %w", dn, err)
@@ -208,7 +209,7 @@ func (c *Conn) walkGroups(ctx context.Context, d config.Directory, s *Scope, top
 			vals = append(vals, u)
 		}
 		for _, m := range vals {
-			n := normDN(m)
+			n := NormDN(m)
 			if groups[n] {
 				queue = append(queue, m)
 			} else {
@@ -220,7 +221,7 @@ func (c *Conn) walkGroups(ctx context.Context, d config.Directory, s *Scope, top
 	fmt.Fprintf(fp, "groups=%s\n", strings.ToLower(strings.Join(versions, "\n")))
 
 	hasMemberOf := false
-	if !opts.forceMemberWalk {
+	if !opts.ForceMemberWalk {
 		hasMemberOf, err = c.hasMemberOf(ctx, top.DN, members)
 		if err != nil {
 			return err
@@ -301,10 +302,10 @@ func (c *Conn) namingContext(ctx context.Context, dn string) (string, error) {
 	return best, nil
 }
 
-// normDN is a canonical form of a DN for set lookups: attribute types and
+// NormDN is a canonical form of a DN for set lookups: attribute types and
 // values folded to lower case, spaces around separators dropped, values
 // re-escaped. An unparsable DN is only lower-cased.
-func normDN(dn string) string {
+func NormDN(dn string) string {
 	p, err := ldap.ParseDN(dn)
 	if err != nil {
 		return strings.ToLower(strings.TrimSpace(dn))
@@ -322,4 +323,13 @@ func normDN(dn string) string {
 		b.WriteString(strings.Join(parts, "+"))
 	}
 	return b.String()
+}
+
+// ParentDN is the normalized parent of a DN (its container: an OU).
+func ParentDN(dn string) string {
+	p, err := ldap.ParseDN(dn)
+	if err != nil || len(p.RDNs) == 0 {
+		return ""
+	}
+	return NormDN((&ldap.DN{RDNs: p.RDNs[1:]}).String())
 }

@@ -17,8 +17,8 @@ import (
 
 	"github.com/passbridge/passbridge/agent"
 	"github.com/passbridge/passbridge/audit"
-	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/enroll/adoption"
+	identities "github.com/passbridge/passbridge/identity"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -193,7 +193,7 @@ func (p *Portal) adminUsers(c echo.Context) error {
 }
 
 // adminIdentity reads the :id identity with its users row and passkeys.
-func (p *Portal) adminIdentity(c echo.Context) (*identity, *directory.IdentityDetail, error) {
+func (p *Portal) adminIdentity(c echo.Context) (*identity, *identities.IdentityDetail, error) {
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err != nil || id <= 0 {
 		return nil, nil, echo.ErrNotFound
@@ -206,7 +206,7 @@ func (p *Portal) adminIdentity(c echo.Context) (*identity, *directory.IdentityDe
 	if it == nil {
 		return nil, nil, echo.ErrNotFound
 	}
-	all, err := directory.FindIdentities(ctx, p.data.db, p.cfg, it.DirectoryID)
+	all, err := identities.FindIdentities(ctx, p.data.db, p.cfg, it.DirectoryID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -226,7 +226,7 @@ func (p *Portal) adminUser(c echo.Context) error {
 	return p.renderAdminUser(c, http.StatusOK, it, detail, pageData{Notice: adminNotices[c.QueryParam("done")]})
 }
 
-func (p *Portal) renderAdminUser(c echo.Context, status int, it *identity, detail *directory.IdentityDetail, d pageData) error {
+func (p *Portal) renderAdminUser(c echo.Context, status int, it *identity, detail *identities.IdentityDetail, d pageData) error {
 	ctx := c.Request().Context()
 	d.Title = it.Name()
 	d.Detail = detail
@@ -370,7 +370,7 @@ func (p *Portal) adminManualLink(c echo.Context) error {
 	if key == "" || len(key) > 255 {
 		return p.renderAdminUser(c, http.StatusBadRequest, it, detail, pageData{Error: "Give the key of the users row to link."})
 	}
-	if _, err := directory.LinkManually(c.Request().Context(), p.data.db, p.cfg, it.ID, key, actor(c)); err != nil {
+	if _, err := identities.LinkManually(c.Request().Context(), p.data.db, p.cfg, it.ID, key, actor(c)); err != nil {
 		p.audit(c, event{Event: evAdminLink, Actor: actor(c), Target: it.Username, Detail: map[string]any{"user_key": key, "error": err.Error()}})
 		return p.renderAdminUser(c, http.StatusConflict, it, detail, pageData{Error: err.Error()})
 	}
@@ -383,7 +383,7 @@ func (p *Portal) adminUnlink(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := directory.Unlink(c.Request().Context(), p.data.db, p.cfg, it.ID, actor(c)); err != nil {
+	if err := identities.Unlink(c.Request().Context(), p.data.db, p.cfg, it.ID, actor(c)); err != nil {
 		return &userError{Status: http.StatusConflict, Code: "unlink", Message: err.Error()}
 	}
 	p.audit(c, event{Event: evAdminUnlink, Success: true, Actor: actor(c), Target: it.Username})
@@ -549,7 +549,7 @@ func (s *data) searchIdentities(ctx context.Context, term, linkState string, lim
 		return nil, fmt.Errorf("search identities: %w", err)
 	}
 	for _, it := range out {
-		it.UserKey = directory.UserKey(it.UserKey)
+		it.UserKey = schema.NormKey(it.UserKey)
 	}
 	return out, nil
 }

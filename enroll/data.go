@@ -17,7 +17,6 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -172,7 +171,7 @@ func (s *data) identityWhere(ctx context.Context, where string, args ...any) (*i
 	if err != nil {
 		return nil, fmt.Errorf("read identity: %w", err)
 	}
-	it.UserKey = directory.UserKey(it.UserKey)
+	it.UserKey = schema.NormKey(it.UserKey)
 	return &it, nil
 }
 
@@ -249,7 +248,7 @@ func (s *data) credentialsWhere(ctx context.Context, where string, args ...any) 
 		return nil, fmt.Errorf("read passkeys: %w", err)
 	}
 	for _, c := range out {
-		c.UserKey = directory.UserKey(c.UserKey)
+		c.UserKey = schema.NormKey(c.UserKey)
 	}
 	return out, nil
 }

@@ -21,7 +21,7 @@ import (
 	"github.com/passbridge/passbridge/agent"
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/enroll/adoption"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
@@ -162,7 +162,7 @@ type env struct {
 	ou      string
 	portal  *Portal
 	metrics *metrics.Metrics
-	syncer  *directory.Syncer
+	syncer  *dirsync.Syncer
 	// URL is the portal's origin, http://localhost:PORT; URLs are the
 	// origins of every replica, URL first.
 	URL  string
@@ -257,7 +257,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err := migrate.EnsureApplied(ctx, db, e.cfg, log); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	if e.syncer, err = directory.NewSyncer(e.cfg, db, log); err != nil {
+	if e.syncer, err = dirsync.NewSyncer(e.cfg, db, log); err != nil {
 		t.Fatal(err)
 	}
 	e.metrics = metrics.New()
@@ -341,7 +341,7 @@ func (e *env) addUser(prefix string, row bool) *user {
 // sync runs a full sync, as the daemon's schedule would.
 func (e *env) sync() {
 	e.t.Helper()
-	if _, err := e.syncer.Run(context.Background(), directory.RunOptions{Full: true, Trigger: "test"}); err != nil {
+	if _, err := e.syncer.Run(context.Background(), dirsync.RunOptions{Full: true, Trigger: "test"}); err != nil {
 		e.t.Fatalf("sync: %v", err)
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
@@ -70,11 +70,11 @@ log: {level: warn}
 	}
 	dcfg := *cfg
 	dcfg.Database.DSN = config.Secret(pgDSN)
-	s, err := directory.NewSyncer(&dcfg, direct, nil)
+	s, err := dirsync.NewSyncer(&dcfg, direct, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Run(ctx, directory.RunOptions{Full: true, Trigger: "test"}); err != nil {
+	if _, err := s.Run(ctx, dirsync.RunOptions{Full: true, Trigger: "test"}); err != nil {
 		t.Fatal(err)
 	}
 

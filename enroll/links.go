@@ -12,7 +12,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -145,7 +145,7 @@ func IssueLink(ctx context.Context, db *store.DB, cfg *config.Config, user strin
 		return nil, fmt.Errorf("%q names %d identities: %s; give the directory ID", user, len(its), strings.Join(names, ", "))
 	}
 	it := its[0]
-	it.UserKey = directory.UserKey(it.UserKey)
+	it.UserKey = schema.NormKey(it.UserKey)
 	if why := it.refusal(); why != "" {
 		return nil, fmt.Errorf("%s cannot use the portal: %s (identity state %s, link %s)", it.Username, strings.TrimSuffix(why, "."), it.State, it.LinkState)
 	}

@@ -15,8 +15,8 @@ import (
 
 	"github.com/passbridge/passbridge/agent"
 	"github.com/passbridge/passbridge/audit"
-	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/enroll/adoption"
+	identities "github.com/passbridge/passbridge/identity"
 )
 
 //go:embed templates/*.html
@@ -90,7 +90,7 @@ type pageData struct {
 	Query          string
 	LinkFilter     string
 	Identities     []*identity
-	Detail         *directory.IdentityDetail
+	Detail         *identities.IdentityDetail
 	Refusal        string
 	PasswordPolicy string
 	RecoveryLinks  bool

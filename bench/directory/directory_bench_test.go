@@ -29,6 +29,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/store"
 )
@@ -58,7 +59,7 @@ const (
 type syncRun struct {
 	wall    time.Duration
 	maxRSS  int64 // bytes
-	summary directory.Summary
+	summary dirsync.Summary
 }
 
 // figures is everything one benchmark run measured, per database.
@@ -127,7 +128,7 @@ func measure(b *testing.B) *figures {
 		f.ldapsearch[driver] = runLDAPSearch(b, ldapsearch, srv, filter, attrs)
 		f.client[driver] = clientRead(ctx, b, srv, filter, attrs)
 		f.full[driver] = runSync(b, bin, cfgs[driver], true)
-		if s := f.full[driver].summary; s.Entries != users || s.Changes[directory.KindCreate] != users || s.Mode != "full" {
+		if s := f.full[driver].summary; s.Entries != users || s.Changes[dirsync.KindCreate] != users || s.Mode != "full" {
 			b.Fatalf("%s: full sync summary %+v: want %d creates", driver, s, users)
 		}
 	}
@@ -140,7 +141,7 @@ func measure(b *testing.B) *figures {
 	for _, driver := range drivers {
 		f.delta[driver] = runSync(b, bin, cfgs[driver], false)
 		s := f.delta[driver].summary
-		if s.Mode != "delta" || s.Changes[directory.KindUpdate] != changed || len(s.Changes) != 1 {
+		if s.Mode != "delta" || s.Changes[dirsync.KindUpdate] != changed || len(s.Changes) != 1 {
 			b.Fatalf("%s: delta sync summary %+v: want %d updates and nothing else", driver, s, changed)
 		}
 		f.idle[driver] = runSync(b, bin, cfgs[driver], false)
@@ -241,13 +242,13 @@ func runSync(b *testing.B, bin, cfg string, full bool) syncRun {
 	out, st := passbridgeRusage(b, bin, args...)
 	wall := time.Since(t0)
 	var res struct {
-		Summary directory.Summary `json:"summary"`
-		Error   string            `json:"error"`
+		Summary dirsync.Summary `json:"summary"`
+		Error   string          `json:"error"`
 	}
 	if err := json.Unmarshal(out, &res); err != nil {
 		b.Fatalf("sync output: %v\n%s", err, out)
 	}
-	if res.Error != "" || res.Summary.Status != directory.StatusSucceeded {
+	if res.Error != "" || res.Summary.Status != dirsync.StatusSucceeded {
 		b.Fatalf("sync: %s %s", res.Summary.Status, res.Error)
 	}
 	ru, ok := st.SysUsage().(*syscall.Rusage)

@@ -47,7 +47,7 @@ import (
 	"github.com/descope/virtualwebauthn"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/enroll"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/schema"
@@ -151,7 +151,7 @@ type syncRun struct {
 	wall    time.Duration
 	maxRSS  int64
 	cpu     float64 // user + system seconds
-	summary directory.Summary
+	summary dirsync.Summary
 }
 
 var measured *results
@@ -200,7 +200,7 @@ func run(b *testing.B) *results {
 	passbridge(b, bin, "migrate", "apply", "--config", cfgPath)
 
 	first := runSync(b, bin, cfgPath)
-	if s := first.summary; s.Entries != k.users || s.Changes[directory.KindCreate] != k.users || s.Linked != k.users {
+	if s := first.summary; s.Entries != k.users || s.Changes[dirsync.KindCreate] != k.users || s.Linked != k.users {
 		b.Fatalf("first full sync: %+v: want %d creates, all linked", s, k.users)
 	}
 
@@ -332,7 +332,7 @@ func run(b *testing.B) *results {
 
 	// The result of the sync, and what the portal wrote, from the database.
 	s := res.syncLoad.summary
-	if s.Status != directory.StatusSucceeded || s.Mode != "full" || s.Entries != k.users || s.Changes[directory.KindUpdate] != k.changed || len(s.Changes) > 1 {
+	if s.Status != dirsync.StatusSucceeded || s.Mode != "full" || s.Entries != k.users || s.Changes[dirsync.KindUpdate] != k.changed || len(s.Changes) > 1 {
 		b.Errorf("full sync under load: %+v: want %d entries, update=%d and nothing else", s, k.users, k.changed)
 	}
 	n := schema.NamesFor(cfg)
@@ -851,14 +851,14 @@ func runSyncPID(b *testing.B, bin, cfgPath string, pid chan<- int) syncRun {
 		return r
 	}
 	var out struct {
-		Summary directory.Summary `json:"summary"`
-		Error   string            `json:"error"`
+		Summary dirsync.Summary `json:"summary"`
+		Error   string          `json:"error"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
 		b.Errorf("sync output: %v\n%s", err, stdout.String())
 		return r
 	}
-	if out.Error != "" || out.Summary.Status != directory.StatusSucceeded {
+	if out.Error != "" || out.Summary.Status != dirsync.StatusSucceeded {
 		b.Errorf("sync: %s %s", out.Summary.Status, out.Error)
 	}
 	r.summary = out.Summary

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
 )
@@ -49,9 +49,9 @@ status 3. Other failures exit with status 1.`,
 
 // syncOutput is what `sync -o json` prints.
 type syncOutput struct {
-	Summary *directory.Summary `json:"summary"`
-	Changes []directory.Change `json:"changes,omitempty"`
-	Error   string             `json:"error,omitempty"`
+	Summary *dirsync.Summary `json:"summary"`
+	Changes []dirsync.Change `json:"changes,omitempty"`
+	Error   string           `json:"error,omitempty"`
 }
 
 func runSync(ctx context.Context, g *globals, stdout, stderr io.Writer, full, dryRun bool) error {
@@ -63,17 +63,17 @@ func runSync(ctx context.Context, g *globals, stdout, stderr io.Writer, full, dr
 		return err
 	}
 	defer db.Close()
-	s, err := directory.NewSyncer(cfg, db, log)
+	s, err := dirsync.NewSyncer(cfg, db, log)
 	if err != nil {
 		return err
 	}
 	out := syncOutput{}
-	opts := directory.RunOptions{Full: full, DryRun: dryRun, Trigger: "cli"}
+	opts := dirsync.RunOptions{Full: full, DryRun: dryRun, Trigger: "cli"}
 	if dryRun {
 		if g.output == "json" {
-			opts.OnChange = func(c directory.Change) { out.Changes = append(out.Changes, c) }
+			opts.OnChange = func(c dirsync.Change) { out.Changes = append(out.Changes, c) }
 		} else {
-			opts.OnChange = func(c directory.Change) { fmt.Fprintln(stdout, c.String()) }
+			opts.OnChange = func(c dirsync.Change) { fmt.Fprintln(stdout, c.String()) }
 		}
 	}
 	sum, runErr := s.Run(ctx, opts)
@@ -84,7 +84,7 @@ func runSync(ctx context.Context, g *globals, stdout, stderr io.Writer, full, dr
 	if err := g.printData(stdout, out, func(w io.Writer) error { return printSummary(w, sum) }); err != nil {
 		return err
 	}
-	if errors.Is(runErr, directory.ErrRefused) {
+	if errors.Is(runErr, dirsync.ErrRefused) {
 		fmt.Fprintln(stderr, "passbridge:", runErr)
 		return exitError{code: exitRefused}
 	}
@@ -131,7 +131,7 @@ func openMigrated(ctx context.Context, cfg *config.Config, log *slog.Logger) (*s
 	return db, nil
 }
 
-func printSummary(w io.Writer, s *directory.Summary) error {
+func printSummary(w io.Writer, s *dirsync.Summary) error {
 	if s == nil {
 		return nil
 	}

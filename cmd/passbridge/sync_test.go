@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/dirsync"
+	"github.com/passbridge/passbridge/identity"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/store"
@@ -77,12 +78,12 @@ func TestSyncAndUsersCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	var res struct {
-		Summary directory.Summary `json:"summary"`
+		Summary dirsync.Summary `json:"summary"`
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("sync -o json: %v\n%s", err, out)
 	}
-	if res.Summary.Status != "succeeded" || res.Summary.Changes[directory.KindCreate] != 2 || res.Summary.Applied != 2 || res.Summary.Mode != "full" {
+	if res.Summary.Status != "succeeded" || res.Summary.Changes[dirsync.KindCreate] != 2 || res.Summary.Applied != 2 || res.Summary.Mode != "full" {
 		t.Fatalf("summary %+v", res.Summary)
 	}
 
@@ -91,7 +92,7 @@ func TestSyncAndUsersCommands(t *testing.T) {
 		t.Fatalf("users list: %v\n%s", err, out)
 	}
 	out, _, err = execute(t, "users", "list", "--link", "unmatched", "-o", "json", "--config", cfgPath)
-	var list []directory.IdentityInfo
+	var list []identity.IdentityInfo
 	if err != nil || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Username != "bob" {
 		t.Fatalf("users list --link unmatched: %v\n%s", err, out)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/passbridge/passbridge/config"
-	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/identity"
 )
 
 func newUsersCmd(g *globals) *cobra.Command {
@@ -19,7 +19,7 @@ func newUsersCmd(g *globals) *cobra.Command {
 		Use:   "users",
 		Short: "Show the identities synced from the directory, their links and passkeys",
 	}
-	var f directory.ListFilter
+	var f identity.ListFilter
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List identities (username, state, link, users row, DN)",
@@ -41,7 +41,7 @@ that the match rules could not link without guessing.`,
 				// A JSON array written as it is read: no limit on size.
 				first := true
 				io.WriteString(w, "[")
-				err = directory.ListIdentities(cmd.Context(), db, cfg, f, func(i directory.IdentityInfo) error {
+				err = identity.ListIdentities(cmd.Context(), db, cfg, f, func(i identity.IdentityInfo) error {
 					if !first {
 						io.WriteString(w, ",")
 					}
@@ -57,7 +57,7 @@ that the match rules could not link without guessing.`,
 				tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "USERNAME\tSTATE\tLINK\tUSERS ROW\tEMAIL\tDN")
 				n := 0
-				err = directory.ListIdentities(cmd.Context(), db, cfg, f, func(i directory.IdentityInfo) error {
+				err = identity.ListIdentities(cmd.Context(), db, cfg, f, func(i identity.IdentityInfo) error {
 					n++
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", i.Username, i.State, i.LinkState, dash(i.UserKey), dash(i.Email), i.DN)
 					return nil
@@ -74,8 +74,8 @@ that the match rules could not link without guessing.`,
 			return fmt.Errorf("--output %q: expected text or json", g.output)
 		},
 	}
-	list.Flags().StringVar(&f.State, "state", "", "only identities in this state: "+strings.Join(directory.States, ", "))
-	list.Flags().StringVar(&f.Link, "link", "", "only identities with this link state: "+strings.Join(directory.LinkStates, ", "))
+	list.Flags().StringVar(&f.State, "state", "", "only identities in this state: "+strings.Join(identity.States, ", "))
+	list.Flags().StringVar(&f.Link, "link", "", "only identities with this link state: "+strings.Join(identity.LinkStates, ", "))
 
 	show := &cobra.Command{
 		Use:   "show USER",
@@ -90,7 +90,7 @@ linked row and its passkeys.`,
 				return err
 			}
 			defer db.Close()
-			found, err := directory.FindIdentities(cmd.Context(), db, cfg, args[0])
+			found, err := identity.FindIdentities(cmd.Context(), db, cfg, args[0])
 			if err != nil {
 				return err
 			}
@@ -112,7 +112,7 @@ linked row and its passkeys.`,
 	return cmd
 }
 
-func printIdentity(w io.Writer, d directory.IdentityDetail) {
+func printIdentity(w io.Writer, d identity.IdentityDetail) {
 	ts := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 	fmt.Fprintf(w, "%s (%s)\n", d.Username, dash(d.DisplayName))
 	fmt.Fprintf(w, "  directory id  %s\n", d.DirectoryID)

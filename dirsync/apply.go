@@ -1,4 +1,4 @@
-package directory
+package dirsync
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -31,7 +32,7 @@ type applier struct {
 // when the plan is empty): a run that fails midway leaves it where it was,
 // so the next run reads the same changes again and the diff, computed
 // against what was committed, resumes where this one stopped.
-func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *Cursor, runID int64) (applied, provisionFailed int, err error) {
+func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *directory.Cursor, runID int64) (applied, provisionFailed int, err error) {
 	size := s.BatchSize
 	if size <= 0 {
 		size = 1000
@@ -84,7 +85,7 @@ func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *Cursor, runID
 	return applied, len(a.failed), nil
 }
 
-func cursorChanged(prev, cur *Cursor) bool {
+func cursorChanged(prev, cur *directory.Cursor) bool {
 	if prev == nil || cur == nil {
 		return cur != nil
 	}
@@ -227,7 +228,7 @@ func (a *applier) provision(ctx context.Context, tx *sqlx.Tx, c Change) (bool, e
 		a.failed[c.DirectoryID] = true
 		a.s.log.Warn("provision: could not create a users row; the identity stays unmatched", "user", c.Username, "err", err)
 		q := d.Quote
-		detail := clip("provision: create failed: "+err.Error(), 2000)
+		detail := directory.Clip("provision: create failed: "+err.Error(), 2000)
 		if _, err := tx.ExecContext(ctx, tx.Rebind("UPDATE "+a.s.n.Identities+" SET "+q("link_state")+" = ?, "+q("link_detail")+" = ? WHERE "+
 			q("directory_id")+" = ? AND "+q("user_key")+" IS NULL AND "+q("link_state")+" <> ?"),
 			schema.LinkUnmatched, detail, c.DirectoryID, schema.LinkManual); err != nil {
@@ -238,12 +239,12 @@ func (a *applier) provision(ctx context.Context, tx *sqlx.Tx, c Change) (bool, e
 	if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT pb_provision"); err != nil {
 		return false, fmt.Errorf("provision %s: release savepoint: %w", c.Username, err)
 	}
-	a.keys[c.DirectoryID] = normKey(key)
+	a.keys[c.DirectoryID] = schema.NormKey(key)
 	return true, nil
 }
 
 // saveCursor stores the delta cursor (inside the last batch's transaction).
-func (s *Syncer) saveCursor(ctx context.Context, tx *sqlx.Tx, c *Cursor, runID int64) error {
+func (s *Syncer) saveCursor(ctx context.Context, tx *sqlx.Tx, c *directory.Cursor, runID int64) error {
 	if c == nil {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package directory
+package dirsync
 
 import (
 	"context"
@@ -16,19 +16,19 @@ import (
 func TestLinking(t *testing.T) {
 	f := fixtures(t)["openldap"](t)
 	dc, db := database(t, "sqlite")
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
 	ctx := context.Background()
 	mail := func(v string) map[string][]string { return map[string][]string{"mail": {v}} }
 
-	ann := f.addUser(t, ou, "ann", mail("Ann.Smith@corp.example"))
-	carl := f.addUser(t, ou, "carl", mail("carl@elsewhere.example"))
-	dup := f.addUser(t, ou, "dup", mail("dup@corp.example"))
-	dora := f.addUser(t, ou, "dora", mail("dora@corp.example"))
-	sh1 := f.addUser(t, ou, "shared1", mail("shared@corp.example"))
-	sh2 := f.addUser(t, ou, "shared2", mail("shared@corp.example"))
-	nobody := f.addUser(t, ou, "nobody", mail("nobody@corp.example"))
+	ann := f.AddUser(t, ou, "ann", mail("Ann.Smith@corp.example"))
+	carl := f.AddUser(t, ou, "carl", mail("carl@elsewhere.example"))
+	dup := f.AddUser(t, ou, "dup", mail("dup@corp.example"))
+	dora := f.AddUser(t, ou, "dora", mail("dora@corp.example"))
+	sh1 := f.AddUser(t, ou, "shared1", mail("shared@corp.example"))
+	sh2 := f.AddUser(t, ou, "shared2", mail("shared@corp.example"))
+	nobody := f.AddUser(t, ou, "nobody", mail("nobody@corp.example"))
 
 	annRow := addAppUser(t, db, "asmith", "ANN.SMITH@CORP.EXAMPLE")
 	carlRow := addAppUser(t, db, "CARL", "carl@corp.example")
@@ -45,7 +45,7 @@ func TestLinking(t *testing.T) {
 	setManual := func() {
 		t.Helper()
 		_, err := store.Exec(ctx, db, "UPDATE passbridge_identities SET user_key = ?, link_state = ?, link_detail = ? WHERE directory_id = ?",
-			doraManual, schema.LinkManual, "linked by an administrator", f.id(t, dora))
+			doraManual, schema.LinkManual, "linked by an administrator", f.ID(t, dora))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +54,7 @@ func TestLinking(t *testing.T) {
 	got := identities(t, s)
 	check := func(dn string, state string, key int64) {
 		t.Helper()
-		r := got[f.id(t, dn)]
+		r := got[f.ID(t, dn)]
 		if r.LinkState != state || (key != 0 && r.UserKey != itoa(key)) || (key == 0 && r.UserKey != "") {
 			t.Fatalf("%s: link %s %s (%s), want %s %d", dn, r.LinkState, r.UserKey, r.LinkDetail, state, key)
 		}
@@ -63,12 +63,12 @@ func TestLinking(t *testing.T) {
 	check(carl, schema.LinkLinked, carlRow) // email misses, username matches
 	check(dup, schema.LinkAmbiguous, 0)     // two rows with one email: never guessed
 	check(nobody, schema.LinkUnmatched, 0)
-	if d := got[f.id(t, dup)].LinkDetail; !strings.Contains(d, "2 users rows") {
+	if d := got[f.ID(t, dup)].LinkDetail; !strings.Contains(d, "2 users rows") {
 		t.Fatalf("ambiguous detail %q", d)
 	}
 	// One row, two identities with its email: one gets it, the other is
 	// ambiguous, never both.
-	r1, r2 := got[f.id(t, sh1)], got[f.id(t, sh2)]
+	r1, r2 := got[f.ID(t, sh1)], got[f.ID(t, sh2)]
 	linked := 0
 	for _, r := range []row{r1, r2} {
 		if r.LinkState == schema.LinkLinked && r.UserKey == itoa(sharedRow) {
@@ -99,14 +99,14 @@ func TestLinking(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, changes := run(t, s, RunOptions{})
-	if k := kindsOf(changes, f.id(t, ann)); len(k) != 1 || k[0] != KindUnlink {
+	if k := kindsOf(changes, f.ID(t, ann)); len(k) != 1 || k[0] != KindUnlink {
 		t.Fatalf("after the row was deleted: %v", changes)
 	}
 	got = identities(t, s)
 	check(ann, schema.LinkUnmatched, 0)
 	annRow2 := addAppUser(t, db, "ann.smith", "ann.smith@corp.example")
 	_, changes = run(t, s, RunOptions{})
-	if k := kindsOf(changes, f.id(t, ann)); len(k) != 1 || k[0] != KindLink {
+	if k := kindsOf(changes, f.ID(t, ann)); len(k) != 1 || k[0] != KindLink {
 		t.Fatalf("after a new row: %v", changes)
 	}
 	got = identities(t, s)
@@ -117,8 +117,8 @@ func TestLinking(t *testing.T) {
 	}
 	run(t, s, RunOptions{})
 	got = identities(t, s)
-	if got[f.id(t, dup)].LinkState != schema.LinkLinked {
-		t.Fatalf("dup after its twin row went away: %+v", got[f.id(t, dup)])
+	if got[f.ID(t, dup)].LinkState != schema.LinkLinked {
+		t.Fatalf("dup after its twin row went away: %+v", got[f.ID(t, dup)])
 	}
 }
 
@@ -130,23 +130,23 @@ func TestProvision(t *testing.T) {
 	for _, driver := range []string{"sqlite", "postgres", "mysql"} {
 		t.Run(driver, func(t *testing.T) {
 			dc, db := database(t, driver)
-			cfg := baseConfig(t, dc, f.kind())
-			ou := f.newOU(t)
-			f.configure(cfg, ou)
+			cfg := baseConfig(t, dc, f.Kind())
+			ou := f.NewOU(t)
+			f.Configure(cfg, ou)
 			cfg.Directory.Provision = "create"
 			ctx := context.Background()
-			lea := f.addUser(t, ou, "lea", map[string][]string{"displayName": {"Léa Müller"}})
-			off := f.addUser(t, ou, "off", nil)
-			f.disable(t, off)
+			lea := f.AddUser(t, ou, "lea", map[string][]string{"displayName": {"Léa Müller"}})
+			off := f.AddUser(t, ou, "off", nil)
+			f.Disable(t, off)
 			existing := addAppUser(t, db, "max", "")
-			mx := f.addUser(t, ou, "max", nil)
+			mx := f.AddUser(t, ou, "max", nil)
 			s, _ := newSyncer(t, cfg, db)
 			sum, changes := run(t, s, RunOptions{})
 			if c := countKinds(changes); c[KindProvision] != 1 || c[KindCreate] != 3 || sum.Applied != len(changes) {
 				t.Fatalf("changes %v summary %+v", changes, sum)
 			}
 			got := identities(t, s)
-			l := got[f.id(t, lea)]
+			l := got[f.ID(t, lea)]
 			if l.LinkState != schema.LinkCreated || l.UserKey == "" {
 				t.Fatalf("lea: %+v", l)
 			}
@@ -163,19 +163,19 @@ func TestProvision(t *testing.T) {
 			if u.Username != "lea" || u.Email == nil || *u.Email != "lea@corp.example" || u.DisplayName == nil || *u.DisplayName != "Léa Müller" || u.Password != nil || !u.Active {
 				t.Fatalf("provisioned row %+v", u)
 			}
-			if o := got[f.id(t, off)]; o.LinkState != schema.LinkUnmatched {
+			if o := got[f.ID(t, off)]; o.LinkState != schema.LinkUnmatched {
 				t.Fatalf("a disabled identity gets no row: %+v", o)
 			}
-			if m := got[f.id(t, mx)]; m.LinkState != schema.LinkLinked || m.UserKey != itoa(existing) {
+			if m := got[f.ID(t, mx)]; m.LinkState != schema.LinkLinked || m.UserKey != itoa(existing) {
 				t.Fatalf("max matches an existing row: %+v", m)
 			}
 			// Enabled later: provisioned then.
-			f.enable(t, off)
+			f.Enable(t, off)
 			_, changes = run(t, s, RunOptions{})
 			if c := countKinds(changes); c[KindProvision] != 1 || c[KindEnable] != 1 {
 				t.Fatalf("after enable: %v", changes)
 			}
-			if identities(t, s)[f.id(t, off)].LinkState != schema.LinkCreated {
+			if identities(t, s)[f.ID(t, off)].LinkState != schema.LinkCreated {
 				t.Fatal("off was not provisioned once enabled")
 			}
 		})
@@ -194,15 +194,15 @@ func TestProvisionRefusedRow(t *testing.T) {
 	if _, err := db.ExecContext(ctx, `INSERT INTO accounts (login, mail, tenant) VALUES ('taken', NULL, 't1')`); err != nil {
 		t.Fatal(err)
 	}
-	cfg := baseConfig(t, dc, f.kind())
+	cfg := baseConfig(t, dc, f.Kind())
 	cfg.UsersTable.Name, cfg.UsersTable.Username, cfg.UsersTable.Email = "accounts", "login", "mail"
 	cfg.UsersTable.DisplayName, cfg.UsersTable.Password, cfg.UsersTable.Active = "", "pw", ""
 	cfg.Directory.Match = []string{"email"}
 	cfg.Directory.Provision = "create"
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
 	for i := range 3 {
-		f.addUser(t, ou, fmt.Sprintf("p%d", i), nil)
+		f.AddUser(t, ou, fmt.Sprintf("p%d", i), nil)
 	}
 	s, log := newSyncer(t, cfg, db)
 	sum, _ := run(t, s, RunOptions{})

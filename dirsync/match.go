@@ -1,4 +1,4 @@
-package directory
+package dirsync
 
 import (
 	"context"
@@ -71,12 +71,12 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 			switch {
 			case len(keys) == 1:
 				out[i] = linkResult{State: schema.LinkLinked, Key: keys[0], Rule: rule,
-					Detail: fmt.Sprintf("%s %s matches users row %s", rule, v, keyString(keys[0]))}
+					Detail: fmt.Sprintf("%s %s matches users row %s", rule, v, schema.KeyString(keys[0]))}
 				decided[i] = true
 			case len(keys) > 1:
 				ks := make([]string, len(keys))
 				for j, k := range keys {
-					ks[j] = keyString(k)
+					ks[j] = schema.KeyString(k)
 				}
 				out[i] = linkResult{State: schema.LinkAmbiguous, Rule: rule,
 					Detail: fmt.Sprintf("%s %s matches %d users rows (%s): link one by hand", rule, v, len(keys), strings.Join(ks, ", "))}
@@ -104,7 +104,7 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 		if r.State != schema.LinkLinked {
 			continue
 		}
-		k := keyString(r.Key)
+		k := schema.KeyString(r.Key)
 		owner, ok := owners[k]
 		if !ok {
 			owner, ok = p.claimed[k]
@@ -146,12 +146,12 @@ func (p *planner) usersBy(ctx context.Context, col string, values []string) (map
 			if err := rows.Scan(&k, &v); err != nil {
 				return fmt.Errorf("match against %s: %w", s.n.Users, err)
 			}
-			k = normKey(k)
-			lv := strings.ToLower(strings.TrimSpace(fmt.Sprint(normKey(v))))
+			k = schema.NormKey(k)
+			lv := strings.ToLower(strings.TrimSpace(fmt.Sprint(schema.NormKey(v))))
 			if !uniq[lv] {
 				continue // a false positive of the LOWER/exact prefilter
 			}
-			id := lv + "\x00" + keyString(k)
+			id := lv + "\x00" + schema.KeyString(k)
 			if seen[id] {
 				continue
 			}
@@ -217,7 +217,7 @@ func (p *planner) usersBy(ctx context.Context, col string, values []string) (map
 		}
 	}
 	for v := range out {
-		sort.Slice(out[v], func(i, j int) bool { return keyString(out[v][i]) < keyString(out[v][j]) })
+		sort.Slice(out[v], func(i, j int) bool { return schema.KeyString(out[v][i]) < schema.KeyString(out[v][j]) })
 	}
 	return out, nil
 }
@@ -242,7 +242,7 @@ func (p *planner) keyOwners(ctx context.Context, keys []any) (map[string]string,
 			return nil, fmt.Errorf("read linked identities: %w", err)
 		}
 		for _, r := range rows {
-			out[keyString(normKey(r.Key))] = r.ID
+			out[schema.KeyString(schema.NormKey(r.Key))] = r.ID
 		}
 	}
 	return out, nil

@@ -1,4 +1,4 @@
-package directory
+package dirsync
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/store"
 )
@@ -25,13 +26,13 @@ func TestFailover(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := mk(t)
 			dc, db := database(t, "sqlite")
-			cfg := baseConfig(t, dc, f.kind())
-			ou := f.newOU(t)
-			f.configure(cfg, ou)
+			cfg := baseConfig(t, dc, f.Kind())
+			ou := f.NewOU(t)
+			f.Configure(cfg, ou)
 			good := cfg.Directory.URLs[0]
 			scheme := strings.SplitN(good, ":", 2)[0]
 			cfg.Directory.URLs = []string{deadURL(t, scheme), good}
-			f.addUser(t, ou, "fay", nil)
+			f.AddUser(t, ou, "fay", nil)
 			s, log := newSyncer(t, cfg, db)
 			sum, _ := run(t, s, RunOptions{})
 			if sum.Server != good || sum.Changes[KindCreate] != 1 {
@@ -89,9 +90,9 @@ func TestCertificateChecks(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := mk(t)
 			dc, db := database(t, "sqlite")
-			cfg := baseConfig(t, dc, f.kind())
-			ou := f.newOU(t)
-			f.configure(cfg, ou)
+			cfg := baseConfig(t, dc, f.Kind())
+			ou := f.NewOU(t)
+			f.Configure(cfg, ou)
 			cfg.Directory.CAFile = testsrv.UnrelatedCA(t).CertFile
 			s, _ := newSyncer(t, cfg, db)
 			_, err := s.Run(context.Background(), RunOptions{})
@@ -113,7 +114,7 @@ func TestCertificateChecks(t *testing.T) {
 	}
 	t.Run("bad ca_file", func(t *testing.T) {
 		d := config.Directory{URLs: []string{"ldaps://127.0.0.1:1"}, CAFile: "/nonexistent/ca.pem"}
-		if _, err := NewClient(d, nil); err == nil || !strings.Contains(err.Error(), "directory.ca_file") {
+		if _, err := directory.NewClient(d, nil); err == nil || !strings.Contains(err.Error(), "directory.ca_file") {
 			t.Fatalf("missing CA file: %v", err)
 		}
 	})
@@ -131,21 +132,21 @@ func TestDeletionGuard(t *testing.T) {
 
 func deletionGuard(t *testing.T, f fixture) {
 	dc, db := database(t, "sqlite")
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
 	var dns []string
 	for i := range 10 {
-		dns = append(dns, f.addUser(t, ou, fmt.Sprintf("g%02d", i), nil))
+		dns = append(dns, f.AddUser(t, ou, fmt.Sprintf("g%02d", i), nil))
 	}
 	cfg.Directory.MaxDeletions = config.Threshold{Percent: 30, IsPct: true}
 	s, log := newSyncer(t, cfg, db)
 	run(t, s, RunOptions{})
 
 	for _, dn := range dns[:3] {
-		f.remove(t, dn)
+		f.Remove(t, dn)
 	}
-	f.disable(t, dns[3])
+	f.Disable(t, dns[3])
 	before := dump(t, s)
 	for _, full := range []bool{false, true} {
 		sum, err := s.Run(context.Background(), RunOptions{Full: full, Trigger: "test"})
@@ -187,7 +188,7 @@ func deletionGuard(t *testing.T, f fixture) {
 	// A filter that matches nobody is never "everyone left".
 	cfg.Directory.MaxDeletions = config.Threshold{Percent: 5, IsPct: true}
 	cfg.Directory.UserFilter = "(&(objectClass=inetOrgPerson)(uid=nobody-has-this-uid))"
-	if f.kind() == "ad" {
+	if f.Kind() == "ad" {
 		cfg.Directory.UserFilter = "(&(objectCategory=person)(objectClass=user)(sAMAccountName=nobody-has-this-name))"
 	}
 	s, _ = newSyncerNoSchema(t, cfg, db)
@@ -287,15 +288,15 @@ func killedMidRunSlapd(t *testing.T) {
 
 func killedMidRunAD(t *testing.T) {
 	ad := testsrv.StartSambaDC(t)
-	f := sambaFixture{ad}
+	f := sambaFixture{S: ad}
 	dc, db := database(t, "sqlite")
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
 	cfg.Directory.PageSize = 4
 	var dns []string
 	for i := range 12 {
-		dns = append(dns, f.addUser(t, ou, fmt.Sprintf("k%02d", i), nil))
+		dns = append(dns, f.AddUser(t, ou, fmt.Sprintf("k%02d", i), nil))
 	}
 	s, _ := newSyncer(t, cfg, db)
 	run(t, s, RunOptions{})
@@ -303,10 +304,10 @@ func killedMidRunAD(t *testing.T) {
 		t.Fatalf("%d identities after the first sync", n)
 	}
 	for i, dn := range dns[:3] {
-		f.modify(t, dn, map[string][]string{"displayName": {fmt.Sprintf("Renamed %d", i)}})
+		f.Modify(t, dn, map[string][]string{"displayName": {fmt.Sprintf("Renamed %d", i)}})
 	}
 	for _, dn := range dns[3:5] {
-		f.remove(t, dn)
+		f.Remove(t, dn)
 	}
 	before := dump(t, s)
 	s.hookPage = func(page int) {
@@ -343,11 +344,11 @@ func killedMidRunAD(t *testing.T) {
 func TestDatabaseErrorMidApply(t *testing.T) {
 	f := fixtures(t)["openldap"](t)
 	dc, db := database(t, "sqlite")
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
 	for i := range 25 {
-		f.addUser(t, ou, fmt.Sprintf("h%02d", i), nil)
+		f.AddUser(t, ou, fmt.Sprintf("h%02d", i), nil)
 	}
 	s, _ := newSyncer(t, cfg, db)
 	s.BatchSize = 10
@@ -394,16 +395,16 @@ func TestDatabaseErrorMidApply(t *testing.T) {
 func TestDryRun(t *testing.T) {
 	f := fixtures(t)["openldap"](t)
 	dc, db := database(t, "sqlite")
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
-	a := f.addUser(t, ou, "ida", nil)
-	f.addUser(t, ou, "jon", nil)
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
+	a := f.AddUser(t, ou, "ida", nil)
+	f.AddUser(t, ou, "jon", nil)
 	addAppUser(t, db, "ida", "")
 	s, _ := newSyncer(t, cfg, db)
 	run(t, s, RunOptions{})
-	f.modify(t, a, map[string][]string{"displayName": {"Ida Dry"}})
-	f.addUser(t, ou, "kim", nil)
+	f.Modify(t, a, map[string][]string{"displayName": {"Ida Dry"}})
+	f.AddUser(t, ou, "kim", nil)
 	before := dump(t, s)
 	sum, planned := run(t, s, RunOptions{DryRun: true})
 	if after := dump(t, s); after != before {
@@ -430,7 +431,7 @@ func TestDryRun(t *testing.T) {
 			t.Fatalf("plan differs: %+v vs %+v", planned[i], applied[i])
 		}
 	}
-	if identity(t, s, f.id(t, a)).DisplayName != "Ida Dry" {
+	if identity(t, s, f.ID(t, a)).DisplayName != "Ida Dry" {
 		t.Fatal("the real run did not apply")
 	}
 }

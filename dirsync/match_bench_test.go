@@ -1,4 +1,4 @@
-package directory
+package dirsync
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 // MariaDB, as the syncer asks it (col IN (...), served by the index migrate
 // makes), next to the LOWER(col) IN (...) it asked before, which scans.
 //
-//	go test -run '^$' -bench MatchMariaDB -benchtime 1x ./directory/
+//	go test -run '^$' -bench MatchMariaDB -benchtime 1x ./dirsync/
 func BenchmarkMatchMariaDB(b *testing.B) {
 	dc, db := database(b, "mysql")
 	ctx := context.Background()

@@ -1,4 +1,4 @@
-package directory
+package identity
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/passbridge/passbridge/dirsync"
+	"github.com/passbridge/passbridge/internal/testdir"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
@@ -26,19 +28,25 @@ func TestManualLink(t *testing.T) {
 
 func manualLink(t *testing.T, driver string) {
 	ctx := context.Background()
-	f := slapdFixture{testsrv.Slapd(t)}
+	f := slapdFixture{S: testsrv.Slapd(t)}
 	dc, db := database(t, driver)
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	people := f.addOU(t, ou, "people")
-	f.configure(cfg, ou)
-	s, _ := newSyncer(t, cfg, db)
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	people := f.AddOU(t, ou, "people")
+	f.Configure(cfg, ou)
+	log, _ := testdir.NewTestLog(t)
+	testdir.Migrate(t, db, cfg, log)
+	s, err := dirsync.NewSyncer(cfg, db, log)
+	if err != nil {
+		t.Fatalf("NewSyncer: %v", err)
+	}
+	n := schema.NamesFor(cfg)
 
 	mail := func(m string) map[string][]string { return map[string][]string{"mail": {m}} }
-	carolDN := f.addUser(t, people, "carol", mail("carol@corp.example"))
-	daveDN := f.addUser(t, people, "dave", mail("dave@corp.example"))
-	erinDN := f.addUser(t, people, "erin", mail("erin@corp.example"))
-	frankDN := f.addUser(t, people, "frank", mail("frank@corp.example"))
+	carolDN := f.AddUser(t, people, "carol", mail("carol@corp.example"))
+	daveDN := f.AddUser(t, people, "dave", mail("dave@corp.example"))
+	erinDN := f.AddUser(t, people, "erin", mail("erin@corp.example"))
+	frankDN := f.AddUser(t, people, "frank", mail("frank@corp.example"))
 	legacy := addAppUser(t, db, "c.legacy", "") // carol's row, which no rule finds
 	dave1 := addAppUser(t, db, "dave.one", "dave@corp.example")
 	dave2 := addAppUser(t, db, "dave.two", "DAVE@corp.example")
@@ -46,24 +54,32 @@ func manualLink(t *testing.T, driver string) {
 	frankKey := addAppUser(t, db, "frank", "")
 	spare := addAppUser(t, db, "spare", "")
 
-	sync := func(step string, full bool) []Change {
+	// sync runs one sync and returns the kinds of its changes by directory
+	// ID.
+	sync := func(step string, full bool) map[string][]string {
 		t.Helper()
-		sum, changes := run(t, s, RunOptions{Full: full})
+		kinds := map[string][]string{}
+		sum, err := s.Run(ctx, dirsync.RunOptions{Full: full, Trigger: "test", OnChange: func(c dirsync.Change) {
+			kinds[c.DirectoryID] = append(kinds[c.DirectoryID], c.Kind)
+		}})
+		if err != nil {
+			t.Fatalf("%s: sync (full=%v): %v", step, full, err)
+		}
 		if want := map[bool]string{true: "full", false: "delta"}[full]; sum.Mode != want {
 			t.Fatalf("%s: a %s run, want %s (%s)", step, sum.Mode, want, sum.FullReason)
 		}
-		return changes
+		return kinds
 	}
 	sync("first", true)
-	carol, dave := identity(t, s, f.id(t, carolDN)), identity(t, s, f.id(t, daveDN))
-	erin, frank := identity(t, s, f.id(t, erinDN)), identity(t, s, f.id(t, frankDN))
+	carol, dave := testdir.Identity(t, db, cfg, f.ID(t, carolDN)), testdir.Identity(t, db, cfg, f.ID(t, daveDN))
+	erin, frank := testdir.Identity(t, db, cfg, f.ID(t, erinDN)), testdir.Identity(t, db, cfg, f.ID(t, frankDN))
 	if carol.LinkState != schema.LinkUnmatched || dave.LinkState != schema.LinkAmbiguous ||
 		erin.LinkState != schema.LinkLinked || erin.UserKey != itoa(erinKey) || frank.UserKey != itoa(frankKey) {
 		t.Fatalf("after the first sync: carol %+v, dave %+v, erin %+v, frank %+v", carol, dave, erin, frank)
 	}
 
 	// Refused, each with a clear error, and nothing written.
-	before := dump(t, s)
+	before := testdir.Dump(t, db, cfg)
 	refuse := func(what string, id int64, key, actor string, want error, mentions ...string) {
 		t.Helper()
 		info, err := LinkManually(ctx, db, cfg, id, key, actor)
@@ -86,12 +102,12 @@ func manualLink(t *testing.T, driver string) {
 	if err := Unlink(ctx, db, cfg, erin.ID, "it-admin"); !errors.Is(err, ErrNotManualLink) {
 		t.Fatalf("unlink a link made by the rules: %v, want ErrNotManualLink", err)
 	}
-	if after := dump(t, s); after != before {
+	if after := testdir.Dump(t, db, cfg); after != before {
 		t.Fatalf("refused links changed the database:\n%s\n---\n%s", before, after)
 	}
 
 	// A sync in progress holds the lock: the admin is told, after a wait.
-	lock, ok, err := db.TryLock(ctx, SyncLockName)
+	lock, ok, err := db.TryLock(ctx, dirsync.SyncLockName)
 	if err != nil || !ok {
 		t.Fatalf("take the sync lock: %v %v", ok, err)
 	}
@@ -123,34 +139,34 @@ func manualLink(t *testing.T, driver string) {
 	// Now the rules would pick other rows: carol's email gets a row of its
 	// own, and dave's email matches dave.one only.
 	carolByRules := addAppUser(t, db, "carol", "carol@corp.example")
-	if _, err := store.Exec(ctx, db, "UPDATE "+s.n.Users+" SET "+s.n.UserEmail+" = ? WHERE "+s.n.UserKey+" = ?", "someone.else@corp.example", dave2); err != nil {
+	if _, err := store.Exec(ctx, db, "UPDATE "+n.Users+" SET "+n.UserEmail+" = ? WHERE "+n.UserKey+" = ?", "someone.else@corp.example", dave2); err != nil {
 		t.Fatal(err)
 	}
-	kept := func(step string, changes []Change) {
+	kept := func(step string, changes map[string][]string) {
 		t.Helper()
-		c, d := identity(t, s, carol.DirectoryID), identity(t, s, dave.DirectoryID)
+		c, d := testdir.Identity(t, db, cfg, carol.DirectoryID), testdir.Identity(t, db, cfg, dave.DirectoryID)
 		if c.LinkState != schema.LinkManual || c.UserKey != itoa(legacy) || d.LinkState != schema.LinkManual || d.UserKey != itoa(dave2) {
 			t.Fatalf("%s: the manual links must stay: carol %+v, dave %+v", step, c, d)
 		}
 		for _, id := range []string{carol.DirectoryID, dave.DirectoryID} {
-			for _, k := range kindsOf(changes, id) {
-				if k != KindUpdate {
+			for _, k := range changes[id] {
+				if k != dirsync.KindUpdate {
 					t.Fatalf("%s: %s for a manually linked identity (%v)", step, k, changes)
 				}
 			}
 		}
 		for _, k := range []int64{carolByRules, dave1} {
-			if owners := linkedTo(t, s, k); len(owners) != 0 {
+			if owners := linkedTo(t, db, n, k); len(owners) != 0 {
 				t.Fatalf("%s: users row %d is linked to %v, want nobody", step, k, owners)
 			}
 		}
 	}
 	kept("full sync", sync("full sync", true))
 	// A delta that reads carol and dave (they changed) and one that does not.
-	f.modify(t, carolDN, map[string][]string{"displayName": {"Carol C."}})
-	f.modify(t, daveDN, map[string][]string{"displayName": {"Dave D."}})
+	f.Modify(t, carolDN, map[string][]string{"displayName": {"Carol C."}})
+	f.Modify(t, daveDN, map[string][]string{"displayName": {"Dave D."}})
 	changes := sync("delta sync", false)
-	if got := kindsOf(changes, carol.DirectoryID); len(got) != 1 || got[0] != KindUpdate {
+	if got := changes[carol.DirectoryID]; len(got) != 1 || got[0] != dirsync.KindUpdate {
 		t.Fatalf("delta sync: carol's changes %v, want one update (the display name)", got)
 	}
 	kept("delta sync", changes)
@@ -159,13 +175,13 @@ func manualLink(t *testing.T, driver string) {
 	// A deleted identity lets its row go to the identity linked by hand
 	// (the account was recreated under a new ID); a deleted identity
 	// cannot be linked itself.
-	f.s.Delete(t, frankDN)
+	f.S.Delete(t, frankDN)
 	sync("frank deleted", true)
-	frank2DN := f.addUser(t, people, "frank2", mail("frank.new@corp.example"))
+	frank2DN := f.AddUser(t, people, "frank2", mail("frank.new@corp.example"))
 	sync("frank2 added", false)
-	frank2 := identity(t, s, f.id(t, frank2DN))
-	if frank2.LinkState != schema.LinkUnmatched || identity(t, s, frank.DirectoryID).UserKey != itoa(frankKey) {
-		t.Fatalf("frank2 %+v, frank %+v", frank2, identity(t, s, frank.DirectoryID))
+	frank2 := testdir.Identity(t, db, cfg, f.ID(t, frank2DN))
+	if frank2.LinkState != schema.LinkUnmatched || testdir.Identity(t, db, cfg, frank.DirectoryID).UserKey != itoa(frankKey) {
+		t.Fatalf("frank2 %+v, frank %+v", frank2, testdir.Identity(t, db, cfg, frank.DirectoryID))
 	}
 	refuse("deleted identity", frank.ID, itoa(spare), "it-admin", nil, "deleted")
 	info, err = LinkManually(ctx, db, cfg, frank2.ID, itoa(frankKey), "it-admin")
@@ -175,16 +191,15 @@ func manualLink(t *testing.T, driver string) {
 	if info.UserKey != itoa(frankKey) || !strings.Contains(info.LinkDetail, "taken from deleted identity") {
 		t.Fatalf("frank2 linked by hand: %+v", info)
 	}
-	if old := identity(t, s, frank.DirectoryID); old.UserKey != "" || old.LinkState != schema.LinkUnmatched || !strings.Contains(old.LinkDetail, "linked by hand to identity") {
+	if old := testdir.Identity(t, db, cfg, frank.DirectoryID); old.UserKey != "" || old.LinkState != schema.LinkUnmatched || !strings.Contains(old.LinkDetail, "linked by hand to identity") {
 		t.Fatalf("the deleted frank after his row was taken: %+v", old)
 	}
 	sync("after frank2's link", true)
-	if got := identity(t, s, frank2.DirectoryID); got.LinkState != schema.LinkManual || got.UserKey != itoa(frankKey) {
+	if got := testdir.Identity(t, db, cfg, frank2.DirectoryID); got.LinkState != schema.LinkManual || got.UserKey != itoa(frankKey) {
 		t.Fatalf("frank2 after a sync: %+v", got)
 	}
 
 	// Active passkeys keep an identity on its row.
-	n := s.n
 	q := n.Dialect.Quote
 	_, err = store.Exec(ctx, db, "INSERT INTO "+n.Credentials+" ("+q("user_key")+", "+q("identity_id")+", "+q("credential_id")+", "+q("public_key")+", "+
 		q("user_handle")+", "+q("name")+", "+q("created_at")+") VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -207,20 +222,20 @@ func manualLink(t *testing.T, driver string) {
 	if err := Unlink(ctx, db, cfg, carol.ID, "it-admin"); err != nil {
 		t.Fatal(err)
 	}
-	if c := identity(t, s, carol.DirectoryID); c.LinkState != schema.LinkUnmatched || c.UserKey != "" || !strings.Contains(c.LinkDetail, "removed by it-admin") {
+	if c := testdir.Identity(t, db, cfg, carol.DirectoryID); c.LinkState != schema.LinkUnmatched || c.UserKey != "" || !strings.Contains(c.LinkDetail, "removed by it-admin") {
 		t.Fatalf("carol after Unlink: %+v", c)
 	}
 	if err := Unlink(ctx, db, cfg, dave.ID, "it-admin"); err != nil {
 		t.Fatal(err)
 	}
 	changes = sync("delta after unlink", false)
-	if got := kindsOf(changes, carol.DirectoryID); len(got) != 1 || got[0] != KindLink {
+	if got := changes[carol.DirectoryID]; len(got) != 1 || got[0] != dirsync.KindLink {
 		t.Fatalf("delta after unlink: carol's changes %v, want a link", got)
 	}
-	if c := identity(t, s, carol.DirectoryID); c.LinkState != schema.LinkLinked || c.UserKey != itoa(carolByRules) {
+	if c := testdir.Identity(t, db, cfg, carol.DirectoryID); c.LinkState != schema.LinkLinked || c.UserKey != itoa(carolByRules) {
 		t.Fatalf("carol after unlink and a sync: %+v, want linked by email to row %d", c, carolByRules)
 	}
-	if d := identity(t, s, dave.DirectoryID); d.LinkState != schema.LinkLinked || d.UserKey != itoa(dave1) {
+	if d := testdir.Identity(t, db, cfg, dave.DirectoryID); d.LinkState != schema.LinkLinked || d.UserKey != itoa(dave1) {
 		t.Fatalf("dave after unlink and a sync: %+v, want linked by email to row %d", d, dave1)
 	}
 	// And a manual link of an identity the rules linked: it becomes manual.
@@ -229,18 +244,18 @@ func manualLink(t *testing.T, driver string) {
 		t.Fatalf("relink erin by hand: %+v, %v", info, err)
 	}
 	sync("after erin's relink", true)
-	if e := identity(t, s, erin.DirectoryID); e.LinkState != schema.LinkManual || e.UserKey != itoa(spare) {
+	if e := testdir.Identity(t, db, cfg, erin.DirectoryID); e.LinkState != schema.LinkManual || e.UserKey != itoa(spare) {
 		t.Fatalf("erin after a sync: %+v", e)
 	}
 	// Her row deleted by the application (the foreign key clears the
 	// link), erin stays linked by hand, without a row, although her
 	// username now matches a free row: a person decided, a person undoes.
-	if _, err := store.Exec(ctx, db, "DELETE FROM "+s.n.Users+" WHERE "+s.n.UserKey+" = ?", spare); err != nil {
+	if _, err := store.Exec(ctx, db, "DELETE FROM "+n.Users+" WHERE "+n.UserKey+" = ?", spare); err != nil {
 		t.Fatal(err)
 	}
 	for _, full := range []bool{true, false} {
 		changes := sync("after erin's row was deleted", full)
-		if e := identity(t, s, erin.DirectoryID); e.LinkState != schema.LinkManual || e.UserKey != "" || len(kindsOf(changes, erin.DirectoryID)) != 0 {
+		if e := testdir.Identity(t, db, cfg, erin.DirectoryID); e.LinkState != schema.LinkManual || e.UserKey != "" || len(changes[erin.DirectoryID]) != 0 {
 			t.Fatalf("erin after her row was deleted (full=%v): %+v, changes %v", full, e, changes)
 		}
 	}
@@ -248,16 +263,16 @@ func manualLink(t *testing.T, driver string) {
 		t.Fatal(err)
 	}
 	sync("after erin's unlink", false)
-	if e := identity(t, s, erin.DirectoryID); e.LinkState != schema.LinkLinked || e.UserKey != itoa(erinKey) {
+	if e := testdir.Identity(t, db, cfg, erin.DirectoryID); e.LinkState != schema.LinkLinked || e.UserKey != itoa(erinKey) {
 		t.Fatalf("erin after unlink and a sync: %+v, want linked by username to row %d", e, erinKey)
 	}
 }
 
 // linkedTo lists the identities (directory IDs) linked to a users row.
-func linkedTo(t *testing.T, s *Syncer, key int64) []string {
+func linkedTo(t *testing.T, db *store.DB, n schema.Names, key int64) []string {
 	t.Helper()
 	var ids []string
-	if err := store.Select(context.Background(), s.db, &ids, "SELECT "+s.n.Dialect.Quote("directory_id")+" FROM "+s.n.Identities+" WHERE "+s.n.Dialect.Quote("user_key")+" = ?", key); err != nil {
+	if err := store.Select(context.Background(), db, &ids, "SELECT "+n.Column("directory_id")+" FROM "+n.Identities+" WHERE "+n.Column("user_key")+" = ?", key); err != nil {
 		t.Fatal(err)
 	}
 	return ids

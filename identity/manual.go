@@ -1,4 +1,4 @@
-package directory
+package identity
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
@@ -77,7 +78,7 @@ func LinkManually(ctx context.Context, db *store.DB, cfg *config.Config, identit
 		if err != nil {
 			return fmt.Errorf("look up users row %s in %s: %w", strings.TrimSpace(userKey), n.Users, err)
 		}
-		k = normKey(k)
+		k = schema.NormKey(k)
 		now := time.Now().UTC()
 		detail := "linked by " + actor + " at " + now.Format(time.RFC3339)
 
@@ -92,36 +93,36 @@ func LinkManually(ctx context.Context, db *store.DB, cfg *config.Config, identit
 		err = store.Select(ctx, tx, &owners, "SELECT "+q("id")+", "+q("directory_id")+", "+q("username")+", "+q("state")+", "+q("link_state")+
 			" FROM "+n.Identities+" WHERE "+q("user_key")+" = ? AND "+q("id")+" <> ? ORDER BY "+q("id"), k, it.ID)
 		if err != nil {
-			return fmt.Errorf("read the identities linked to users row %s: %w", keyString(k), err)
+			return fmt.Errorf("read the identities linked to users row %s: %w", schema.KeyString(k), err)
 		}
 		for _, o := range owners {
 			if o.State != schema.StateDeleted {
 				return fmt.Errorf("users row %s is already linked to identity %d (%s, %s, %s, link %s): unlink that one first: %w",
-					keyString(k), o.ID, o.Username, o.DirectoryID, o.State, o.LinkState, ErrUsersRowTaken)
+					schema.KeyString(k), o.ID, o.Username, o.DirectoryID, o.State, o.LinkState, ErrUsersRowTaken)
 			}
 		}
 		for _, o := range owners {
 			_, err := store.Exec(ctx, tx, "UPDATE "+n.Identities+" SET "+q("user_key")+" = NULL, "+q("link_state")+" = ?, "+q("link_detail")+" = ?, "+
 				q("updated_at")+" = ? WHERE "+q("id")+" = ?",
-				schema.LinkUnmatched, fmt.Sprintf("its users row %s was linked by hand to identity %d (%s) by %s at %s", keyString(k), it.ID, it.Username, actor, now.Format(time.RFC3339)),
+				schema.LinkUnmatched, fmt.Sprintf("its users row %s was linked by hand to identity %d (%s) by %s at %s", schema.KeyString(k), it.ID, it.Username, actor, now.Format(time.RFC3339)),
 				now, o.ID)
 			if err != nil {
-				return fmt.Errorf("release users row %s from deleted identity %d: %w", keyString(k), o.ID, err)
+				return fmt.Errorf("release users row %s from deleted identity %d: %w", schema.KeyString(k), o.ID, err)
 			}
 			detail += fmt.Sprintf("; the row was taken from deleted identity %d (%s, %s)", o.ID, o.Username, o.DirectoryID)
 		}
 
 		// Leaving another row: not with its passkeys still usable.
-		if old := normKey(it.UserKey); old != nil && keyString(old) != keyString(k) {
+		if old := schema.NormKey(it.UserKey); old != nil && schema.KeyString(old) != schema.KeyString(k) {
 			if err := noActivePasskeys(ctx, tx, n, old, it); err != nil {
 				return err
 			}
-			detail += "; before: users row " + keyString(old) + " (" + it.LinkState + ")"
+			detail += "; before: users row " + schema.KeyString(old) + " (" + it.LinkState + ")"
 		}
 		_, err = store.Exec(ctx, tx, "UPDATE "+n.Identities+" SET "+q("user_key")+" = ?, "+q("link_state")+" = ?, "+q("link_detail")+" = ?, "+
 			q("updated_at")+" = ? WHERE "+q("id")+" = ?", k, schema.LinkManual, detail, now, it.ID)
 		if err != nil {
-			return fmt.Errorf("link identity %d to users row %s: %w", it.ID, keyString(k), err)
+			return fmt.Errorf("link identity %d to users row %s: %w", it.ID, schema.KeyString(k), err)
 		}
 		if err := store.Get(ctx, tx, it, infoSelect(n)+" WHERE "+q("id")+" = ?", it.ID); err != nil {
 			return fmt.Errorf("read identity %d back: %w", it.ID, err)
@@ -163,11 +164,11 @@ func Unlink(ctx context.Context, db *store.DB, cfg *config.Config, identityID in
 		}
 		now := time.Now().UTC()
 		detail := "manual link removed by " + actor + " at " + now.Format(time.RFC3339)
-		if old := normKey(it.UserKey); old != nil {
+		if old := schema.NormKey(it.UserKey); old != nil {
 			if err := noActivePasskeys(ctx, tx, n, old, it); err != nil {
 				return err
 			}
-			detail += " (was users row " + keyString(old) + ")"
+			detail += " (was users row " + schema.KeyString(old) + ")"
 		}
 		detail += "; the next sync links it by directory.match"
 		_, err = store.Exec(ctx, tx, "UPDATE "+n.Identities+" SET "+q("user_key")+" = NULL, "+q("link_state")+" = ?, "+q("link_detail")+" = ?, "+
@@ -196,7 +197,7 @@ func IdentityByID(ctx context.Context, db *store.DB, cfg *config.Config, id int6
 		return nil, fmt.Errorf("read identity %d: %w", id, err)
 	}
 	d := &IdentityDetail{IdentityInfo: r.info(), Passkeys: []Passkey{}}
-	if key := normKey(r.UserKey); key != nil {
+	if key := schema.NormKey(r.UserKey); key != nil {
 		if d.Row, err = linkedRow(ctx, db, n, key); err != nil {
 			return nil, err
 		}
@@ -217,7 +218,7 @@ func identityForUpdate(ctx context.Context, tx *sqlx.Tx, n schema.Names, id int6
 	if err != nil {
 		return nil, fmt.Errorf("read identity %d: %w", id, err)
 	}
-	r.UserKey = normKey(r.UserKey)
+	r.UserKey = schema.NormKey(r.UserKey)
 	return &r, nil
 }
 
@@ -227,11 +228,11 @@ func noActivePasskeys(ctx context.Context, tx *sqlx.Tx, n schema.Names, key any,
 	q := n.Dialect.Quote
 	var count int
 	if err := store.Get(ctx, tx, &count, "SELECT COUNT(*) FROM "+n.Credentials+" WHERE "+q("user_key")+" = ? AND "+q("revoked_at")+" IS NULL", key); err != nil {
-		return fmt.Errorf("count the passkeys of users row %s: %w", keyString(key), err)
+		return fmt.Errorf("count the passkeys of users row %s: %w", schema.KeyString(key), err)
 	}
 	if count > 0 {
 		return fmt.Errorf("identity %d (%s) is linked to users row %s, which has %d active passkey(s): revoke them first, or they keep signing in to that row: %w",
-			it.ID, it.Username, keyString(key), count, ErrActivePasskeys)
+			it.ID, it.Username, schema.KeyString(key), count, ErrActivePasskeys)
 	}
 	return nil
 }
@@ -242,7 +243,7 @@ func noActivePasskeys(ctx context.Context, tx *sqlx.Tx, n schema.Names, key any,
 func lockForLink(ctx context.Context, db *store.DB) (*store.Lock, error) {
 	deadline := time.Now().Add(manualLockWait)
 	for {
-		lock, ok, err := db.TryLock(ctx, SyncLockName)
+		lock, ok, err := db.TryLock(ctx, dirsync.SyncLockName)
 		if err != nil {
 			return nil, fmt.Errorf("take the sync lock: %w", err)
 		}
@@ -251,7 +252,7 @@ func lockForLink(ctx context.Context, db *store.DB) (*store.Lock, error) {
 		}
 		if !time.Now().Before(deadline) {
 			return nil, fmt.Errorf("a directory sync is running against %s (lock %s) and did not end within %s: try again when it ends: %w",
-				db.Describe(), SyncLockName, manualLockWait, ErrSyncRunning)
+				db.Describe(), dirsync.SyncLockName, manualLockWait, ErrSyncRunning)
 		}
 		select {
 		case <-ctx.Done():

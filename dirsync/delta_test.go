@@ -1,4 +1,4 @@
-package directory
+package dirsync
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
@@ -62,15 +63,15 @@ func TestSyncreplPresentPhase(t *testing.T) {
 func TestCursorFromAnotherDC(t *testing.T) {
 	f := fixtures(t)["ad"](t)
 	dc, db := database(t, "sqlite")
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
-	f.addUser(t, ou, "nora", nil)
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
+	f.AddUser(t, ou, "nora", nil)
 	s, _ := newSyncer(t, cfg, db)
 	run(t, s, RunOptions{})
 	ctx := context.Background()
 	c, err := s.loadCursor(ctx)
-	if err != nil || c == nil || c.Mechanism != MechUSN || c.USN == 0 || c.InvocationID == "" {
+	if err != nil || c == nil || c.Mechanism != directory.MechUSN || c.USN == 0 || c.InvocationID == "" {
 		t.Fatalf("cursor %+v %v", c, err)
 	}
 	c.InvocationID = "00000000-0000-0000-0000-000000000001"
@@ -95,16 +96,16 @@ func TestPaging(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := mk(t)
 			dc, db := database(t, "sqlite")
-			cfg := baseConfig(t, dc, f.kind())
-			ou := f.newOU(t)
-			f.configure(cfg, ou)
+			cfg := baseConfig(t, dc, f.Kind())
+			ou := f.NewOU(t)
+			f.Configure(cfg, ou)
 			cfg.Directory.PageSize = 2
-			if f.kind() == "openldap" {
+			if f.Kind() == "openldap" {
 				// An ID other than entryUUID: syncrepl cannot be used.
 				cfg.Directory.Attributes.ID = "employeeNumber"
 			}
 			for i := range 7 {
-				f.addUser(t, ou, fmt.Sprintf("pg%d", i), map[string][]string{"employeeNumber": {fmt.Sprintf("E%03d", i)}})
+				f.AddUser(t, ou, fmt.Sprintf("pg%d", i), map[string][]string{"employeeNumber": {fmt.Sprintf("E%03d", i)}})
 			}
 			s, _ := newSyncer(t, cfg, db)
 			sum, _ := run(t, s, RunOptions{})
@@ -121,19 +122,19 @@ func TestPaging(t *testing.T) {
 func TestTimestampMechanism(t *testing.T) {
 	f := fixtures(t)["openldap"](t)
 	dc, db := database(t, "sqlite")
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
 	cfg.Directory.Attributes.ID = "employeeNumber"
-	a := f.addUser(t, ou, "ola", map[string][]string{"employeeNumber": {"E1"}})
-	b := f.addUser(t, ou, "per", map[string][]string{"employeeNumber": {"E2"}})
+	a := f.AddUser(t, ou, "ola", map[string][]string{"employeeNumber": {"E1"}})
+	b := f.AddUser(t, ou, "per", map[string][]string{"employeeNumber": {"E2"}})
 	s, _ := newSyncer(t, cfg, db)
 	sum, _ := run(t, s, RunOptions{})
-	if sum.Mechanism != MechTimestamp {
+	if sum.Mechanism != directory.MechTimestamp {
 		t.Fatalf("mechanism %s", sum.Mechanism)
 	}
-	f.modify(t, a, map[string][]string{"displayName": {"Ola Nordmann"}})
-	f.remove(t, b)
+	f.Modify(t, a, map[string][]string{"displayName": {"Ola Nordmann"}})
+	f.Remove(t, b)
 	sum, changes := run(t, s, RunOptions{})
 	if sum.Mode != "delta" || countKinds(changes)[KindUpdate] != 1 || countKinds(changes)[KindDelete] != 0 {
 		t.Fatalf("delta %+v %v", sum, changes)
@@ -152,11 +153,11 @@ func TestTimestampMechanism(t *testing.T) {
 func TestScopeChangeForcesFull(t *testing.T) {
 	f := fixtures(t)["openldap"](t)
 	dc, db := database(t, "sqlite")
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
-	f.addUser(t, ou, "quinn", nil)
-	f.addUser(t, ou, "ruth", map[string][]string{"departmentNumber": {"ops"}})
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
+	f.AddUser(t, ou, "quinn", nil)
+	f.AddUser(t, ou, "ruth", map[string][]string{"departmentNumber": {"ops"}})
 	s, _ := newSyncer(t, cfg, db)
 	run(t, s, RunOptions{})
 	cfg.Directory.UserFilter = "(&(objectClass=inetOrgPerson)(departmentNumber=ops))"

@@ -1,4 +1,16 @@
-package directory
+// Package dirsync is the directory sync engine: it reads the directory
+// through package directory (full or delta), diffs what it reads against
+// the identities stored in the application's database a page at a time
+// (the planner), links identities to users rows by the match rules, checks
+// the deletion guard, and applies the plan (plain data: each change with
+// its SQL) in batches of one transaction each, the delta cursor saved with
+// the last. One Syncer serves the CLI, the daemon's schedules, the admin
+// API and the IT console.
+//
+// It is not called sync, which would shadow the standard library's sync
+// in every file that needs both (this one does), nor ldap, go-ldap's
+// package name, which the reading side imports.
+package dirsync
 
 import (
 	"context"
@@ -13,6 +25,7 @@ import (
 
 	"github.com/passbridge/passbridge/audit"
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -24,15 +37,15 @@ type Syncer struct {
 	cfg    *config.Config
 	db     *store.DB
 	log    *slog.Logger
-	client *Client
-	mapper *Mapper
+	client *directory.Client
+	mapper *directory.Mapper
 	n      schema.Names
 
 	// BatchSize is the number of changes applied per transaction.
 	BatchSize int
 	// now is the clock (tests).
 	now       func() time.Time
-	scopeOpts scopeOptions
+	scopeOpts directory.ScopeOptions
 
 	dbTime time.Duration // accumulated during a run
 
@@ -53,21 +66,21 @@ func NewSyncer(cfg *config.Config, db *store.DB, log *slog.Logger) (*Syncer, err
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "directory")
-	client, err := NewClient(cfg.Directory, log)
+	client, err := directory.NewClient(cfg.Directory, log)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := ValidateFilter(cfg.Directory.UserFilter); err != nil {
+	if _, err := directory.ValidateFilter(cfg.Directory.UserFilter); err != nil {
 		return nil, err
 	}
 	return &Syncer{
-		cfg: cfg, db: db, log: log, client: client, mapper: NewMapper(cfg.Directory),
+		cfg: cfg, db: db, log: log, client: client, mapper: directory.NewMapper(cfg.Directory),
 		n: schema.NamesFor(cfg), BatchSize: 1000, now: time.Now,
 	}, nil
 }
 
 // Client is the syncer's directory client (for Authenticate).
-func (s *Syncer) Client() *Client { return s.client }
+func (s *Syncer) Client() *directory.Client { return s.client }
 
 // RunOptions choose what a run does.
 type RunOptions struct {
@@ -192,12 +205,11 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	}
 	defer conn.Close()
 	sum.Server = conn.URL
-	scope, err := conn.resolveScope(ctx, s.cfg.Directory, s.mapper, s.scopeOpts)
+	scope, err := conn.ResolveScope(ctx, s.cfg.Directory, s.mapper, s.scopeOpts)
 	if err != nil {
 		return sum, err
 	}
-	r := &reader{conn: conn, cfg: s.cfg.Directory, m: s.mapper, scope: scope, log: s.log, out: p, now: s.now}
-	out, err := r.read(ctx, prev, opts.Full)
+	out, err := conn.Read(ctx, directory.ReadRequest{Dir: s.cfg.Directory, Mapper: s.mapper, Scope: scope, Out: p, Log: s.log, Now: s.now, Prev: prev, Full: opts.Full})
 	ldapTime = time.Since(t0) - s.dbTime
 	if err != nil {
 		return sum, fmt.Errorf("read the directory: %w", err)
@@ -242,7 +254,7 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 }
 
 // finishPlan completes the diff once the directory has been read.
-func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *readOutcome, scope *Scope) error {
+func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *directory.ReadOutcome, scope *directory.Scope) error {
 	q := s.n.Dialect.Quote
 	if out.Complete {
 		if p.invalidCount > 0 {
@@ -286,7 +298,7 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *readOutcome, s
 			return err
 		}
 		for i, row := range pending {
-			it := Identity{DirectoryID: row.DirectoryID, DN: row.DN, Username: row.Username, Email: row.Email.String,
+			it := directory.Identity{DirectoryID: row.DirectoryID, DN: row.DN, Username: row.Username, Email: row.Email.String,
 				DisplayName: row.DisplayName.String, Department: row.Department.String, Disabled: row.State != schema.StateActive}
 			if err := p.relink(row, it, res[i]); err != nil {
 				return err
@@ -299,7 +311,7 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *readOutcome, s
 // guard refuses a run that would mark too many identities deleted or
 // disabled (directory.max_deletions, a count or a percentage of the active
 // identities).
-func (s *Syncer) guard(ctx context.Context, p *planner, out *readOutcome, scope *Scope) error {
+func (s *Syncer) guard(ctx context.Context, p *planner, out *directory.ReadOutcome, scope *directory.Scope) error {
 	would := p.deletes + p.disables
 	if would == 0 {
 		return nil
@@ -444,7 +456,7 @@ func (s *Syncer) auditRun(ctx context.Context, sum *Summary) {
 }
 
 // loadCursor reads the delta cursor; nil when there is none yet.
-func (s *Syncer) loadCursor(ctx context.Context) (*Cursor, error) {
+func (s *Syncer) loadCursor(ctx context.Context) (*directory.Cursor, error) {
 	var raw string
 	t0 := time.Now()
 	err := store.Get(ctx, s.db, &raw, "SELECT "+s.n.Dialect.Quote("cursor")+" FROM "+s.n.SyncState+" WHERE "+s.n.Dialect.Quote("name")+" = ?", cursorName)
@@ -455,7 +467,7 @@ func (s *Syncer) loadCursor(ctx context.Context) (*Cursor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the delta cursor from %s: %w", s.n.SyncState, err)
 	}
-	var c Cursor
+	var c directory.Cursor
 	if err := json.Unmarshal([]byte(raw), &c); err != nil {
 		s.log.Warn("the stored delta cursor is unreadable: this run reads everything", "err", err)
 		return nil, nil

@@ -1,4 +1,4 @@
-package directory
+package dirsync
 
 import (
 	"context"
@@ -60,7 +60,7 @@ func (s *Syncer) identitiesByDirectoryID(ctx context.Context, ids []string) (map
 			return nil, fmt.Errorf("read identities: %w", err)
 		}
 		for _, r := range rows {
-			r.UserKey = normKey(r.UserKey)
+			r.UserKey = schema.NormKey(r.UserKey)
 			out[r.DirectoryID] = r
 		}
 	}
@@ -70,27 +70,6 @@ func (s *Syncer) identitiesByDirectoryID(ctx context.Context, ids []string) (map
 // maxInList bounds the values of one IN (...) list (SQLite allows 32766
 // parameters, PostgreSQL and MySQL 65535).
 const maxInList = 1000
-
-// normKey makes a users key comparable and printable: drivers return
-// []byte for some column types.
-func normKey(k any) any {
-	switch v := k.(type) {
-	case []byte:
-		return string(v)
-	case int32:
-		return int64(v)
-	case int:
-		return int64(v)
-	}
-	return k
-}
-
-func keyString(k any) string {
-	if k == nil {
-		return ""
-	}
-	return fmt.Sprint(k)
-}
 
 // eachIdentity streams stored identities matching where (no user input in
 // it) in pages by id, so memory holds one page.
@@ -113,7 +92,7 @@ func (s *Syncer) eachIdentity(ctx context.Context, where string, fn func(rows []
 			return nil
 		}
 		for _, r := range rows {
-			r.UserKey = normKey(r.UserKey)
+			r.UserKey = schema.NormKey(r.UserKey)
 		}
 		if err := fn(rows); err != nil {
 			return err
@@ -131,7 +110,3 @@ func nullString(s string) any {
 	}
 	return s
 }
-
-// UserKey normalizes a users key as a driver returned it (some return
-// []byte) so it compares, prints and goes back into a query as an argument.
-func UserKey(k any) any { return normKey(k) }

@@ -1,4 +1,4 @@
-package directory
+package dirsync
 
 import (
 	"context"
@@ -26,21 +26,21 @@ func TestMatchIgnoresCase(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			cfg := baseConfig(t, dc, f.kind())
-			ou := f.newOU(t)
-			f.configure(cfg, ou)
+			cfg := baseConfig(t, dc, f.Kind())
+			ou := f.NewOU(t)
+			f.Configure(cfg, ou)
 			uniq := strings.TrimPrefix(strings.SplitN(ou, ",", 2)[0], "ou=")
-			byMail := f.addUser(t, ou, "casemail", map[string][]string{"mail": {"casemail." + uniq + "@corp.example"}})
-			byName := f.addUser(t, ou, "casename", map[string][]string{"mail": {"other." + uniq + "@corp.example"}})
+			byMail := f.AddUser(t, ou, "casemail", map[string][]string{"mail": {"casemail." + uniq + "@corp.example"}})
+			byName := f.AddUser(t, ou, "casename", map[string][]string{"mail": {"other." + uniq + "@corp.example"}})
 			rowMail := addAppUser(t, db, "someone-else", "CaseMail."+strings.ToUpper(uniq)+"@Corp.Example")
 			rowName := addAppUser(t, db, "CaseName", "")
 			s, _ := newSyncer(t, cfg, db)
 			run(t, s, RunOptions{})
 			got := identities(t, s)
-			if r := got[f.id(t, byMail)]; r.LinkState != schema.LinkLinked || r.UserKey != itoa(rowMail) {
+			if r := got[f.ID(t, byMail)]; r.LinkState != schema.LinkLinked || r.UserKey != itoa(rowMail) {
 				t.Errorf("email in another case: %+v, want linked to row %d", r, rowMail)
 			}
-			if r := got[f.id(t, byName)]; r.LinkState != schema.LinkLinked || r.UserKey != itoa(rowName) {
+			if r := got[f.ID(t, byName)]; r.LinkState != schema.LinkLinked || r.UserKey != itoa(rowName) {
 				t.Errorf("username in another case: %+v, want linked to row %d", r, rowName)
 			}
 			if c.driver != "mysql" {

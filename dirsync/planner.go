@@ -1,4 +1,4 @@
-package directory
+package dirsync
 
 import (
 	"context"
@@ -7,8 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-ldap/ldap/v3"
-
+	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -61,7 +60,7 @@ func (p *planner) add(c Change) error {
 	return p.plan.add(c)
 }
 
-func (p *planner) invalid(dn string, err error) {
+func (p *planner) Invalid(dn string, err error) {
 	p.invalidCount++
 	if p.invalidCount <= 20 {
 		p.log.Warn("directory entry skipped", "dn", dn, "err", err)
@@ -70,7 +69,7 @@ func (p *planner) invalid(dn string, err error) {
 	}
 }
 
-// sink interface ---------------------------------------------------------
+// directory.Sink ---------------------------------------------------------
 
 // How an ID was seen in this run.
 const (
@@ -79,7 +78,7 @@ const (
 	seenGone
 )
 
-func (p *planner) present(_ context.Context, ids []string) error {
+func (p *planner) Present(_ context.Context, ids []string) error {
 	for _, id := range ids {
 		p.touched[id] |= seenPresent
 	}
@@ -87,12 +86,12 @@ func (p *planner) present(_ context.Context, ids []string) error {
 	return nil
 }
 
-func (p *planner) upsert(ctx context.Context, page []Identity) error {
+func (p *planner) Upsert(ctx context.Context, page []directory.Identity) error {
 	ids := make([]string, 0, len(page))
 	keep := page[:0:0]
 	for _, it := range page {
 		if p.touched[it.DirectoryID]&seenUpsert != 0 {
-			p.invalid(it.DN, fmt.Errorf("%s %s is also the ID of another entry in scope: the stable ID attribute must be unique", p.s.mapper.IDAttribute(), it.DirectoryID))
+			p.Invalid(it.DN, fmt.Errorf("%s %s is also the ID of another entry in scope: the stable ID attribute must be unique", p.s.mapper.IDAttribute(), it.DirectoryID))
 			continue
 		}
 		p.touched[it.DirectoryID] |= seenUpsert
@@ -108,7 +107,7 @@ func (p *planner) upsert(ctx context.Context, page []Identity) error {
 	}
 	var toLink []linkInput
 	var linkRows []*identityRow // nil for a new identity
-	var linkIdentities []Identity
+	var linkIdentities []directory.Identity
 	for _, it := range keep {
 		row := cur[it.DirectoryID]
 		if row != nil {
@@ -144,7 +143,7 @@ func (p *planner) upsert(ctx context.Context, page []Identity) error {
 	return nil
 }
 
-func (p *planner) gone(ctx context.Context, ids []string, reason string) error {
+func (p *planner) Gone(ctx context.Context, ids []string, reason string) error {
 	var fresh []string
 	for _, id := range ids {
 		// An ID upserted or reported present in this read is in scope.
@@ -173,7 +172,7 @@ func (p *planner) gone(ctx context.Context, ids []string, reason string) error {
 
 func (p *planner) q(name string) string { return p.s.n.Dialect.Quote(name) }
 
-func (p *planner) create(it Identity, res linkResult) error {
+func (p *planner) create(it directory.Identity, res linkResult) error {
 	n := p.s.n
 	state, reason := schema.StateActive, ""
 	var changedAt any
@@ -238,7 +237,7 @@ func (p *planner) unlinked(id, username, email, displayName string, active bool,
 }
 
 // diff plans the changes of an identity that is already stored.
-func (p *planner) diff(row *identityRow, it Identity) error {
+func (p *planner) diff(row *identityRow, it directory.Identity) error {
 	n := p.s.n
 	wantState, reason := schema.StateActive, ""
 	if it.Disabled {
@@ -251,7 +250,7 @@ func (p *planner) diff(row *identityRow, it Identity) error {
 	case row.State == schema.StateDeleted:
 		desc := "back in the directory (was deleted: " + row.StateReason.String + "), " + wantState
 		if row.UserKey != nil {
-			desc += "; still linked to users row " + keyString(row.UserKey)
+			desc += "; still linked to users row " + schema.KeyString(row.UserKey)
 		}
 		if err := p.add(Change{Kind: KindRestore, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc, SQL: stateSQL, Args: stateArgs}); err != nil {
 			return err
@@ -268,7 +267,7 @@ func (p *planner) diff(row *identityRow, it Identity) error {
 
 	if row.DN != it.DN {
 		kind, desc := KindRename, fmt.Sprintf("%s -> %s", row.DN, it.DN)
-		if parentDN(row.DN) != parentDN(it.DN) {
+		if directory.ParentDN(row.DN) != directory.ParentDN(it.DN) {
 			kind = KindMove
 		}
 		err := p.add(Change{Kind: kind, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
@@ -313,7 +312,7 @@ func (p *planner) diff(row *identityRow, it Identity) error {
 
 // relink plans the link changes of a stored identity that has no users
 // row (never linked, ambiguous, or its row was deleted).
-func (p *planner) relink(row *identityRow, it Identity, res linkResult) error {
+func (p *planner) relink(row *identityRow, it directory.Identity, res linkResult) error {
 	username, active := it.Username, !it.Disabled
 	n := p.s.n
 	switch {
@@ -390,19 +389,10 @@ func (p *planner) markDeleted(row *identityRow, reason string) error {
 	}
 	desc := reason
 	if row.UserKey != nil {
-		desc += "; stays linked to users row " + keyString(row.UserKey) + " for a restore"
+		desc += "; stays linked to users row " + schema.KeyString(row.UserKey) + " for a restore"
 	}
 	return p.add(Change{Kind: KindDelete, DirectoryID: row.DirectoryID, Username: row.Username, Description: desc,
 		SQL: "UPDATE " + n.Identities + " SET " + p.q("state") + " = ?, " + p.q("state_reason") + " = ?, " + p.q("state_changed_at") + " = ?, " +
 			p.q("updated_at") + " = ? WHERE " + p.q("id") + " = ? AND " + p.q("state") + " <> ?",
-		Args: []any{schema.StateDeleted, clip(reason, maxNameLen), p.now, p.now, row.ID, schema.StateDeleted}})
-}
-
-// parentDN is the normalized parent of a DN.
-func parentDN(dn string) string {
-	p, err := ldap.ParseDN(dn)
-	if err != nil || len(p.RDNs) == 0 {
-		return ""
-	}
-	return normDN((&ldap.DN{RDNs: p.RDNs[1:]}).String())
+		Args: []any{schema.StateDeleted, directory.Clip(reason, directory.MaxNameLen), p.now, p.now, row.ID, schema.StateDeleted}})
 }

@@ -1,4 +1,9 @@
-package directory
+// Package identity is the admin layer over the synced identities, for the
+// CLI (`passbridge users`) and the IT console: list and find identities with
+// their users row and passkeys, and link one to a users row by hand (or undo
+// that) under the sync's lock. It reads and writes the database only; the
+// sync engine (package dirsync) is what creates identities.
+package identity
 
 import (
 	"context"
@@ -99,7 +104,7 @@ type infoRow struct {
 func (r infoRow) info() IdentityInfo {
 	out := IdentityInfo{ID: r.ID, DirectoryID: r.DirectoryID, DN: r.DN, Username: r.Username, Email: r.Email.String,
 		DisplayName: r.DisplayName.String, Department: r.Department.String, State: r.State, StateReason: r.StateReason.String,
-		UserKey: keyString(normKey(r.UserKey)), LinkState: r.LinkState, LinkDetail: r.LinkDetail.String,
+		UserKey: schema.KeyString(schema.NormKey(r.UserKey)), LinkState: r.LinkState, LinkDetail: r.LinkDetail.String,
 		FirstSeenAt: r.FirstSeenAt.UTC(), LastSeenAt: r.LastSeenAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
 	if r.StateChangedAt.Valid {
 		t := r.StateChangedAt.Time.UTC()
@@ -181,7 +186,7 @@ func FindIdentities(ctx context.Context, db *store.DB, cfg *config.Config, user 
 	out := make([]IdentityDetail, 0, len(rows))
 	for _, r := range rows {
 		d := IdentityDetail{IdentityInfo: r.info(), Passkeys: []Passkey{}}
-		if key := normKey(r.UserKey); key != nil {
+		if key := schema.NormKey(r.UserKey); key != nil {
 			row, err := linkedRow(ctx, db, n, key)
 			if err != nil {
 				return nil, err
@@ -208,7 +213,7 @@ func linkedRow(ctx context.Context, db *store.DB, n schema.Names, key any) (*Lin
 	var k, u, e any
 	err := db.QueryRowxContext(ctx, db.Rebind("SELECT "+strings.Join(cols, ", ")+" FROM "+n.Users+" WHERE "+n.UserKey+" = ?"), key).Scan(&k, &u, &e)
 	if err == sql.ErrNoRows {
-		return &LinkedRow{Key: keyString(key), Missing: true}, nil
+		return &LinkedRow{Key: schema.KeyString(key), Missing: true}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the linked users row: %w", err)
@@ -217,9 +222,9 @@ func linkedRow(ctx context.Context, db *store.DB, n schema.Names, key any) (*Lin
 		if v == nil {
 			return ""
 		}
-		return keyString(normKey(v))
+		return schema.KeyString(schema.NormKey(v))
 	}
-	return &LinkedRow{Key: keyString(normKey(k)), Username: str(u), Email: str(e)}, nil
+	return &LinkedRow{Key: schema.KeyString(schema.NormKey(k)), Username: str(u), Email: str(e)}, nil
 }
 
 func passkeys(ctx context.Context, db *store.DB, n schema.Names, key any, identityID int64) ([]Passkey, error) {

@@ -1,4 +1,4 @@
-package directory
+package dirsync
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
@@ -79,7 +80,7 @@ type snapshot struct {
 	passkeys  string // every passkey row, as text
 	npasskeys int
 	passwords string // SHA-256 over (key, password hash) of every users row
-	cursor    *Cursor
+	cursor    *directory.Cursor
 }
 
 func (w *world) snapshot() snapshot {
@@ -131,7 +132,7 @@ func tableText(db *store.DB, query string) (string, int, error) {
 
 // reference syncs the directory, as it is now, into a fresh database with
 // the same users rows: what a clean run stores.
-func (w *world) reference() (map[string]row, *Cursor) {
+func (w *world) reference() (map[string]row, *directory.Cursor) {
 	w.t.Helper()
 	dc, db := database(w.t, "sqlite")
 	for _, u := range w.app {
@@ -225,7 +226,7 @@ func (w *world) invariantProblems(before snapshot) []string {
 
 // sameCursor compares what a cursor resumes from (not when the last full
 // read was).
-func sameCursor(a, b *Cursor) bool {
+func sameCursor(a, b *directory.Cursor) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
@@ -243,7 +244,7 @@ func (w *world) populate(ou, prefix string, n int) []string {
 	var dns []string
 	for i := range n {
 		name := fmt.Sprintf("%s%02d", prefix, i)
-		dns = append(dns, w.f.addUser(w.t, ou, name, nil))
+		dns = append(dns, w.f.AddUser(w.t, ou, name, nil))
 		if i%2 == 0 {
 			w.addApp(name, w.mail(dns[i]))
 		}
@@ -258,9 +259,9 @@ func (w *world) mail(dn string) string {
 	w.t.Helper()
 	switch f := w.f.(type) {
 	case slapdFixture:
-		return f.s.Entry(w.t, dn, "mail").GetAttributeValue("mail")
+		return f.S.Entry(w.t, dn, "mail").GetAttributeValue("mail")
 	case sambaFixture:
-		return f.s.Entry(w.t, dn, "mail").GetAttributeValue("mail")
+		return f.S.Entry(w.t, dn, "mail").GetAttributeValue("mail")
 	}
 	w.t.Fatalf("fixture %T", w.f)
 	return ""
@@ -270,9 +271,9 @@ func (w *world) mail(dn string) string {
 func deleteEntry(t *testing.T, f fixture, dn string) {
 	switch f := f.(type) {
 	case slapdFixture:
-		f.s.Delete(t, dn)
+		f.S.Delete(t, dn)
 	case sambaFixture:
-		f.s.Delete(t, dn)
+		f.S.Delete(t, dn)
 	default:
 		t.Fatalf("fixture %T", f)
 	}
@@ -284,9 +285,9 @@ func deleteEntry(t *testing.T, f fixture, dn string) {
 func TestFaultInvariantsCatchBrokenState(t *testing.T) {
 	f := fixtures(t)["openldap"](t)
 	dc, db := database(t, "sqlite")
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
 	w := newWorld(t, f, cfg, db)
 	w.populate(ou, "inv", 6)
 	before := w.snapshot()
@@ -336,7 +337,7 @@ func TestFaultInvariantsCatchBrokenState(t *testing.T) {
 // writes nothing; thawed, a normal run applies what changed.
 func TestFaultDirectoryFrozenMidSync(t *testing.T) {
 	srv := testsrv.StartSlapd(t, testsrv.SlapdOptions{Users: 400})
-	f := slapdFixture{srv}
+	f := slapdFixture{S: srv}
 	dc, db := database(t, "sqlite")
 	cfg := baseConfig(t, dc, "openldap")
 	slapdConfig(srv, cfg, srv.PeopleDN)
@@ -407,9 +408,9 @@ func TestFaultDatabaseCutMidSync(t *testing.T) {
 	}
 	t.Cleanup(func() { db.Close() })
 	createUsersTable(t, db, "users")
-	cfg := baseConfig(t, dc, f.kind())
-	ou := f.newOU(t)
-	f.configure(cfg, ou)
+	cfg := baseConfig(t, dc, f.Kind())
+	ou := f.NewOU(t)
+	f.Configure(cfg, ou)
 	w := newWorld(t, f, cfg, db)
 	w.s.BatchSize = 5
 	dns := w.populate(ou, "cut", 16)
@@ -417,14 +418,14 @@ func TestFaultDatabaseCutMidSync(t *testing.T) {
 
 	// 1. Cut inside batch 2: 4 updates, 2 deletes, 10 creates to apply.
 	for _, dn := range dns[:4] {
-		f.modify(t, dn, map[string][]string{"displayName": {"Cut " + dn[:8]}})
+		f.Modify(t, dn, map[string][]string{"displayName": {"Cut " + dn[:8]}})
 	}
 	for _, dn := range dns[4:6] {
-		f.remove(t, dn)
+		f.Remove(t, dn)
 	}
 	for i := range 10 {
 		name := fmt.Sprintf("new%02d", i)
-		dn := f.addUser(t, ou, name, nil)
+		dn := f.AddUser(t, ou, name, nil)
 		if i%3 == 0 {
 			w.addApp(name, w.mail(dn))
 		}
@@ -457,8 +458,8 @@ func TestFaultDatabaseCutMidSync(t *testing.T) {
 
 	// 2. Cut right after the COMMIT of the last batch (the one that saves
 	// the cursor) has gone out.
-	f.modify(t, dns[6], map[string][]string{"displayName": {"Written blind"}})
-	f.disable(t, dns[7])
+	f.Modify(t, dns[6], map[string][]string{"displayName": {"Written blind"}})
+	f.Disable(t, dns[7])
 	before = w.snapshot()
 	w.s.hookBatch = func(n int) error {
 		// The server's answer to the COMMIT is lost, not the COMMIT: cutting
@@ -498,10 +499,10 @@ func TestFaultEmptyScope(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := mk(t)
 			dc, db := database(t, "sqlite")
-			cfg := baseConfig(t, dc, f.kind())
-			parent := f.newOU(t)
-			base := f.addOU(t, parent, "scope")
-			f.configure(cfg, base)
+			cfg := baseConfig(t, dc, f.Kind())
+			parent := f.NewOU(t)
+			base := f.AddOU(t, parent, "scope")
+			f.Configure(cfg, base)
 			cfg.Directory.MaxDeletions = config.Threshold{Percent: 5, IsPct: true} // the default
 			w := newWorld(t, f, cfg, db)
 			dns := w.populate(base, "e"+name[:2], 6)
@@ -511,7 +512,7 @@ func TestFaultEmptyScope(t *testing.T) {
 
 			var restores []func(t *testing.T) string
 			for _, dn := range dns {
-				restores = append(restores, f.remove(t, dn))
+				restores = append(restores, f.Remove(t, dn))
 			}
 			for _, full := range []bool{false, true} {
 				// A delta reports the 6 deleted; a full read finds nobody,
@@ -540,7 +541,7 @@ func TestFaultEmptyScope(t *testing.T) {
 				}
 			}
 
-			if got := f.addOU(t, parent, "scope"); !strings.EqualFold(got, base) {
+			if got := f.AddOU(t, parent, "scope"); !strings.EqualFold(got, base) {
 				t.Fatalf("the base DN came back as %s", got)
 			}
 			for _, restore := range restores {
@@ -560,29 +561,29 @@ func TestFaultEmptyScope(t *testing.T) {
 // and misses nothing, the delta after it is a delta again.
 func TestFaultDCSwitch(t *testing.T) {
 	ad := testsrv.SambaDC(t)
-	f := sambaFixture{ad}
+	f := sambaFixture{S: ad}
 	for _, c := range []struct {
 		name    string
-		forge   func(c *Cursor)
+		forge   func(c *directory.Cursor)
 		because string
 	}{
-		{"another DC", func(c *Cursor) {
+		{"another DC", func(c *directory.Cursor) {
 			c.InvocationID = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
 			c.USN += 1 << 20
 		}, "invocationId"},
-		{"restored from backup", func(c *Cursor) { c.USN += 1 << 20 }, "USN"},
+		{"restored from backup", func(c *directory.Cursor) { c.USN += 1 << 20 }, "USN"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dc, db := database(t, "sqlite")
 			cfg := baseConfig(t, dc, "ad")
-			ou := f.newOU(t)
-			f.configure(cfg, ou)
+			ou := f.NewOU(t)
+			f.Configure(cfg, ou)
 			w := newWorld(t, f, cfg, db)
 			dns := w.populate(ou, "dc", 6)
 			before := w.snapshot()
 			ctx := context.Background()
 			cur, err := w.s.loadCursor(ctx)
-			if err != nil || cur == nil || cur.Mechanism != MechUSN {
+			if err != nil || cur == nil || cur.Mechanism != directory.MechUSN {
 				t.Fatalf("cursor %+v %v", cur, err)
 			}
 			c.forge(cur)
@@ -590,17 +591,17 @@ func TestFaultDCSwitch(t *testing.T) {
 			if _, err := store.Exec(ctx, db, "UPDATE passbridge_sync_state SET cursor = ?", string(body)); err != nil {
 				t.Fatal(err)
 			}
-			f.modify(t, dns[0], map[string][]string{"displayName": {"Switched"}})
-			f.disable(t, dns[1])
-			f.remove(t, dns[2])
-			f.addUser(t, ou, "dcnew"+strings.ReplaceAll(c.name, " ", "")[:4], nil)
+			f.Modify(t, dns[0], map[string][]string{"displayName": {"Switched"}})
+			f.Disable(t, dns[1])
+			f.Remove(t, dns[2])
+			f.AddUser(t, ou, "dcnew"+strings.ReplaceAll(c.name, " ", "")[:4], nil)
 			sum, changes := run(t, w.s, RunOptions{})
 			k := countKinds(changes)
 			if sum.Mode != "full" || !strings.Contains(sum.FullReason, c.because) || k[KindUpdate] != 1 || k[KindDisable] != 1 || k[KindDelete] != 1 || k[KindCreate] != 1 {
 				t.Fatalf("the run after the switch: mode %s (%s), %v", sum.Mode, sum.FullReason, k)
 			}
 			w.checkInvariants(before)
-			f.modify(t, dns[3], map[string][]string{"displayName": {"After the switch"}})
+			f.Modify(t, dns[3], map[string][]string{"displayName": {"After the switch"}})
 			sum, changes = run(t, w.s, RunOptions{})
 			if sum.Mode != "delta" || len(changes) != 1 {
 				t.Fatalf("the next run: mode %s (%s), %v", sum.Mode, sum.FullReason, countKinds(changes))
