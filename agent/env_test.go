@@ -102,7 +102,7 @@ func testConfig(t testing.TB, db config.Database, dir *testsrv.LDAP, ou string) 
 	return &cfg
 }
 
-const testToken = "test-admin-token-0123456789abcdef"
+const testToken = "5028f49575315d239a10eb317a6974ff"
 
 // usersDDL creates the application's legacy users table, per engine.
 func usersDDL(driver string) string {

@@ -226,7 +226,7 @@ func TestScheduleAndAdminValidation(t *testing.T) {
 	if err == nil {
 		t.Fatal("bad schedules and a short token accepted")
 	}
-	for _, want := range []string{"schedule.incremental:", "expected 5 fields", "schedule.full:", "at least 1s", "admin.token: must be at least 16 characters"} {
+	for _, want := range []string{"schedule.incremental:", "expected 5 fields", "schedule.full:", "at least 1s", "admin.token: is too short", "openssl rand -hex 32"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
@@ -274,5 +274,50 @@ func TestPortalValidation(t *testing.T) {
 	}
 	if r := cfg.Portal.RateLimits; r.PasswordPerUser != 3 || r.PasswordWindow.D() != 15*time.Minute {
 		t.Errorf("rate limits default = %+v, want 3 per 15m", r)
+	}
+}
+
+// TestAdminTokenStrength: the admin token must carry at least 128 bits in
+// practice (32 hex or 22 base64url characters), obviously low-entropy
+// values are refused, and the error says how to make a good one.
+func TestAdminTokenStrength(t *testing.T) {
+	for _, tc := range []struct {
+		token string
+		ok    bool
+	}{
+		{"3f9c0e7a1b24d6c8e05f9a7b3c1d2e4f", true},                                 // openssl rand -hex 16
+		{"3f9c0e7a1b24d6c8e05f9a7b3c1d2e4f8a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d", true}, // openssl rand -hex 32
+		{"Zq3_x9Kp-L2mVb7wR4tYn8", true},                                           // 22 base64url characters
+		{"q2Vx8k+P/r1T9mZ3bL0nWcY5dE7aQ4uH6jS2fG8iK0o=", true},                     // openssl rand -base64 32
+		{"3f9c0e7a1b24d6c8e05f9a7b3c1d2e4", false},                                 // 31 hex: 124 bits
+		{"Zq3_x9Kp-L2mVb7wR4tYn", false},                                           // 21 base64url: 126 bits
+		{"adm1n-t0ken-long-enough", true},
+		{strings.Repeat("a", 40), false},                   // one repeated character
+		{strings.Repeat("ab", 20), false},                  // a repeated pattern
+		{strings.Repeat("c0ffee", 6), false},               // a repeated pattern, hex
+		{"00000000000000000000000000000001", false},        // almost one character
+		{"abcdefghijklmnopqrstuvwxyz012345", false},        // the alphabet in order
+		{"0123456789abcdef0123456789abcdef", false},        // a sequence, twice
+		{"correct horse battery staple!!!!", false},        // not hex or base64: spaces, punctuation
+		{"Zq3_x9Kp-L2mVb7wR4tYn8==", true},                 // base64 of 16 bytes, padded
+		{"Zq3_x9Kp-L2mVb7wR4tY==", false},                  // padding is not entropy: 20 characters
+		{"6a1f0c9e4b7d2a8f5c3e0b9d7a6f4c2e1b8d5a3f", true}, // 40 hex
+	} {
+		cfg, err := Load(write(t, validYAML+"admin:\n  token: \""+tc.token+"\"\n"), nil)
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%q refused: %v", tc.token, err)
+		case !tc.ok && err == nil:
+			t.Errorf("%q accepted (%d characters)", tc.token, len(cfg.Admin.Token.Reveal()))
+		case !tc.ok:
+			for _, want := range []string{"admin.token:", "openssl rand -hex 32"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("%q: the error lacks %q: %v", tc.token, want, err)
+				}
+			}
+			if strings.Contains(err.Error(), tc.token) {
+				t.Errorf("%q: the error repeats the token: %v", tc.token, err)
+			}
+		}
 	}
 }

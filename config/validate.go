@@ -219,8 +219,10 @@ func validateServing(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 	if (cfg.Portal.TLSCertFile == "") != (cfg.Portal.TLSKeyFile == "") {
 		bad("portal.tls_cert_file", "and portal.tls_key_file must be set together")
 	}
-	if tok := cfg.Admin.Token.Reveal(); tok != "" && len(tok) < 16 {
-		bad("admin.token", "must be at least 16 characters (generate one with: openssl rand -hex 32)")
+	if tok := cfg.Admin.Token.Reveal(); tok != "" {
+		if why := tokenWeakness(tok); why != "" {
+			bad("admin.token", "%s: it must carry at least 128 random bits, as 32 hex or 22 base64url characters (generate one with: openssl rand -hex 32)", why)
+		}
 	}
 	if cfg.Admin.ShutdownGrace <= 0 {
 		bad("admin.shutdown_grace", "must be a positive duration such as 30s")
@@ -430,4 +432,64 @@ func validateMail(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 	if cfg.Audit.Retention != 0 && cfg.Audit.Retention < Duration(24*time.Hour) {
 		bad("audit.retention", "must be 0 (keep forever) or at least 24h (got %s)", cfg.Audit.Retention)
 	}
+}
+
+// tokenWeakness says why an admin token is too weak to guard the admin API
+// and the IT console, "" when it is fine. A token is a random string, hex
+// (4 bits a character: at least 32) or base64/base64url (6 bits: at least
+// 22, padding not counted); values a person made up rather than a
+// generator (one character repeated, a repeated pattern, a run of the
+// alphabet) are refused whatever their length. The message never repeats
+// the token.
+func tokenWeakness(tok string) string {
+	body := strings.TrimRight(tok, "=")
+	hexOnly, b64 := true, true
+	for _, r := range body {
+		switch {
+		case r >= '0' && r <= '9', r >= 'a' && r <= 'f', r >= 'A' && r <= 'F':
+		case r >= 'g' && r <= 'z', r >= 'G' && r <= 'Z', r == '-', r == '_', r == '+', r == '/':
+			hexOnly = false
+		default:
+			hexOnly, b64 = false, false
+		}
+	}
+	n := len(body)
+	switch {
+	case !b64:
+		return "has characters that are neither hex nor base64 (spaces, punctuation, non-ASCII): use a generated value"
+	case hexOnly && n < 32:
+		return fmt.Sprintf("is too short: %d hex characters carry %d bits", n, 4*n)
+	case !hexOnly && n < 22:
+		return fmt.Sprintf("is too short: %d base64 characters carry %d bits", n, 6*n)
+	}
+	distinct := map[byte]bool{}
+	for i := range n {
+		distinct[body[i]] = true
+	}
+	// 32 random hex characters have at least 8 distinct ones in practice
+	// (never fewer in two million draws); fewer than 6 is made up.
+	if len(distinct) < 6 {
+		return fmt.Sprintf("uses only %d distinct characters", len(distinct))
+	}
+	for p := 1; p <= n/2; p++ {
+		if body[p:] == body[:n-p] {
+			return "repeats a pattern"
+		}
+	}
+	run, step := 1, 0
+	for i := 1; i < n; i++ {
+		d := int(body[i]) - int(body[i-1])
+		switch {
+		case (d == 1 || d == -1) && d == step:
+			run++
+		case d == 1 || d == -1:
+			run, step = 2, d
+		default:
+			run, step = 1, 0
+		}
+		if run >= 8 {
+			return "holds a run of 8 or more consecutive characters (such as abcdefgh or 01234567)"
+		}
+	}
+	return ""
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/passbridge/passbridge/store"
 )
 
-const testAdminToken = "test-admin-token-0123456789abcdef"
+const testAdminToken = "92e1549a2e6a7525dc70cbed1e61dadc"
 
 // adminEnv is a portal whose admin group holds the admin through a nested
 // group (it-admins > helpdesk > the admin), on slapd.
