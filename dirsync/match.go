@@ -2,8 +2,6 @@ package dirsync
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -261,7 +259,8 @@ func isASCII(s string) bool {
 
 // caseInsensitive reports whether a users column (as quoted in s.n) has a
 // case-insensitive collation on MySQL/MariaDB (utf8mb4_general_ci and the
-// like: the usual ones), read once from information_schema.
+// like: the usual ones), read once from the catalog (store's column facts,
+// the reader migrate inspects the users table with).
 func (s *Syncer) caseInsensitive(ctx context.Context, col string) (bool, error) {
 	s.ciMu.Lock()
 	defer s.ciMu.Unlock()
@@ -272,15 +271,14 @@ func (s *Syncer) caseInsensitive(ctx context.Context, col string) (bool, error) 
 	if col == s.n.UserUsername {
 		name = s.cfg.UsersTable.Username
 	}
-	var coll sql.NullString
 	t0 := time.Now()
-	err := s.db.QueryRowxContext(ctx, "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(NULLIF(?, ''), DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?",
-		s.cfg.UsersTable.Schema, s.cfg.UsersTable.Name, name).Scan(&coll)
+	cols, err := s.n.Dialect.Columns(ctx, s.db, s.cfg.UsersTable.Schema, s.cfg.UsersTable.Name)
 	s.dbTime += time.Since(t0)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err != nil {
 		return false, fmt.Errorf("read the collation of %s.%s: %w", s.n.Users, name, err)
 	}
-	v := strings.HasSuffix(strings.ToLower(coll.String), "_ci")
+	c, _ := s.n.Dialect.FindColumn(cols, name)
+	v := strings.HasSuffix(strings.ToLower(c.Collation), "_ci")
 	if s.ci == nil {
 		s.ci = map[string]bool{}
 	}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/dirsync"
-	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -274,13 +273,21 @@ func usersKeyArg(ctx context.Context, db *store.DB, cfg *config.Config, s string
 	if s == "" {
 		return nil, fmt.Errorf("which users row? the key (users_table.key %s) is empty: %w", col, ErrBadUserKey)
 	}
-	ut, err := migrate.Inspect(ctx, db, cfg.UsersTable)
+	// The key column's type from the catalog: one query, not a whole
+	// inspection of the users table per link.
+	d := db.Dialect()
+	cols, err := d.Columns(ctx, db, cfg.UsersTable.Schema, cfg.UsersTable.Name)
 	if err != nil {
 		return nil, fmt.Errorf("read the type of users_table.key: %w", err)
 	}
-	kind := strings.ToLower(strings.TrimSpace(ut.KeyKind))
+	c, ok := d.FindColumn(cols, col)
+	if !ok {
+		return nil, fmt.Errorf("read the type of users_table.key: column %q not found in %s", col, d.Table(cfg.UsersTable.Schema, cfg.UsersTable.Name))
+	}
+	keyKind := d.TypeKind(c.Type)
+	kind := strings.ToLower(keyKind)
 	switch {
-	case intKeyType(ut.Engine, kind):
+	case intKeyType(d.Kind(), kind):
 		if v, err := strconv.ParseInt(s, 10, 64); err == nil {
 			return v, nil
 		}
@@ -289,8 +296,8 @@ func usersKeyArg(ctx context.Context, db *store.DB, cfg *config.Config, s string
 				return v, nil
 			}
 		}
-		return nil, fmt.Errorf("users key %q: users_table.key %s is an integer column (%s), and %q is not a whole number: %w", s, col, ut.KeyKind, s, ErrBadUserKey)
-	case ut.Engine == migrate.Postgres && kind == "uuid":
+		return nil, fmt.Errorf("users key %q: users_table.key %s is an integer column (%s), and %q is not a whole number: %w", s, col, keyKind, s, ErrBadUserKey)
+	case d.Kind() == store.Postgres && kind == "uuid":
 		if !uuidText.MatchString(s) {
 			return nil, fmt.Errorf("users key %q: users_table.key %s is a uuid column, and %q is not a UUID: %w", s, col, s, ErrBadUserKey)
 		}
@@ -298,10 +305,10 @@ func usersKeyArg(ctx context.Context, db *store.DB, cfg *config.Config, s string
 	return s, nil
 }
 
-// intKeyType reports whether a key column type (migrate's KeyKind) holds
-// integers.
-func intKeyType(eng migrate.Engine, kind string) bool {
-	if eng == migrate.SQLite {
+// intKeyType reports whether a key column type (store's TypeKind, in
+// lower case) holds integers.
+func intKeyType(k store.Kind, kind string) bool {
+	if k == store.SQLite {
 		return strings.Contains(kind, "int") // SQLite's INTEGER affinity rule
 	}
 	base := kind

@@ -5,11 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/store"
 )
 
 // UsersTable is what Inspect found about the application's existing users
@@ -46,15 +46,9 @@ type UsersTable struct {
 	RowFormat     string `json:"row_format,omitempty"`
 }
 
-// ColumnInfo is one column of the users table as the catalog reports it.
-type ColumnInfo struct {
-	Name      string `json:"name"`
-	Type      string `json:"type"` // as the engine prints it
-	Nullable  bool   `json:"nullable"`
-	Default   string `json:"default,omitempty"`
-	Charset   string `json:"charset,omitempty"`
-	Collation string `json:"collation,omitempty"`
-}
+// ColumnInfo is one column of the users table as the catalog reports it
+// (store's reader of column facts, shared with the rest of passbridge).
+type ColumnInfo = store.Column
 
 // IndexInfo is one index of the users table.
 type IndexInfo struct {
@@ -161,8 +155,6 @@ func (u *UsersTable) checkConfigured(ut config.UsersTable) error {
 	return nil
 }
 
-var intWidth = regexp.MustCompile(`^(tinyint|smallint|mediumint|int|integer|bigint)\(\d+\)`)
-
 // resolveKey finds the key column, checks that a foreign key can reference
 // it (primary key or a single-column unique index) and derives KeyType.
 func (u *UsersTable) resolveKey(key string) error {
@@ -187,9 +179,7 @@ func (u *UsersTable) resolveKey(key string) error {
 			u.KeyType += " COLLATE " + Postgres.dialect().Quote(c.Collation)
 		}
 	case MySQL:
-		lt := strings.ToLower(t)
-		lt = intWidth.ReplaceAllString(lt, "$1")
-		lt = strings.TrimSpace(strings.ReplaceAll(lt, "zerofill", ""))
+		lt := MySQL.dialect().TypeKind(t)
 		u.KeyKind = lt
 		switch {
 		case strings.Contains(lt, "text") || strings.Contains(lt, "blob"):
@@ -208,10 +198,7 @@ func (u *UsersTable) resolveKey(key string) error {
 			u.KeyType = lt
 		}
 	case SQLite:
-		u.KeyType, u.KeyKind = t, strings.ToLower(t)
-		if t == "" {
-			u.KeyKind = "(no declared type)"
-		}
+		u.KeyType, u.KeyKind = t, SQLite.dialect().TypeKind(t)
 	}
 	return nil
 }
@@ -275,32 +262,13 @@ func inspectPostgres(ctx context.Context, q querier, ut config.UsersTable, u *Us
 		}
 	}
 
-	rows, err := q.QueryContext(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
-			coalesce(pg_get_expr(d.adbin, d.adrelid), ''), coalesce(co.collname, '')
-		FROM pg_attribute a
-		LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-		LEFT JOIN pg_collation co ON co.oid = a.attcollation AND a.attcollation <> 0
-		WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, oid)
+	cols, err := Postgres.dialect().Columns(ctx, q, ut.Schema, ut.Name)
 	if err != nil {
-		return fmt.Errorf("read columns: %w", err)
+		return err
 	}
-	for rows.Next() {
-		var c ColumnInfo
-		if err := rows.Scan(&c.Name, &c.Type, &c.Nullable, &c.Default, &c.Collation); err != nil {
-			rows.Close()
-			return err
-		}
-		if c.Collation == "default" {
-			c.Collation = ""
-		}
-		u.Columns = append(u.Columns, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read columns: %w", err)
-	}
+	u.Columns = cols
 
-	rows, err = q.QueryContext(ctx, `SELECT i.relname, x.indisunique, x.indisprimary, x.indisvalid AND x.indisready,
+	rows, err := q.QueryContext(ctx, `SELECT i.relname, x.indisunique, x.indisprimary, x.indisvalid AND x.indisready,
 			x.indpred IS NOT NULL, pg_get_indexdef(x.indexrelid),
 			array_to_string(ARRAY(SELECT pg_get_indexdef(x.indexrelid, k + 1, true) FROM generate_subscripts(x.indkey, 1) k
 				WHERE k < x.indnkeyatts ORDER BY k), chr(31))
@@ -417,29 +385,13 @@ func inspectMySQL(ctx context.Context, q querier, ut config.UsersTable, u *Users
 		u.Rows = -1
 	}
 
-	rows, err := q.QueryContext(ctx, `SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES', COALESCE(COLUMN_DEFAULT, ''),
-			COALESCE(CHARACTER_SET_NAME, ''), COALESCE(COLLATION_NAME, '')
-		FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`, schema, name)
+	cols, err := MySQL.dialect().Columns(ctx, q, schema, name)
 	if err != nil {
-		return fmt.Errorf("read columns: %w", err)
+		return err
 	}
-	for rows.Next() {
-		var c ColumnInfo
-		if err := rows.Scan(&c.Name, &c.Type, &c.Nullable, &c.Default, &c.Charset, &c.Collation); err != nil {
-			rows.Close()
-			return err
-		}
-		if c.Default == "NULL" { // MariaDB writes no default as NULL, and a 'NULL' string quoted
-			c.Default = ""
-		}
-		u.Columns = append(u.Columns, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read columns: %w", err)
-	}
+	u.Columns = cols
 
-	rows, err = q.QueryContext(ctx, `SELECT INDEX_NAME, NON_UNIQUE = 0, COALESCE(COLUMN_NAME, ''), COALESCE(SUB_PART, 0)
+	rows, err := q.QueryContext(ctx, `SELECT INDEX_NAME, NON_UNIQUE = 0, COALESCE(COLUMN_NAME, ''), COALESCE(SUB_PART, 0)
 		FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY INDEX_NAME, SEQ_IN_INDEX`, schema, name)
 	if err != nil {
 		return fmt.Errorf("read indexes: %w", err)
@@ -610,29 +562,22 @@ func inspectSQLite(ctx context.Context, q querier, ut config.UsersTable, u *User
 }
 
 func sqliteColumns(ctx context.Context, q querier, schema, table string) ([]ColumnInfo, []string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT name, type, "notnull", coalesce(dflt_value, ''), pk FROM pragma_table_info(?, ?) ORDER BY cid`, table, schema)
+	cols, err := SQLite.dialect().Columns(ctx, q, schema, table)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read columns of %s: %w", table, err)
+		return nil, nil, err
+	}
+	rows, err := q.QueryContext(ctx, `SELECT name FROM pragma_table_info(?, ?) WHERE pk > 0 ORDER BY pk`, table, schema)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the primary key of %s: %w", table, err)
 	}
 	defer rows.Close()
-	var cols []ColumnInfo
-	pkByPos := map[int]string{}
+	var pk []string
 	for rows.Next() {
-		var c ColumnInfo
-		var notnull bool
-		var pk int
-		if err := rows.Scan(&c.Name, &c.Type, &notnull, &c.Default, &pk); err != nil {
+		var name string
+		if err := rows.Scan(&name); err != nil {
 			return nil, nil, err
 		}
-		c.Nullable = !notnull
-		if pk > 0 {
-			pkByPos[pk] = c.Name
-		}
-		cols = append(cols, c)
-	}
-	var pk []string
-	for i := 1; i <= len(pkByPos); i++ {
-		pk = append(pk, pkByPos[i])
+		pk = append(pk, name)
 	}
 	return cols, pk, rows.Err()
 }
