@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/internal/redact"
 )
 
 // APIError is the body of every error the daemon's JSON endpoints return.
@@ -58,7 +59,7 @@ func errorHandler(log *slog.Logger, fallback func() echo.HTTPErrorHandler) echo.
 		}
 		status, msg := classify(err)
 		if status >= 500 {
-			log.Error("request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			log.Error("request failed", "method", c.Request().Method, "path", redact.Secrets(c.Request().URL.Path), "err", redact.Secrets(err.Error()))
 		}
 		if status == http.StatusUnauthorized {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="passbridge-admin"`)
@@ -116,7 +117,7 @@ func recoverPanics(log *slog.Logger) echo.MiddlewareFunc {
 					if r == http.ErrAbortHandler {
 						panic(r)
 					}
-					log.Error("handler panicked", "method", c.Request().Method, "path", c.Request().URL.Path, "panic", fmt.Sprint(r))
+					log.Error("handler panicked", "method", c.Request().Method, "path", redact.Secrets(c.Request().URL.Path), "panic", redact.Secrets(fmt.Sprint(r)))
 					err = echo.NewHTTPError(http.StatusInternalServerError).SetInternal(fmt.Errorf("panic: %v", r))
 				}
 			}()

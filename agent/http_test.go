@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -143,5 +144,32 @@ func TestPortalErrorsGoToThePortalHandler(t *testing.T) {
 		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, wantType) {
 			t.Errorf("%s: Content-Type %q, want %s", path, ct, wantType)
 		}
+	}
+}
+
+// TestLinkSecretsRedactedInLogs: the daemon's own error log and its panic
+// log name a failing /link/<secret> request by a fingerprint, never by its
+// secret (an unused enrollment or recovery link is a way in).
+func TestLinkSecretsRedactedInLogs(t *testing.T) {
+	var logs strings.Builder
+	e := newEcho(slog.New(slog.NewJSONHandler(&logs, nil)), metrics.New(), nil)
+	e.GET("/link/:token", func(c echo.Context) error {
+		return fmt.Errorf("read link: the database timed out")
+	})
+	e.POST("/link/:token", func(c echo.Context) error { panic("kaboom at " + c.Request().URL.Path) })
+	const secret = "YaEbLpAnSuqajo4kpF76LrTaZ1ee1PUWpz6HxL1H_9k"
+	for _, method := range []string{"GET", "POST"} {
+		if code, _, _ := call(t, e, method, "/link/"+secret, "", ""); code != 500 {
+			t.Fatalf("%s /link/<secret>: %d, want 500", method, code)
+		}
+	}
+	out := logs.String()
+	for _, want := range []string{"request failed", "handler panicked", "/link/[redacted:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the log lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, secret) {
+		t.Errorf("the link's secret is in the log:\n%s", out)
 	}
 }

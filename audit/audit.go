@@ -31,6 +31,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/passbridge/passbridge/internal/redact"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -129,7 +130,8 @@ func Record(ctx context.Context, q store.Querier, n schema.Names, e Event) error
 }
 
 // storedDetail is the detail column's value: nil (NULL) or a compact JSON
-// object.
+// object, link secrets redacted (a URL or an error message a caller put
+// there must not be a usable link in the trail).
 func storedDetail(d json.RawMessage) (any, error) {
 	t := bytes.TrimSpace(d)
 	if len(t) == 0 || bytes.Equal(t, []byte("null")) {
@@ -145,16 +147,16 @@ func storedDetail(d json.RawMessage) (any, error) {
 	if buf.String() == "{}" {
 		return nil, nil
 	}
-	return buf.String(), nil
+	return redact.Secrets(buf.String()), nil
 }
 
-// field is a string column's value: NULL when empty, else cleaned and cut
-// to the column's size.
+// field is a string column's value: NULL when empty, else cleaned (link
+// secrets redacted, as in the detail) and cut to the column's size.
 func field(s, column string) any {
 	if s == "" {
 		return nil
 	}
-	s = clip(clean(s), sizes[column])
+	s = clip(clean(redact.Secrets(s)), sizes[column])
 	if s == "" {
 		return nil
 	}

@@ -429,3 +429,23 @@ func TestPrune(t *testing.T) {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: true} }
+
+// TestRecordRedactsLinkSecrets: whatever a caller puts in an audit entry,
+// the secret of an enrollment or recovery link (/link/<secret>) is stored
+// as a fingerprint, not as a usable link.
+func TestRecordRedactsLinkSecrets(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, e *env) {
+		const secret = "YaEbLpAnSuqajo4kpF76LrTaZ1ee1PUWpz6HxL1H_9k"
+		url := "https://passkeys.corp.example/link/" + secret
+		e.record(t, Event{Event: "redact.test", Target: url, UserAgent: "preview-bot (fetching /link/" + secret + ")",
+			Detail: Detail(map[string]any{"url": url, "error": "GET /link/" + secret + "?x=1: timeout"})})
+		got := e.query(t, Filter{Event: "redact.test"})[0]
+		all := got.Target + got.UserAgent + string(got.Detail)
+		if strings.Contains(all, secret) {
+			t.Fatalf("the link's secret is stored: %+v %s", got, got.Detail)
+		}
+		if !strings.Contains(got.Target, "/link/[redacted:") || !strings.Contains(string(got.Detail), `?x=1: timeout`) {
+			t.Fatalf("redacted entry: %+v %s", got, got.Detail)
+		}
+	})
+}

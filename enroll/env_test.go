@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -187,6 +188,9 @@ type envOptions struct {
 	quiet bool
 	// mail starts an SMTP server (STARTTLS and AUTH) for the portal.
 	mail bool
+	// logs, when set, also receives every log line of the portal and the
+	// daemon, as JSON.
+	logs io.Writer
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -195,6 +199,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 	log := testLogger(t)
 	if o.quiet {
 		log = slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelError}))
+	}
+	if o.logs != nil {
+		log = slog.New(slog.NewJSONHandler(io.MultiWriter(o.logs, &logWriter{t: t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	e := &env{t: t}
 	switch o.dir {

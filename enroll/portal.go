@@ -34,6 +34,7 @@ import (
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/enroll/mail"
+	"github.com/passbridge/passbridge/internal/redact"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -355,7 +356,7 @@ func (p *Portal) ErrorHandler() echo.HTTPErrorHandler {
 			}
 		}
 		if status >= 500 {
-			p.log.Error("portal request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "err", err)
+			p.log.Error("portal request failed", "method", c.Request().Method, "path", redact.Secrets(c.Request().URL.Path), "err", redact.Secrets(err.Error()))
 		}
 		var werr error
 		switch {

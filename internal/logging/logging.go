@@ -1,8 +1,9 @@
 // Package logging builds the process logger: readable text on a terminal,
 // JSON lines otherwise (what log collectors want), at the configured level.
-// Two rules hold for every line whoever logs it: each key appears once per
-// object, and a duration is a number of milliseconds under a key ending in
-// _ms.
+// Three rules hold for every line whoever logs it: each key appears once
+// per object, a duration is a number of milliseconds under a key ending in
+// _ms, and the secret of an enrollment or recovery link never appears
+// (redact.Secrets).
 package logging
 
 import (
@@ -19,6 +20,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/passbridge/passbridge/internal/redact"
 )
 
 // New returns a logger writing to w. format is auto, text or json; auto
@@ -107,9 +110,43 @@ func (h *oneKey) Handle(ctx context.Context, r slog.Record) error {
 		g := slog.Attr{Key: h.frames[i].group, Value: slog.GroupValue(attrs...)}
 		attrs = unique(append(slices.Clip(h.frames[i-1].attrs), g))
 	}
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	out := slog.NewRecord(r.Time, r.Level, redact.Secrets(r.Message), r.PC)
+	for i := range attrs {
+		attrs[i] = redactAttr(attrs[i])
+	}
 	out.AddAttrs(attrs...)
 	return h.inner.Handle(ctx, out)
+}
+
+// redactAttr takes link secrets out of an attribute's text (strings,
+// errors, Stringers, inside groups too), whoever logged it: a request path
+// or an error that quotes a URL must never put a usable enrollment link in
+// the log.
+func redactAttr(a slog.Attr) slog.Attr {
+	switch v := a.Value; v.Kind() {
+	case slog.KindString:
+		a.Value = slog.StringValue(redact.Secrets(v.String()))
+	case slog.KindGroup:
+		g := slices.Clone(v.Group())
+		for i := range g {
+			g[i] = redactAttr(g[i])
+		}
+		a.Value = slog.GroupValue(g...)
+	case slog.KindAny:
+		var s string
+		switch x := v.Any().(type) {
+		case error:
+			s = x.Error()
+		case fmt.Stringer:
+			s = x.String()
+		default:
+			return a
+		}
+		if r := redact.Secrets(s); r != s {
+			a.Value = slog.StringValue(r)
+		}
+	}
+	return a
 }
 
 // unique returns attrs with each key once (groups merged into their

@@ -3,6 +3,8 @@ package logging
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -90,5 +92,32 @@ func TestDurationsInMilliseconds(t *testing.T) {
 	log.Info("done", "took", 1500*time.Microsecond)
 	if !strings.Contains(buf.String(), "took_ms=1.5") {
 		t.Errorf("durations in text: %s", buf.String())
+	}
+}
+
+// TestLinkSecretsRedacted: whoever logs it, in the message, a string, an
+// error or inside a group, the secret of a /link/ URL never reaches a line.
+func TestLinkSecretsRedacted(t *testing.T) {
+	const secret = "YaEbLpAnSuqajo4kpF76LrTaZ1ee1PUWpz6HxL1H_9k"
+	for _, format := range []string{"json", "text"} {
+		var buf bytes.Buffer
+		log, err := New(&buf, "debug", format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.With("url", "https://passkeys.corp.example/link/"+secret).WithGroup("req").Error("GET /link/"+secret+" failed",
+			"path", "/link/"+secret, "err", errors.New("read /link/"+secret+": timeout"), slog.Group("g", "p", "/link/"+secret+"/x"))
+		out := buf.String()
+		if strings.Contains(out, secret) {
+			t.Errorf("%s: the secret is in the line: %s", format, out)
+		}
+		if strings.Count(out, "/link/[redacted:") != 5 {
+			t.Errorf("%s: want 5 redacted links: %s", format, out)
+		}
+		if format == "json" {
+			if err := CheckLine(buf.Bytes()); err != nil {
+				t.Errorf("%v: %s", err, out)
+			}
+		}
 	}
 }
