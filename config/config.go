@@ -49,6 +49,9 @@ type UsersTable struct {
 	Password    string `yaml:"password"`
 	Active      string `yaml:"active"`
 	TOTP        string `yaml:"totp"`
+	// NeverLink is an SQL condition on the users table (is_admin = true):
+	// rows it holds are never linked by the match rules, only by hand.
+	NeverLink string `yaml:"never_link"`
 }
 
 // Directory is the LDAP / Active Directory source of identities.

@@ -143,6 +143,9 @@ func validateDatabase(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 	if ut.Username == "" && ut.Email == "" {
 		bad("users_table", "needs at least one of username and email to link identities to rows")
 	}
+	if strings.Contains(ut.NeverLink, ";") {
+		bad("users_table.never_link", "must be one SQL condition on the users table, such as is_admin = true (got %q)", ut.NeverLink)
+	}
 
 	if cfg.Migrate.Prefix == "" || strings.ContainsAny(cfg.Migrate.Prefix, " .\"`'") {
 		bad("migrate.prefix", "must be a plain identifier prefix such as passbridge_ (got %q)", cfg.Migrate.Prefix)

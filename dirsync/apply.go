@@ -69,7 +69,7 @@ func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *directory.Cur
 	err = p.each(func(c Change) error {
 		i++
 		batch = append(batch, c)
-		if len(batch) >= size && i < p.n {
+		if len(batch) >= size && i < p.changes.n {
 			return run(false)
 		}
 		return nil

@@ -1,12 +1,9 @@
 package dirsync
 
 import (
-	"bufio"
 	"encoding/gob"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -69,22 +66,16 @@ func init() {
 // that memory does not grow with the size of the directory (an initial
 // sync of 100,000 users plans 100,000 creates). It also keeps the counts.
 type plan struct {
-	f      *os.File
-	w      *bufio.Writer
-	enc    *gob.Encoder
-	n      int
-	counts map[string]int
+	changes *spool[spooled]
+	counts  map[string]int
 }
 
 func newPlan() (*plan, error) {
-	f, err := os.CreateTemp("", "passbridge-sync-plan-*")
+	sp, err := newSpool[spooled]("change")
 	if err != nil {
-		return nil, fmt.Errorf("create the plan file: %w", err)
+		return nil, err
 	}
-	// Unlinked at once: nothing is left behind if the process dies.
-	_ = os.Remove(f.Name())
-	w := bufio.NewWriterSize(f, 1<<16)
-	return &plan{f: f, w: w, enc: gob.NewEncoder(w), counts: map[string]int{}}, nil
+	return &plan{changes: sp, counts: map[string]int{}}, nil
 }
 
 // spooled is a change as the plan file holds it: its arguments typed,
@@ -118,7 +109,7 @@ const (
 	argOther
 )
 
-func spool(c Change) spooled {
+func toSpooled(c Change) spooled {
 	sp := spooled{Kind: c.Kind, DirectoryID: c.DirectoryID, Username: c.Username, Description: c.Description, SQL: c.SQL}
 	if c.Args != nil {
 		sp.Args = make([]spooledArg, len(c.Args))
@@ -171,44 +162,28 @@ func (sp *spooled) change() (Change, error) {
 }
 
 func (p *plan) add(c Change) error {
-	sp := spool(c)
-	if err := p.enc.Encode(&sp); err != nil {
-		return fmt.Errorf("spool change: %w", err)
+	sp := toSpooled(c)
+	if err := p.changes.add(&sp); err != nil {
+		return err
 	}
-	p.n++
 	p.counts[c.Kind]++
 	return nil
 }
 
 // each calls fn for every change, in order.
 func (p *plan) each(fn func(Change) error) error {
-	if err := p.w.Flush(); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	if _, err := p.f.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	dec := gob.NewDecoder(bufio.NewReaderSize(p.f, 1<<16))
-	for i := 0; i < p.n; i++ {
-		var sp spooled
-		if err := dec.Decode(&sp); err != nil {
-			return fmt.Errorf("read back change %d of %d: %w", i+1, p.n, err)
-		}
+	return p.changes.each(func(sp *spooled) error {
 		c, err := sp.change()
 		if err != nil {
-			return fmt.Errorf("read back change %d of %d: %w", i+1, p.n, err)
+			return fmt.Errorf("read back a change: %w", err)
 		}
-		if err := fn(c); err != nil {
-			return err
-		}
-	}
-	_, err := p.f.Seek(0, io.SeekEnd)
-	return err
+		return fn(c)
+	})
 }
 
 func (p *plan) close() {
-	if p != nil && p.f != nil {
-		p.f.Close()
+	if p != nil {
+		p.changes.close()
 	}
 }
 

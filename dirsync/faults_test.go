@@ -299,7 +299,9 @@ func TestFaultInvariantsCatchBrokenState(t *testing.T) {
 		{"wrongly disabled", "a clean run says active", "UPDATE passbridge_identities SET state = 'disabled' WHERE id = 2"},
 		{"wrongly deleted", "a clean run says active", "UPDATE passbridge_identities SET state = 'deleted' WHERE id = 3"},
 		{"duplicate link", "duplicates",
-			"UPDATE passbridge_identities SET user_key = (SELECT user_key FROM passbridge_identities WHERE id = 1), link_state = 'manual' WHERE id = 2"},
+			// Two linked identities, whatever the order their rows were made in.
+			"UPDATE passbridge_identities SET user_key = (SELECT MIN(user_key) FROM passbridge_identities), link_state = 'manual' " +
+				"WHERE id = (SELECT MAX(id) FROM passbridge_identities WHERE user_key IS NOT NULL)"},
 		{"passkey lost", "passkeys changed", "DELETE FROM passbridge_credentials WHERE id = (SELECT MAX(id) FROM passbridge_credentials)"},
 		{"password hash changed", "password hashes changed", "UPDATE users SET password_hash = 'tampered' WHERE id = 1"},
 		{"cursor", "a clean run stores",

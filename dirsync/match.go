@@ -24,12 +24,15 @@ type linkResult struct {
 	Detail string // why, in words
 }
 
-// match links identities to users rows by the configured rules, in order:
-// the first rule that finds exactly one row links it; a rule that finds
-// several rows makes the identity ambiguous (never guessed); a row already
-// linked to another identity is not taken again. Emails and usernames
-// compare case-insensitively (SQLite's LOWER folds ASCII only, so the query
-// also asks for the value as given and in upper case, and Go compares).
+// match finds each identity's candidate users row by the configured rules,
+// in order: the first rule that finds exactly one row makes it the
+// candidate; a rule that finds several rows makes the identity ambiguous
+// (never guessed); a row already linked to another identity is not taken
+// again, nor a row that users_table.never_link protects. Whether a
+// candidate is linked is decided when the run is read (claims: no two
+// identities of a run may claim one row). Emails and usernames compare
+// case-insensitively (SQLite's LOWER folds ASCII only, so the query also
+// asks for the value as given and in upper case, and Go compares).
 func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, error) {
 	s := p.s
 	out := make([]linkResult, len(in))
@@ -98,21 +101,24 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 	if err != nil {
 		return nil, err
 	}
+	protected, err := p.neverLinked(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
 	for i, r := range out {
 		if r.State != schema.LinkLinked {
 			continue
 		}
 		k := schema.KeyString(r.Key)
-		owner, ok := owners[k]
-		if !ok {
-			owner, ok = p.claimed[k]
-		}
-		if ok && owner != in[i].DirectoryID {
+		if owner, ok := owners[k]; ok && owner != in[i].DirectoryID {
 			out[i] = linkResult{State: schema.LinkAmbiguous, Rule: r.Rule,
 				Detail: fmt.Sprintf("%s; but that row is already linked to identity %s: link one by hand", r.Detail, owner)}
-			continue
+		} else if protected[k] {
+			// Ambiguous, not unmatched: provision: create must not make a
+			// second row for an account that is protected on purpose.
+			out[i] = linkResult{State: schema.LinkAmbiguous, Rule: r.Rule,
+				Detail: fmt.Sprintf("%s; but users_table.never_link (%s) keeps that row from automatic linking: link it by hand if it is this person's", r.Detail, p.s.cfg.UsersTable.NeverLink)}
 		}
-		p.claimed[k] = in[i].DirectoryID
 	}
 	return out, nil
 }
@@ -241,6 +247,49 @@ func (p *planner) keyOwners(ctx context.Context, keys []any) (map[string]string,
 		}
 		for _, r := range rows {
 			out[schema.KeyString(schema.NormKey(r.Key))] = r.ID
+		}
+	}
+	return out, nil
+}
+
+// checkNeverLink has the database run users_table.never_link once, so that
+// a condition it refuses stops the run before anything is read or written.
+func (s *Syncer) checkNeverLink(ctx context.Context) error {
+	cond := s.cfg.UsersTable.NeverLink
+	if cond == "" {
+		return nil
+	}
+	var n int
+	t0 := time.Now()
+	err := store.Get(ctx, s.db, &n, "SELECT COUNT(*) FROM "+s.n.Users+" WHERE ("+cond+")")
+	s.dbTime += time.Since(t0)
+	if err != nil {
+		return fmt.Errorf("users_table.never_link: the database refuses the condition %q on %s: %w", cond, s.n.Users, err)
+	}
+	return nil
+}
+
+// neverLinked returns which of the keys are users rows that
+// users_table.never_link holds (none when it is not set).
+func (p *planner) neverLinked(ctx context.Context, keys []any) (map[string]bool, error) {
+	s := p.s
+	out := map[string]bool{}
+	cond := s.cfg.UsersTable.NeverLink
+	if cond == "" {
+		return out, nil
+	}
+	for start := 0; start < len(keys); start += maxInList {
+		chunk := keys[start:min(start+maxInList, len(keys))]
+		var got []any
+		q := "SELECT " + s.n.UserKey + " FROM " + s.n.Users + " WHERE " + s.n.UserKey + " IN (" + placeholders(len(chunk)) + ") AND (" + cond + ")"
+		t0 := time.Now()
+		err := store.Select(ctx, s.db, &got, q, chunk...)
+		s.dbTime += time.Since(t0)
+		if err != nil {
+			return nil, fmt.Errorf("users_table.never_link (%s) against %s: %w", cond, s.n.Users, err)
+		}
+		for _, k := range got {
+			out[schema.KeyString(schema.NormKey(k))] = true
 		}
 	}
 	return out, nil

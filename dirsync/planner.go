@@ -26,8 +26,8 @@ type planner struct {
 	// seenPresent, seenGone). For a full read it is the whole scope: IDs
 	// only, the one thing that grows with the directory.
 	touched map[string]uint8
-	// claimed: users keys linked in this run, to the directory ID.
-	claimed map[string]string
+	// claims: the candidate links of the run, decided once it is read.
+	claims *claims
 	// createSQL is the INSERT of a new identity, built once per run.
 	createSQL string
 
@@ -127,12 +127,7 @@ func (p *planner) Upsert(ctx context.Context, page []directory.Identity) error {
 		return err
 	}
 	for i, res := range results {
-		it, row := linkIdentities[i], linkRows[i]
-		if row == nil {
-			if err := p.create(it, res); err != nil {
-				return err
-			}
-		} else if err := p.relink(row, it, res); err != nil {
+		if err := p.decide(linkIdentities[i], linkRows[i], res); err != nil {
 			return err
 		}
 	}
@@ -166,6 +161,19 @@ func (p *planner) Gone(ctx context.Context, ids []string, reason string) error {
 		}
 	}
 	return nil
+}
+
+// decide plans an identity that wants a link (row is nil for a new one): a
+// candidate link waits for the end of the run (see claims), anything else is
+// planned now.
+func (p *planner) decide(it directory.Identity, row *identityRow, res linkResult) error {
+	switch {
+	case res.State == schema.LinkLinked:
+		return p.claims.add(it, row, res)
+	case row == nil:
+		return p.create(it, res)
+	}
+	return p.relink(row, it, res)
 }
 
 // changes ----------------------------------------------------------------
@@ -332,9 +340,15 @@ func (p *planner) relink(row *identityRow, it directory.Identity, res linkResult
 		if err != nil {
 			return err
 		}
-	case row.LinkState != res.State:
+	case row.LinkState != res.State || row.LinkDetail.String != res.Detail:
+		// Still unlinked, for another reason: the state or only why (the
+		// identity that now holds the row, say).
+		desc := row.LinkState + " -> " + res.State + ": " + res.Detail
+		if row.LinkState == res.State {
+			desc = "still " + res.State + ": " + res.Detail
+		}
 		err := p.add(Change{Kind: KindLinkState, DirectoryID: row.DirectoryID, Username: username,
-			Description: row.LinkState + " -> " + res.State + ": " + res.Detail,
+			Description: desc,
 			SQL: "UPDATE " + n.Identities + " SET " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ?, " + p.q("updated_at") + " = ? WHERE " +
 				p.q("id") + " = ? AND " + p.q("link_state") + " <> ? AND " + p.q("user_key") + " IS NULL",
 			Args: []any{res.State, res.Detail, p.now, row.ID, schema.LinkManual}})

@@ -190,11 +190,18 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	if err != nil {
 		return sum, err
 	}
-	p := &planner{s: s, runID: sum.RunID, now: s.now().UTC(), log: s.log, touched: map[string]uint8{}, claimed: map[string]string{}}
+	if err := s.checkNeverLink(ctx); err != nil {
+		return sum, err
+	}
+	p := &planner{s: s, runID: sum.RunID, now: s.now().UTC(), log: s.log, touched: map[string]uint8{}}
 	if p.plan, err = newPlan(); err != nil {
 		return sum, err
 	}
 	defer p.plan.close()
+	if p.claims, err = newClaims(); err != nil {
+		return sum, err
+	}
+	defer p.claims.close()
 
 	// Read the wanted state from the directory; the planner inspects the
 	// current state and diffs as pages arrive.
@@ -280,7 +287,7 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *directory.Read
 	// Identities without a users row that this read did not cover: the
 	// application may have added their row since.
 	where := q("state") + " <> '" + schema.StateDeleted + "' AND " + q("link_state") + " <> '" + schema.LinkManual + "' AND " + q("user_key") + " IS NULL"
-	return s.eachIdentity(ctx, where, func(rows []*identityRow) error {
+	err := s.eachIdentity(ctx, where, func(rows []*identityRow) error {
 		var in []linkInput
 		var pending []*identityRow
 		for _, row := range rows {
@@ -300,12 +307,17 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *directory.Read
 		for i, row := range pending {
 			it := directory.Identity{DirectoryID: row.DirectoryID, DN: row.DN, Username: row.Username, Email: row.Email.String,
 				DisplayName: row.DisplayName.String, Department: row.Department.String, Disabled: row.State != schema.StateActive}
-			if err := p.relink(row, it, res[i]); err != nil {
+			if err := p.decide(it, row, res[i]); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// The whole run is known: decide the candidate links.
+	return p.claims.resolve(p)
 }
 
 // guard refuses a run that would mark too many identities deleted or
