@@ -19,6 +19,7 @@ import (
 	"github.com/passbridge/passbridge/audit"
 	"github.com/passbridge/passbridge/enroll/adoption"
 	identities "github.com/passbridge/passbridge/identity"
+	"github.com/passbridge/passbridge/ratelimit"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -115,7 +116,7 @@ func (p *Portal) showTokenSignIn(c echo.Context) error {
 func (p *Portal) tokenSignIn(c echo.Context) error {
 	ctx := c.Request().Context()
 	rl := p.cfg.Portal.RateLimits
-	ok, err := p.limits.hit(ctx, "token:"+c.RealIP(), rl.PasswordPerUser, rl.PasswordWindow.D())
+	ok, err := p.limits.Hit(ctx, "token:"+ratelimit.Address(c.RealIP()), rl.PasswordPerUser, rl.PasswordWindow.D())
 	if err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func (p *Portal) tokenSignIn(c echo.Context) error {
 		p.audit(c, event{Event: evAdminSignIn, Actor: "admin-token", Target: "admin-token"})
 		return again(http.StatusUnauthorized, "That is not the admin token (admin.token_file).")
 	}
-	_ = p.limits.unhit(ctx, "token:"+c.RealIP())
+	_ = p.limits.Unhit(ctx, "token:"+ratelimit.Address(c.RealIP()))
 	if err := p.createSession(c, nil, sessionData{Method: methodToken, Admin: true}); err != nil {
 		return err
 	}

@@ -24,6 +24,9 @@ type client struct {
 	csrf string
 	rp   virtualwebauthn.RelyingParty
 	auth virtualwebauthn.Authenticator
+	// header is sent with every request (X-Forwarded-For through a
+	// trusted proxy, say).
+	header http.Header
 }
 
 func (e *env) client() *client {
@@ -60,6 +63,9 @@ func (r response) json(t testing.TB) map[string]any {
 
 func (c *client) do(req *http.Request) response {
 	c.t.Helper()
+	for k, vs := range c.header {
+		req.Header[k] = vs
+	}
 	res, err := c.http.Do(req)
 	if err != nil {
 		c.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -316,4 +317,18 @@ func nullStr(s string) any {
 		return nil
 	}
 	return s
+}
+
+// clip cuts s to at most n bytes on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Back off to the start of the character the cut falls in: at most
+	// three bytes, so that a run of stray continuation bytes (not UTF-8
+	// anyway) cannot cut the value down to nothing.
+	for back := 0; n > 0 && back < utf8.UTFMax-1 && !utf8.RuneStart(s[n]); back++ {
+		n--
+	}
+	return s[:n]
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/enroll/mail"
 	"github.com/passbridge/passbridge/internal/redact"
+	"github.com/passbridge/passbridge/ratelimit"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -71,7 +72,7 @@ type Portal struct {
 	data    *data
 	dir     Directory
 	wa      *webauthn.WebAuthn
-	limits  *limiter
+	limits  *ratelimit.Limiter
 	views   *views
 	policy  policy
 	// secure: the portal is reached over HTTPS (cookies get Secure).
@@ -138,7 +139,7 @@ func New(cfg *config.Config, opts Options) (*Portal, error) {
 		cfg: cfg, log: opts.Log, metrics: opts.Metrics, data: newData(opts.DB, cfg), dir: dir, wa: wa,
 		views: v, policy: pol, secure: allHTTPS(cfg.Portal.Origins),
 	}
-	p.limits = &limiter{data: p.data}
+	p.limits = ratelimit.New(opts.DB, p.data.n)
 	p.mail = opts.Mail
 	if p.mail == nil && cfg.Mail.Host != "" {
 		if p.mail, err = mail.New(cfg.Mail, opts.Log.With("subsystem", "mail")); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/pquerna/otp/hotp"
 
 	"github.com/passbridge/passbridge/enroll/mail"
+	"github.com/passbridge/passbridge/ratelimit"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -88,9 +89,9 @@ var errRecoveryFailed = &userError{Status: http.StatusUnauthorized, Code: "recov
 func (p *Portal) recoveryLimits(c echo.Context, path, username string) *userError {
 	ctx := c.Request().Context()
 	r := p.cfg.Portal.Recovery
-	ok, err := p.limits.hit(ctx, "recovery:"+c.RealIP(), 4*r.PerUser, r.Window.D())
+	ok, err := p.limits.Hit(ctx, "recovery:"+ratelimit.Address(c.RealIP()), 4*r.PerUser, r.Window.D())
 	if err == nil && ok {
-		_, ok, _, err = p.limits.take(ctx, "recovery:"+strings.ToLower(username), r.PerUser, r.Window.D())
+		_, ok, _, err = p.limits.Take(ctx, "recovery:"+strings.ToLower(username), r.PerUser, r.Window.D())
 	}
 	if err != nil {
 		p.log.Error("recovery rate limit", "err", err)
@@ -208,7 +209,7 @@ func (p *Portal) recoverCode(c echo.Context) error {
 		return p.render(c, ue.Status, "recover_code", pageData{Title: "Enter your code", Error: ue.Message, Recovery: &recoveryView{}})
 	}
 	life := p.cfg.Portal.Recovery.CodeLifetime.D()
-	if _, ok, _, err := p.limits.take(ctx, "code:"+hashSecret(ck.Value)[:32], codeAttempts, life); err != nil {
+	if _, ok, _, err := p.limits.Take(ctx, "code:"+hashSecret(ck.Value)[:32], codeAttempts, life); err != nil {
 		return err
 	} else if !ok {
 		return again(&userError{Status: http.StatusTooManyRequests, Code: "limited", Message: "Too many wrong codes. Start the recovery again."})

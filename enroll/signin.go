@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/passbridge/passbridge/directory"
+	"github.com/passbridge/passbridge/ratelimit"
 )
 
 // home is the portal's one address: the sign-in page when signed out, the
@@ -87,8 +88,9 @@ func (p *Portal) checkPassword(c echo.Context, username, password, method string
 	}
 	rl := p.cfg.Portal.RateLimits
 	window := rl.PasswordWindow.D()
-	ip := c.RealIP()
-	ok, err := p.limits.hit(ctx, ip, rl.PasswordPerIP, window)
+	// An IPv6 client counts by its /64, an IPv4 one by its address.
+	ip := ratelimit.Address(c.RealIP())
+	ok, err := p.limits.Hit(ctx, ip, rl.PasswordPerIP, window)
 	if err != nil {
 		return internal(err)
 	}
@@ -106,11 +108,11 @@ func (p *Portal) checkPassword(c echo.Context, username, password, method string
 		account = "id:" + found.DirectoryID
 	}
 	if lookupErr != nil && !isCredentialError(lookupErr) {
-		_ = p.limits.unhit(ctx, ip)
+		_ = p.limits.Unhit(ctx, ip)
 		p.log.Warn("directory unavailable for a password check", "err", lookupErr)
 		return nil, errDirectoryDown
 	}
-	sl, ok, retry, err := p.limits.take(ctx, account, rl.PasswordPerUser, window)
+	sl, ok, retry, err := p.limits.Take(ctx, account, rl.PasswordPerUser, window)
 	if err != nil {
 		return internal(err)
 	}
@@ -133,8 +135,8 @@ func (p *Portal) checkPassword(c echo.Context, username, password, method string
 	}
 	switch {
 	case errors.Is(checkErr, directory.ErrPasswordExpired):
-		_ = p.limits.giveBack(ctx, sl)
-		_ = p.limits.unhit(ctx, ip)
+		_ = p.limits.GiveBack(ctx, sl)
+		_ = p.limits.Unhit(ctx, ip)
 		p.audit(c, event{Event: evSignInFailed, Target: found.Username, Detail: map[string]any{"method": method, "reason": "password expired"}})
 		return nil, &userError{Status: http.StatusUnauthorized, Code: "expired", Message: "Your directory password has expired. Change it first (on a company computer, or wherever you usually change it), then come back here."}
 	case checkErr != nil && isCredentialError(checkErr):
@@ -145,16 +147,16 @@ func (p *Portal) checkPassword(c echo.Context, username, password, method string
 		p.audit(c, event{Event: evSignInFailed, Target: username, Detail: map[string]any{"method": method, "reason": reason}})
 		return nil, errWrongPassword
 	case checkErr != nil:
-		_ = p.limits.giveBack(ctx, sl)
-		_ = p.limits.unhit(ctx, ip)
+		_ = p.limits.GiveBack(ctx, sl)
+		_ = p.limits.Unhit(ctx, ip)
 		p.log.Warn("directory unavailable for a password check", "err", checkErr)
 		return nil, errDirectoryDown
 	}
 	// Right password: it used up nothing.
-	if err := p.limits.giveBack(ctx, sl); err != nil {
+	if err := p.limits.GiveBack(ctx, sl); err != nil {
 		return internal(err)
 	}
-	if err := p.limits.unhit(ctx, ip); err != nil {
+	if err := p.limits.Unhit(ctx, ip); err != nil {
 		return internal(err)
 	}
 	return found, nil
