@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -11,56 +10,14 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/dirsync"
 )
-
-// RunRecord is one row of the sync history (sync_runs).
-type RunRecord struct {
-	ID         int64           `json:"id"`
-	Kind       string          `json:"kind"`
-	Trigger    string          `json:"trigger"`
-	DryRun     bool            `json:"dry_run"`
-	Status     string          `json:"status"`
-	Node       string          `json:"node,omitempty"`
-	StartedAt  time.Time       `json:"started_at"`
-	FinishedAt *time.Time      `json:"finished_at,omitempty"`
-	Entries    int64           `json:"entries"`
-	Summary    json.RawMessage `json:"summary,omitempty"`
-	Error      string          `json:"error,omitempty"`
-}
 
 // Runs is one page of GET /api/v1/runs.
 type Runs struct {
-	Runs []RunRecord `json:"runs"`
+	Runs []dirsync.RunRecord `json:"runs"`
 	// Next is the URL of the following (older) page, absent on the last.
 	Next string `json:"next,omitempty"`
-}
-
-// SyncResponse is the body of POST /api/v1/sync.
-type SyncResponse struct {
-	Status  string `json:"status"` // succeeded | failed | refused | aborted
-	Summary any    `json:"summary,omitempty"`
-	Error   string `json:"error,omitempty"`
-}
-
-// ScheduleEntry is one line of GET /api/v1/schedule.
-type ScheduleEntry struct {
-	Kind      string     `json:"kind"`
-	ConfigKey string     `json:"config_key"`
-	Spec      string     `json:"spec"`
-	Enabled   bool       `json:"enabled"`
-	Next      *time.Time `json:"next,omitempty"`
-	Following *time.Time `json:"following,omitempty"`
-	// RetryAt is set while a failed scheduled run waits for its retry.
-	RetryAt      *time.Time `json:"retry_at,omitempty"`
-	RetryAttempt int        `json:"retry_attempt,omitempty"`
-}
-
-// Schedule is the body of GET /api/v1/schedule.
-type Schedule struct {
-	Now       time.Time       `json:"now"`
-	Node      string          `json:"node"`
-	Schedules []ScheduleEntry `json:"schedules"`
-	Running   *Running        `json:"sync_running,omitempty"`
 }
 
 const (
@@ -103,7 +60,7 @@ func (a *Agent) apiSync(c echo.Context) error {
 	switch {
 	case errors.Is(res.err, ErrClosed):
 		return echo.NewHTTPError(http.StatusServiceUnavailable, res.err.Error())
-	case errors.Is(res.err, ErrBusy):
+	case errors.Is(res.err, dirsync.ErrBusy):
 		return echo.NewHTTPError(http.StatusConflict, res.err.Error())
 	case errors.Is(res.err, errAlreadyDone):
 		// Not reachable for API requests (no tick), but never a 500.
@@ -160,7 +117,7 @@ func (a *Agent) apiRuns(c echo.Context) error {
 		page.Next = "/api/v1/runs?limit=" + strconv.Itoa(limit) + "&before=" + strconv.FormatInt(runs[limit-1].ID, 10)
 	}
 	if page.Runs == nil {
-		page.Runs = []RunRecord{}
+		page.Runs = []dirsync.RunRecord{}
 	}
 	return c.JSON(http.StatusOK, page)
 }

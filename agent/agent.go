@@ -36,10 +36,10 @@ type Database interface {
 	Ping(ctx context.Context) error
 	// ListRuns returns up to limit runs older than run id before (0: the
 	// newest), newest first.
-	ListRuns(ctx context.Context, before int64, limit int) ([]RunRecord, error)
+	ListRuns(ctx context.Context, before int64, limit int) ([]dirsync.RunRecord, error)
 	// LastRuns returns the finish time of the newest successful non-dry
 	// run per kind, and the newest non-dry run whatever its status.
-	LastRuns(ctx context.Context) (map[string]time.Time, *RunRecord, error)
+	LastRuns(ctx context.Context) (map[string]time.Time, *dirsync.RunRecord, error)
 	// Snapshot reads the identity counts and last successes for /metrics.
 	Snapshot(ctx context.Context) (metrics.Snapshot, error)
 }
@@ -131,7 +131,6 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Agent, error) {
 	}
 	a.runCtx, a.cancelRun = context.WithCancel(context.Background())
 	a.runner = newRunner(&observedSyncer{a: a, s: syncer}, opts.DB, opts.DB, a.node, a.metrics, log)
-	a.runner.engineLock = dirsync.SyncLockName
 	a.sched = newScheduler(a.runCtx, a.runner, a.metrics, log)
 	if opts.RetryBase > 0 {
 		a.sched.retryBase = opts.RetryBase

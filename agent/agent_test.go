@@ -10,6 +10,7 @@ import (
 
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -123,7 +124,7 @@ func TestFullAndDeltaNeverOverlap(t *testing.T) {
 	if code != http.StatusConflict || !strings.Contains(body.Error, "already running") {
 		t.Fatalf("delta during a full sync: %d %+v, want 409", code, body)
 	}
-	var sched Schedule
+	var sched dirsync.Schedule
 	getJSON(t, "GET", r.ops+"/api/v1/schedule", true, "", &sched)
 	if sched.Running == nil || sched.Running.Kind != KindFull {
 		t.Errorf("schedule does not show the running full sync: %+v", sched.Running)
@@ -219,7 +220,7 @@ func TestReloadSchedules(t *testing.T) {
 	if err := r.a.Reload(&next); err != nil {
 		t.Fatal(err)
 	}
-	var sched Schedule
+	var sched dirsync.Schedule
 	getJSON(t, "GET", r.ops+"/api/v1/schedule", true, "", &sched)
 	specs := map[string]string{}
 	for _, e := range sched.Schedules {
@@ -344,7 +345,7 @@ func TestTwoAgentsOneRunPerTick(t *testing.T) {
 			runs := runRows(t, dbA, cfg)
 			served := runs[len(runs)-1].StartedAt.Truncate(time.Second)
 			_, err := b.a.Runner().Run(context.Background(), SyncRequest{Full: true, Trigger: TriggerSchedule, Tick: served})
-			if !errors.Is(err, errAlreadyDone) && !errors.Is(err, ErrBusy) {
+			if !errors.Is(err, errAlreadyDone) && !errors.Is(err, dirsync.ErrBusy) {
 				t.Errorf("late replica on a served tick: %v, want already done", err)
 			}
 		})

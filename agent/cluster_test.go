@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/internal/testsrv"
 )
 
@@ -32,8 +33,8 @@ func testReplicas(t *testing.T, kind dbKind) {
 	ra := startReplica(t, path, "replica-a")
 	rb := startReplica(t, path, "replica-b")
 
-	scheduled := func() []RunRecord {
-		var out []RunRecord
+	scheduled := func() []dirsync.RunRecord {
+		var out []dirsync.RunRecord
 		for _, r := range runRows(t, db, cfg) {
 			if r.Trigger == TriggerSchedule {
 				out = append(out, r)
@@ -43,7 +44,7 @@ func testReplicas(t *testing.T, kind dbKind) {
 	}
 	waitFor(t, 90*time.Second, "8 scheduled runs", func() bool { return len(scheduled()) >= 8 })
 
-	byTick := map[int64][]RunRecord{}
+	byTick := map[int64][]dirsync.RunRecord{}
 	for _, r := range scheduled() {
 		tick := r.StartedAt.Unix() // @every 1s: ticks are whole seconds
 		byTick[tick] = append(byTick[tick], r)
@@ -170,7 +171,7 @@ func testSIGTERM(t *testing.T, thaw bool) {
 	r := startReplica(t, path, "solo")
 
 	// A first sync brings in the 10 users.
-	var out SyncResponse
+	var out dirsync.SyncResponse
 	if code := getJSON(t, "POST", r.base+"/api/v1/sync", true, `{"full":true}`, &out); code != 200 {
 		t.Fatalf("first sync: %d %+v", code, out)
 	}
@@ -240,7 +241,7 @@ func TestSIGHUPReload(t *testing.T) {
 	path := writeConfig(t, cfg)
 	r := startReplica(t, path, "hup")
 	spec := func() string {
-		var sched Schedule
+		var sched dirsync.Schedule
 		if code := getJSON(t, "GET", r.base+"/api/v1/schedule", true, "", &sched); code != 200 {
 			t.Fatalf("schedule: %d", code)
 		}

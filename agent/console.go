@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/dirsync"
 )
 
 // TriggerConsole marks runs started from the IT admin console.
@@ -16,11 +17,11 @@ const TriggerConsole = "console"
 
 // SyncNow runs one sync through the Runner and waits for it. The run does
 // not depend on ctx (a browser that leaves does not abort it); ctx only
-// bounds the wait. The error is ErrBusy when a sync is already running.
-func (a *Agent) SyncNow(ctx context.Context, full, dryRun bool) (SyncResponse, error) {
+// bounds the wait. The error is dirsync.ErrBusy when a sync is already running.
+func (a *Agent) SyncNow(ctx context.Context, full, dryRun bool) (dirsync.SyncResponse, error) {
 	res, waited := a.runDetached(ctx, SyncRequest{Full: full, DryRun: dryRun, Trigger: TriggerConsole})
 	if !waited {
-		return SyncResponse{Status: "running"}, ctx.Err()
+		return dirsync.SyncResponse{Status: "running"}, ctx.Err()
 	}
 	return res.response(), res.err
 }
@@ -51,8 +52,8 @@ func (a *Agent) runDetached(ctx context.Context, req SyncRequest) (res runResult
 
 // response is the run as the admin API and the console report it: the
 // Outcome's status, else succeeded or failed by the error.
-func (r runResult) response() SyncResponse {
-	body := SyncResponse{Status: r.out.Status, Summary: r.out.Summary}
+func (r runResult) response() dirsync.SyncResponse {
+	body := dirsync.SyncResponse{Status: r.out.Status, Summary: r.out.Summary}
 	if body.Status == "" {
 		body.Status = metrics.ResultSucceeded
 		if r.err != nil {
@@ -66,17 +67,17 @@ func (r runResult) response() SyncResponse {
 }
 
 // RecentRuns is the newest limit runs of the history, newest first.
-func (a *Agent) RecentRuns(ctx context.Context, limit int) ([]RunRecord, error) {
+func (a *Agent) RecentRuns(ctx context.Context, limit int) ([]dirsync.RunRecord, error) {
 	return a.db.ListRuns(ctx, 0, limit)
 }
 
 // ScheduleNow is the schedules with their next run times, as GET
 // /api/v1/schedule shows them.
-func (a *Agent) ScheduleNow() Schedule {
+func (a *Agent) ScheduleNow() dirsync.Schedule {
 	now := time.Now()
-	out := Schedule{Now: now.UTC(), Node: a.node, Running: a.runner.Current(), Schedules: []ScheduleEntry{}}
+	out := dirsync.Schedule{Now: now.UTC(), Node: a.node, Running: a.runner.Current(), Schedules: []dirsync.ScheduleEntry{}}
 	for _, p := range a.sched.currentPlans() {
-		e := ScheduleEntry{Kind: p.Kind, ConfigKey: p.ConfigKey, Spec: p.Spec, Enabled: p.sched != nil}
+		e := dirsync.ScheduleEntry{Kind: p.Kind, ConfigKey: p.ConfigKey, Spec: p.Spec, Enabled: p.sched != nil}
 		if p.sched != nil {
 			n := p.sched.Next(now)
 			f := p.sched.Next(n)

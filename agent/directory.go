@@ -122,8 +122,9 @@ type directorySyncer struct {
 }
 
 func (d *directorySyncer) Sync(ctx context.Context, req SyncRequest) (Outcome, error) {
-	sum, err := d.s.Run(ctx, dirsync.RunOptions{Full: req.Full, DryRun: req.DryRun, Trigger: req.Trigger})
-	out := Outcome{Summary: sum}
+	sum, err := d.s.Run(ctx, dirsync.RunOptions{Full: req.Full, DryRun: req.DryRun, Trigger: req.Trigger, Locked: req.locked})
+	// A run the engine recorded ends with its own summary line.
+	out := Outcome{Summary: sum, Logged: sum != nil && sum.RunID != 0}
 	switch {
 	case err == nil:
 		out.Status = dirsync.StatusSucceeded

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/schema"
@@ -147,7 +148,7 @@ func prepareApp(ctx context.Context, db *store.DB, cfg *config.Config) error {
 }
 
 // runRows reads sync_runs, oldest first.
-func runRows(t testing.TB, db *store.DB, cfg *config.Config) []RunRecord {
+func runRows(t testing.TB, db *store.DB, cfg *config.Config) []dirsync.RunRecord {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

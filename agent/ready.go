@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/passbridge/passbridge/dirsync"
 )
 
 // Check is one line of the /readyz report.
@@ -23,7 +25,7 @@ type Readiness struct {
 	Status string           `json:"status"` // ready | unready
 	Checks map[string]Check `json:"checks"`
 	// Running is the sync in flight in this process, if any.
-	Running *Running `json:"sync_running,omitempty"`
+	Running *dirsync.Running `json:"sync_running,omitempty"`
 }
 
 // probeCache runs the directory probe at most once per ttl, and once at a

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/internal/testsrv"
 )
 
@@ -69,7 +70,7 @@ func TestMetricsAfterScriptedRuns(t *testing.T) {
 	r := startAgent(t, cfg, db, nil, Options{NewSyncer: NewDirectorySyncer(db, log), Probe: DirectoryProbe(log), NoCatchUp: true})
 	post := func(body string, want int) {
 		t.Helper()
-		var out SyncResponse
+		var out dirsync.SyncResponse
 		if code := getJSON(t, "POST", r.ops+"/api/v1/sync", true, body, &out); code != want {
 			t.Fatalf("POST /api/v1/sync %s: %d %+v, want %d", body, code, out, want)
 		}

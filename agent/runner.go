@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/dirsync"
 )
 
 // Sync kinds, as recorded in sync_runs.kind and in metric labels.
 const (
-	KindFull  = "full"
-	KindDelta = "delta"
+	KindFull  = dirsync.ModeFull
+	KindDelta = dirsync.ModeDelta
 )
 
 // Triggers: who asked for a run (sync_runs.trigger).
@@ -25,32 +26,6 @@ const (
 	TriggerAPI      = "api"
 	TriggerCLI      = "cli"
 )
-
-// LockName is the database lock every sync takes, whatever started it: the
-// schedule, the admin API or `passbridge sync` on any replica.
-const LockName = "passbridge.sync"
-
-// ErrBusy means a sync is already running, in this process or on another
-// replica (the database lock is held). The admin API answers 409.
-var ErrBusy = errors.New("a sync is already running")
-
-// BusyError is the ErrBusy a Run returns, saying where the other sync is.
-type BusyError struct {
-	// OtherReplica is set when the database lock is held by another
-	// process; otherwise Running is the sync in flight here.
-	OtherReplica bool
-	Running      *Running
-}
-
-func (e *BusyError) Error() string {
-	if e.OtherReplica {
-		return ErrBusy.Error() + " on another replica or process (the database sync lock is held)"
-	}
-	return fmt.Sprintf("%s in this process (%s, started by %s at %s)", ErrBusy, e.Running.Kind, e.Running.Trigger, e.Running.Started.Format(time.RFC3339))
-}
-
-// Is makes errors.Is(err, ErrBusy) true.
-func (e *BusyError) Is(target error) bool { return target == ErrBusy }
 
 // errLock wraps a failure to ask the database for the sync lock.
 type lockError struct{ err error }
@@ -76,6 +51,9 @@ type SyncRequest struct {
 	// DoneIf, for startup catch-up runs and retries, is the instant after
 	// which a successful run of the kind makes this request unnecessary.
 	DoneIf time.Time `json:"-"`
+	// locked: the Runner holds dirsync.LockName for this run, so the
+	// engine does not take it again.
+	locked bool
 }
 
 // Kind names the kind of sync the request asks for.
@@ -97,10 +75,15 @@ type Outcome struct {
 	// Cause says which side failed, for the error metrics: "ldap",
 	// "database" or "" when unknown.
 	Cause string
+	// Logged is set when the engine logged the run's closing line (its
+	// summary): the Runner then writes none of its own.
+	Logged bool
 }
 
 // Syncer runs one directory sync. The dirsync package provides the real
-// one; it must record the run in sync_runs itself.
+// one; it must record the run in sync_runs itself, close the runs a dead
+// process left running (under the lock), and log the run's one closing
+// line.
 type Syncer interface {
 	Sync(ctx context.Context, req SyncRequest) (Outcome, error)
 }
@@ -118,39 +101,27 @@ type runLedger interface {
 	// RunSince reports whether a non-dry run of one of kinds started at or
 	// after since (succeededOnly: that also succeeded).
 	RunSince(ctx context.Context, since time.Time, succeededOnly bool, kinds ...string) (bool, error)
-	// MarkAbandoned closes runs left "running" by a process that died; it
-	// is only called while the sync lock is held, when no run can be live.
-	MarkAbandoned(ctx context.Context, node string) (int, error)
 }
 
-// Running describes the sync in flight in this process.
-type Running struct {
-	Kind    string    `json:"kind"`
-	DryRun  bool      `json:"dry_run"`
-	Trigger string    `json:"trigger"`
-	Started time.Time `json:"started_at"`
-}
-
-// Runner is the one gate every sync goes through: at most one run per
-// process, one across replicas (the database lock), each schedule tick
-// served once, metrics and logs for every outcome. The admin API, the
-// scheduler and the CLI share it.
+// Runner is the one gate every sync of the daemon goes through: at most one
+// run per process, one writing run across replicas (dirsync.LockName, the
+// lock `passbridge sync` takes too), each schedule tick served once, and
+// metrics for every outcome. The admin API, the scheduler and the console
+// share it; `passbridge sync` runs the engine directly, which takes the same
+// lock and applies the same abandoned-run rule itself.
 type Runner struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	locker  Locker
 	ledger  runLedger
 	node    string
-	// engineLock is the lock the sync engine itself takes for writing
-	// runs (so that `passbridge sync` started by hand is excluded too).
-	engineLock string
 
 	syncMu sync.RWMutex
 	syncer Syncer
 
 	mu      sync.Mutex
 	closed  bool
-	running *Running
+	running *dirsync.Running
 	done    chan struct{} // closed when the running sync returns
 }
 
@@ -175,7 +146,7 @@ func (r *Runner) currentSyncer() Syncer {
 }
 
 // Current returns the sync in flight in this process, or nil.
-func (r *Runner) Current() *Running {
+func (r *Runner) Current() *dirsync.Running {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.running == nil {
@@ -221,9 +192,9 @@ func (r *Runner) Run(ctx context.Context, req SyncRequest) (Outcome, error) {
 	if r.running != nil {
 		cur := *r.running
 		r.mu.Unlock()
-		return Outcome{}, &BusyError{Running: &cur}
+		return Outcome{}, &dirsync.BusyError{Running: &cur}
 	}
-	r.running = &Running{Kind: kind, DryRun: req.DryRun, Trigger: req.Trigger, Started: time.Now().UTC()}
+	r.running = &dirsync.Running{Kind: kind, DryRun: req.DryRun, Trigger: req.Trigger, Started: time.Now().UTC()}
 	r.done = make(chan struct{})
 	r.mu.Unlock()
 	defer func() {
@@ -233,16 +204,21 @@ func (r *Runner) Run(ctx context.Context, req SyncRequest) (Outcome, error) {
 		r.mu.Unlock()
 	}()
 
-	if r.locker != nil {
-		release, ok, err := r.locker.TryLock(ctx, LockName)
+	// A writing run holds the one sync lock from before the history is
+	// read (so that each tick is served once) to its end; the engine is
+	// told, and does not take it again. Dry runs write only their own
+	// history row and take no lock, wherever they start.
+	if r.locker != nil && !req.DryRun {
+		release, ok, err := r.locker.TryLock(ctx, dirsync.LockName)
 		if err != nil {
 			r.metrics.DBError("lock")
 			return Outcome{}, &lockError{err}
 		}
 		if !ok {
-			return Outcome{}, &BusyError{OtherReplica: true}
+			return Outcome{}, &dirsync.BusyError{OtherReplica: true}
 		}
 		defer release()
+		req.locked = true
 	}
 
 	if r.ledger != nil {
@@ -251,9 +227,6 @@ func (r *Runner) Run(ctx context.Context, req SyncRequest) (Outcome, error) {
 			return Outcome{}, fmt.Errorf("read sync history: %w", err)
 		} else if done {
 			return Outcome{}, errAlreadyDone
-		}
-		if err := r.closeAbandoned(ctx); err != nil {
-			return Outcome{}, err
 		}
 	}
 
@@ -284,38 +257,12 @@ func (r *Runner) Run(ctx context.Context, req SyncRequest) (Outcome, error) {
 			r.metrics.DBError("sync")
 		}
 	}
-	if err != nil {
+	// The engine logs the run's one closing line (its summary); only a
+	// run that failed before the engine could record it is logged here.
+	if err != nil && !out.Logged {
 		r.log.Error("sync failed", "kind", kind, "dry_run", req.DryRun, "trigger", req.Trigger, "result", result, "took", took.Round(time.Millisecond), "err", err)
-		return out, err
 	}
-	r.log.Info("sync finished", "kind", kind, "dry_run", req.DryRun, "trigger", req.Trigger, "result", result, "took", took.Round(time.Millisecond))
-	return out, nil
-}
-
-// closeAbandoned marks runs left "running" by a process that died as
-// failed. With both the daemon's lock and the engine's lock held, no run
-// can be live anywhere (a sync started by hand takes the engine's lock). The
-// engine's lock is released before the run, which takes it itself; if a
-// hand-started sync slips in between, the engine refuses to overlap it.
-func (r *Runner) closeAbandoned(ctx context.Context) error {
-	if r.engineLock == "" || r.locker == nil {
-		return nil
-	}
-	release, ok, err := r.locker.TryLock(ctx, r.engineLock)
-	if err != nil {
-		r.metrics.DBError("lock")
-		return &lockError{err}
-	}
-	if !ok {
-		return &BusyError{OtherReplica: true}
-	}
-	defer release()
-	if n, err := r.ledger.MarkAbandoned(ctx, r.node); err != nil {
-		r.log.Warn("cannot close abandoned sync runs", "err", err)
-	} else if n > 0 {
-		r.log.Warn("closed sync runs left running by a stopped process", "runs", n)
-	}
-	return nil
+	return out, err
 }
 
 // servedAlready tells whether another replica (or this one, earlier) has

@@ -12,8 +12,9 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/passbridge/passbridge/agent/metrics"
-	"github.com/passbridge/passbridge/agent/schedule"
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/dirsync"
+	"github.com/passbridge/passbridge/schedule"
 )
 
 // Retry backoff for failed scheduled runs: base doubling up to max, with
@@ -180,9 +181,9 @@ func (s *scheduler) run(req SyncRequest, since time.Time, attempt int) {
 		s.m.SyncSkipped(kind, metrics.SkipReplica)
 		s.log.Debug("sync tick already served", "kind", kind, "trigger", req.Trigger)
 		return
-	case errors.Is(err, ErrBusy):
+	case errors.Is(err, dirsync.ErrBusy):
 		reason := metrics.SkipBusy
-		var be *BusyError
+		var be *dirsync.BusyError
 		if errors.As(err, &be) && be.OtherReplica {
 			reason = metrics.SkipReplica
 		}

@@ -12,7 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/passbridge/passbridge/agent/schedule"
+	"github.com/passbridge/passbridge/schedule"
 )
 
 // Preset is what a directory kind calls its attributes.

@@ -94,6 +94,10 @@ type RunOptions struct {
 	// OnChange, when set, receives every planned change in order before
 	// anything is written (what `sync --dry-run` prints).
 	OnChange func(Change)
+	// Locked says that the caller already holds LockName for this run
+	// (the daemon's Runner takes it before it reads the history to serve
+	// each schedule tick once); otherwise a writing run takes it itself.
+	Locked bool
 }
 
 // Run statuses (sync_runs.status).
@@ -144,10 +148,6 @@ type Summary struct {
 	Error            string    `json:"error,omitempty"`
 }
 
-// SyncLockName is the named database lock a writing run holds: two syncs
-// (the daemon's and one started by hand) never interleave.
-const SyncLockName = "passbridge-directory-sync"
-
 // cursorName is the sync_state row of the directory's delta cursor.
 const cursorName = "directory"
 
@@ -166,17 +166,14 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	if opts.Trigger == "" {
 		opts.Trigger = "api"
 	}
-	sum = &Summary{Status: StatusRunning, Mode: "delta", DryRun: opts.DryRun, Trigger: opts.Trigger, StartedAt: start.UTC(), Changes: Counts{}}
+	sum = &Summary{Status: StatusRunning, Mode: ModeDelta, DryRun: opts.DryRun, Trigger: opts.Trigger, StartedAt: start.UTC(), Changes: Counts{}}
 	if opts.Full {
-		sum.Mode = "full"
+		sum.Mode = ModeFull
 	}
-	if !opts.DryRun {
-		lock, ok, err := s.db.TryLock(ctx, SyncLockName)
+	if !opts.DryRun && !opts.Locked {
+		lock, err := Lock(ctx, s.db)
 		if err != nil {
-			return sum, fmt.Errorf("take the sync lock: %w", err)
-		}
-		if !ok {
-			return sum, fmt.Errorf("another directory sync is running against %s (lock %s): try again when it ends", s.db.Describe(), SyncLockName)
+			return sum, err
 		}
 		defer lock.Unlock()
 	}
@@ -224,7 +221,7 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	conn.Close()
 	sum.Mechanism, sum.Entries, sum.Server = out.Mechanism, out.Entries, out.Cursor.Server
 	if out.Full {
-		sum.Mode, sum.FullReason = "full", out.Reason
+		sum.Mode, sum.FullReason = ModeFull, out.Reason
 	}
 
 	// Identities the read did not mention: gone when the read was
@@ -357,19 +354,21 @@ func (s *Syncer) guard(ctx context.Context, p *planner, out *directory.ReadOutco
 	return e
 }
 
-// startRun records the run as running. Runs left running by a process that
-// died are closed first (the caller holds the sync lock, so none is live).
+// startRun records the run as running. A writing run first closes the runs
+// a dead process left running (closeAbandoned: it holds the lock, so none
+// is live).
 func (s *Syncer) startRun(ctx context.Context, sum *Summary) (int64, error) {
 	q := s.n.Dialect.Quote
 	node, _ := os.Hostname()
 	t0 := time.Now()
 	defer func() { s.dbTime += time.Since(t0) }()
 	if !sum.DryRun {
-		_, err := store.Exec(ctx, s.db, "UPDATE "+s.n.SyncRuns+" SET "+q("status")+" = ?, "+q("finished_at")+" = ?, "+q("error")+" = ? WHERE "+
-			q("status")+" = ? AND "+q("dry_run")+" = ?",
-			StatusFailed, s.now().UTC(), "interrupted: the process ended before the run finished", StatusRunning, false)
+		closed, err := closeAbandoned(ctx, s.db, s.n, s.now().UTC(), node)
 		if err != nil {
-			return 0, fmt.Errorf("record the sync run in %s: %w", s.n.SyncRuns, err)
+			return 0, fmt.Errorf("record the sync run: %w", err)
+		}
+		if closed > 0 {
+			s.log.Warn("closed sync runs left running by a stopped process", "runs", closed)
 		}
 	}
 	id, err := s.n.Dialect.InsertID(ctx, s.db, "INSERT INTO "+s.n.SyncRuns+" ("+q("kind")+", "+q("trigger")+", "+q("dry_run")+", "+q("status")+", "+

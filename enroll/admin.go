@@ -15,8 +15,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/labstack/echo/v4"
 
-	"github.com/passbridge/passbridge/agent"
 	"github.com/passbridge/passbridge/audit"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/enroll/adoption"
 	identities "github.com/passbridge/passbridge/identity"
 	"github.com/passbridge/passbridge/ratelimit"
@@ -33,9 +33,9 @@ import (
 // SyncControl is what the console asks of the daemon: the same code paths
 // as the admin API and `passbridge sync`. *agent.Agent is the real one.
 type SyncControl interface {
-	SyncNow(ctx context.Context, full, dryRun bool) (agent.SyncResponse, error)
-	RecentRuns(ctx context.Context, limit int) ([]agent.RunRecord, error)
-	ScheduleNow() agent.Schedule
+	SyncNow(ctx context.Context, full, dryRun bool) (dirsync.SyncResponse, error)
+	RecentRuns(ctx context.Context, limit int) ([]dirsync.RunRecord, error)
+	ScheduleNow() dirsync.Schedule
 }
 
 // SetSync gives the console the daemon's sync runner (the daemon is built
@@ -419,7 +419,7 @@ func (p *Portal) adminSyncNow(c echo.Context) error {
 	p.audit(c, event{Event: evAdminSync, Success: err == nil, Actor: actor(c), Target: "directory", Detail: map[string]any{"full": full, "dry_run": dry, "status": res.Status}})
 	d := pageData{Title: "Directory sync", SyncResult: &res}
 	switch {
-	case errors.Is(err, agent.ErrBusy):
+	case errors.Is(err, dirsync.ErrBusy):
 		d.Error = "A sync is already running (here or on another replica). Look again in a moment."
 	case errors.Is(err, context.DeadlineExceeded):
 		d.Notice = "The sync is still running; it will appear in the history when it is done."

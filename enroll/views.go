@@ -13,8 +13,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/passbridge/passbridge/agent"
 	"github.com/passbridge/passbridge/audit"
+	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/enroll/adoption"
 	identities "github.com/passbridge/passbridge/identity"
 )
@@ -84,9 +84,9 @@ type pageData struct {
 	Chart          template.HTML
 	FieldReport    fieldReport
 	Unlinked       map[string]int
-	Runs           []agent.RunRecord
-	Schedule       *agent.Schedule
-	SyncResult     *agent.SyncResponse
+	Runs           []dirsync.RunRecord
+	Schedule       *dirsync.Schedule
+	SyncResult     *dirsync.SyncResponse
 	Query          string
 	LinkFilter     string
 	Identities     []*identity

@@ -26,7 +26,7 @@ var (
 	ErrUsersRowTaken  = errors.New("the users row is linked to another identity")
 	ErrNotManualLink  = errors.New("not linked by hand")
 	ErrActivePasskeys = errors.New("active passkeys on the users row")
-	ErrSyncRunning    = errors.New("a directory sync is running")
+	ErrSyncRunning    = dirsync.ErrBusy // a sync holds the lock (dirsync.LockName)
 )
 
 // manualLockWait is how long a link action waits for a sync in progress.
@@ -242,16 +242,16 @@ func noActivePasskeys(ctx context.Context, tx *sqlx.Tx, n schema.Names, key any,
 func lockForLink(ctx context.Context, db *store.DB) (*store.Lock, error) {
 	deadline := time.Now().Add(manualLockWait)
 	for {
-		lock, ok, err := db.TryLock(ctx, dirsync.SyncLockName)
-		if err != nil {
-			return nil, fmt.Errorf("take the sync lock: %w", err)
-		}
-		if ok {
+		lock, err := dirsync.Lock(ctx, db)
+		if err == nil {
 			return lock, nil
+		}
+		if !errors.Is(err, dirsync.ErrBusy) {
+			return nil, err
 		}
 		if !time.Now().Before(deadline) {
 			return nil, fmt.Errorf("a directory sync is running against %s (lock %s) and did not end within %s: try again when it ends: %w",
-				db.Describe(), dirsync.SyncLockName, manualLockWait, ErrSyncRunning)
+				db.Describe(), dirsync.LockName, manualLockWait, ErrSyncRunning)
 		}
 		select {
 		case <-ctx.Done():

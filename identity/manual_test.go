@@ -107,7 +107,7 @@ func manualLink(t *testing.T, driver string) {
 	}
 
 	// A sync in progress holds the lock: the admin is told, after a wait.
-	lock, ok, err := db.TryLock(ctx, dirsync.SyncLockName)
+	lock, ok, err := db.TryLock(ctx, dirsync.LockName)
 	if err != nil || !ok {
 		t.Fatalf("take the sync lock: %v %v", ok, err)
 	}

@@ -1,8 +1,8 @@
 // Package schedule parses passbridge's sync schedules: standard 5-field cron
 // specs (optionally prefixed with CRON_TZ=Zone), descriptors such as @hourly,
-// and "@every <duration>". It is separate from agent so that the config
-// package can validate specs at `config check` time without importing the
-// daemon.
+// and "@every <duration>". It is a leaf (robfig/cron only) so that the
+// config package validates specs at `config check` time without importing
+// the daemon that runs them (agent).
 package schedule
 
 import (
