@@ -130,6 +130,9 @@ func (d *directorySyncer) Sync(ctx context.Context, req SyncRequest) (Outcome, e
 		out.Status = dirsync.StatusSucceeded
 	case errors.Is(err, dirsync.ErrRefused):
 		out.Status = dirsync.StatusRefused
+	case sum != nil && sum.Status == dirsync.StatusUnknown:
+		out.Status = dirsync.StatusUnknown
+		out.Cause = errorCause(err, d.cfg)
 	default:
 		out.Status = dirsync.StatusFailed
 		out.Cause = errorCause(err, d.cfg)

@@ -1,9 +1,11 @@
 package dirsync
 
 import (
+	"cmp"
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -185,6 +187,29 @@ func (p *plan) close() {
 	if p != nil {
 		p.changes.close()
 	}
+}
+
+// CompareChanges orders changes as a person reads them: by kind (in the
+// order of Kinds), then username, then directory ID, then what they do. A
+// real run applies them in the plan's own order (a provision before its
+// link); this is the order they are printed in, so that two dry runs of one
+// state print the same text.
+func CompareChanges(a, b Change) int {
+	return cmp.Or(
+		cmp.Compare(kindRank(a.Kind), kindRank(b.Kind)),
+		cmp.Compare(a.Kind, b.Kind),
+		cmp.Compare(a.Username, b.Username),
+		cmp.Compare(a.DirectoryID, b.DirectoryID),
+		cmp.Compare(a.Description, b.Description),
+	)
+}
+
+// kindRank is the place of a kind in Kinds (unknown kinds last).
+func kindRank(k string) int {
+	if i := slices.Index(Kinds, k); i >= 0 {
+		return i
+	}
+	return len(Kinds)
 }
 
 // Counts maps a change kind to how many changes of it a run planned.

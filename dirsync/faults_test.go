@@ -3,6 +3,7 @@ package dirsync
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -477,8 +478,34 @@ func TestFaultDatabaseCutMidSync(t *testing.T) {
 		t.Fatalf("the run must fail with its COMMIT unanswered: %v", err)
 	}
 	t.Logf("cut after COMMIT: %v", err)
-	run(t, w.s, RunOptions{})
+	// Recorded as unknown, not failed: the server did commit.
+	runStatus := func() (string, string) {
+		t.Helper()
+		var r struct {
+			Status string         `db:"status"`
+			Error  sql.NullString `db:"error"`
+		}
+		if err := store.Get(ctx, db, &r, "SELECT status, error FROM passbridge_sync_runs WHERE id = (SELECT MAX(id) FROM passbridge_sync_runs WHERE dry_run = ?)", false); err != nil {
+			t.Fatal(err)
+		}
+		return r.Status, r.Error.String
+	}
+	blind, _ := runStatus()
+	if blind != StatusUnknown {
+		t.Fatalf("the run whose COMMIT was never answered is recorded %q, want %q", blind, StatusUnknown)
+	}
+	sum, _ = run(t, w.s, RunOptions{})
 	w.checkInvariants(before)
+	var st struct {
+		Status string         `db:"status"`
+		Error  sql.NullString `db:"error"`
+	}
+	if err := store.Get(ctx, db, &st, "SELECT status, error FROM passbridge_sync_runs WHERE id = ?", sum.RunID-1); err != nil {
+		t.Fatal(err)
+	}
+	if st.Status != StatusSucceeded || !strings.Contains(st.Error.String, "had committed") {
+		t.Fatalf("the blind run after the next one: %q (%s), want succeeded: it had committed", st.Status, st.Error.String)
+	}
 }
 
 // hostPort is the host:port of a postgres:// DSN.

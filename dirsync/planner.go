@@ -1,9 +1,11 @@
 package dirsync
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,6 +49,10 @@ type LinkIssue struct {
 	Username    string `json:"username"`
 	State       string `json:"state"`
 	Detail      string `json:"detail"`
+}
+
+func compareIssues(a, b LinkIssue) int {
+	return cmp.Or(cmp.Compare(a.State, b.State), cmp.Compare(a.Username, b.Username), cmp.Compare(a.DirectoryID, b.DirectoryID))
 }
 
 // maxIssues bounds the link issues kept in a summary; `passbridge users
@@ -238,9 +244,11 @@ func (p *planner) unlinked(id, username, email, displayName string, active bool,
 	case schema.LinkAmbiguous:
 		p.ambiguous++
 	}
-	if len(p.issues) < maxIssues {
-		p.issues = append(p.issues, LinkIssue{DirectoryID: id, Username: username, State: res.State, Detail: res.Detail})
-	}
+	// The first maxIssues by state and username, not by the directory's
+	// order: the same state lists the same identities.
+	p.issues = append(p.issues, LinkIssue{DirectoryID: id, Username: username, State: res.State, Detail: res.Detail})
+	slices.SortFunc(p.issues, compareIssues)
+	p.issues = p.issues[:min(len(p.issues), maxIssues)]
 	return nil
 }
 

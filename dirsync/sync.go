@@ -106,6 +106,11 @@ const (
 	StatusSucceeded = "succeeded"
 	StatusFailed    = "failed"
 	StatusRefused   = "refused"
+	// StatusUnknown is a run whose last COMMIT went out and was never
+	// answered (store.ErrCommitUnknown): its changes may be in or not. The
+	// next run finds out from the cursor (saved by the last batch with the
+	// run's ID) and records the run as succeeded or failed.
+	StatusUnknown = "unknown"
 )
 
 // Summary is the one report of a run: logged as one line, stored in
@@ -250,6 +255,10 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	// Apply.
 	applied, failed, err := s.apply(ctx, p.plan, out.Cursor, prev, sum.RunID)
 	sum.Applied, sum.ProvisionFailed = applied, failed
+	if errors.Is(err, store.ErrCommitUnknown) {
+		sum.Status = StatusUnknown
+		return sum, fmt.Errorf("%w; the next run finds out and records which", err)
+	}
 	if err != nil {
 		return sum, err
 	}
@@ -370,6 +379,9 @@ func (s *Syncer) startRun(ctx context.Context, sum *Summary) (int64, error) {
 		if closed > 0 {
 			s.log.Warn("closed sync runs left running by a stopped process", "runs", closed)
 		}
+		if err := s.reconcileUnknown(ctx); err != nil {
+			return 0, err
+		}
 	}
 	id, err := s.n.Dialect.InsertID(ctx, s.db, "INSERT INTO "+s.n.SyncRuns+" ("+q("kind")+", "+q("trigger")+", "+q("dry_run")+", "+q("status")+", "+
 		q("node")+", "+q("started_at")+", "+q("entries")+") VALUES (?, ?, ?, ?, ?, ?, ?)", "id",
@@ -380,13 +392,47 @@ func (s *Syncer) startRun(ctx context.Context, sum *Summary) (int64, error) {
 	return id, nil
 }
 
+// reconcileUnknown records what became of runs whose last COMMIT was never
+// answered: the last batch saves the cursor with the run's ID, so a cursor
+// with that ID means the run committed in full; any other means its last
+// batch did not (the batches before it did; this run reads the directory
+// again and plans what is still to do). The caller holds the sync lock.
+func (s *Syncer) reconcileUnknown(ctx context.Context) error {
+	q := s.n.Dialect.Quote
+	var ids []int64
+	if err := store.Select(ctx, s.db, &ids, "SELECT "+q("id")+" FROM "+s.n.SyncRuns+" WHERE "+q("status")+" = ? ORDER BY "+q("id"), StatusUnknown); err != nil {
+		return fmt.Errorf("read the runs of unknown outcome in %s: %w", s.n.SyncRuns, err)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	var cursorRun sql.NullInt64
+	err := store.Get(ctx, s.db, &cursorRun, "SELECT "+q("run_id")+" FROM "+s.n.SyncState+" WHERE "+q("name")+" = ?", cursorName)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read the delta cursor: %w", err)
+	}
+	for _, id := range ids {
+		status, note := StatusFailed, "its last COMMIT was never answered, and it had not committed (the batches before it had); the next run planned what was still to do"
+		if cursorRun.Valid && cursorRun.Int64 == id {
+			status, note = StatusSucceeded, "its last COMMIT was never answered, but it had committed: the cursor it saved is the current one"
+		}
+		_, err := store.Exec(ctx, s.db, "UPDATE "+s.n.SyncRuns+" SET "+q("status")+" = ?, "+q("error")+" = ? WHERE "+q("id")+" = ? AND "+q("status")+" = ?",
+			status, note, id, StatusUnknown)
+		if err != nil {
+			return fmt.Errorf("record the outcome of sync run %d: %w", id, err)
+		}
+		s.log.Warn("sync run of unknown outcome reconciled", "run_id", id, "status", status, "detail", note)
+	}
+	return nil
+}
+
 // finishRun completes the summary, logs it as one line and records it.
 func (s *Syncer) finishRun(ctx context.Context, sum *Summary, start time.Time, ldapTime time.Duration, runErr error) {
 	sum.FinishedAt = s.now().UTC()
 	total := sum.FinishedAt.Sub(start)
 	if runErr != nil {
 		sum.Error = runErr.Error()
-		if sum.Status != StatusRefused {
+		if sum.Status != StatusRefused && sum.Status != StatusUnknown {
 			sum.Status = StatusFailed
 		}
 	}
@@ -425,6 +471,8 @@ func (s *Syncer) finishRun(ctx context.Context, sum *Summary, start time.Time, l
 		s.log.Info("directory sync finished", attrs...)
 	case StatusRefused:
 		s.log.Warn("directory sync refused", append(attrs, "err", sum.Error)...)
+	case StatusUnknown:
+		s.log.Warn("directory sync of unknown outcome: its last COMMIT was never answered", append(attrs, "err", sum.Error)...)
 	default:
 		s.log.Error("directory sync failed", append(attrs, "err", sum.Error)...)
 	}

@@ -199,7 +199,7 @@ var Tables = []Table{
 			{Name: "kind", Type: Str, Size: 16},    // full | delta
 			{Name: "trigger", Type: Str, Size: 16}, // schedule | cli | api
 			{Name: "dry_run", Type: Bool, Default: "0"},
-			{Name: "status", Type: Str, Size: 16}, // running | succeeded | failed | refused
+			{Name: "status", Type: Str, Size: 16}, // running | succeeded | failed | refused | unknown
 			{Name: "node", Type: Str, Size: 255, Nullable: true},
 			{Name: "started_at", Type: Time},
 			{Name: "finished_at", Type: Time, Nullable: true},

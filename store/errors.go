@@ -66,3 +66,17 @@ func (d Dialect) permanent(err error) bool {
 	}
 	return false
 }
+
+// ErrCommitUnknown is matched (errors.Is) by the error of a COMMIT that the
+// database never answered: the connection broke after the COMMIT went out,
+// so the transaction may have committed or not. Only a later read can tell.
+var ErrCommitUnknown = errors.New("the database's answer to COMMIT was lost: the transaction may or may not have committed")
+
+// serverAnswered reports whether err is the database's own answer (an
+// error it sent: the transaction did not commit), not a broken connection.
+func serverAnswered(err error) bool {
+	var pe *pgconn.PgError
+	var me *mysql.MySQLError
+	var se *sqlite.Error
+	return errors.As(err, &pe) || errors.As(err, &me) || errors.As(err, &se)
+}

@@ -146,6 +146,10 @@ func (db *DB) InTxOpts(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql
 	}
 	committed = true
 	if err := tx.Commit(); err != nil {
+		if db.dialect.kind != SQLite && !serverAnswered(err) && !errors.Is(err, sql.ErrTxDone) {
+			// The COMMIT went out and no answer came back.
+			return fmt.Errorf("commit: %w: %w", ErrCommitUnknown, err)
+		}
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil

@@ -73,6 +73,15 @@ func newClient(transport http.RoundTripper, home, other string) *client {
 	return c
 }
 
+// single points both of the client's replicas at one URL: every ceremony
+// begins and finishes on that one replica (the control run).
+func (c *client) single(u string) {
+	for i := range c.urls {
+		c.urls[i] = u
+		c.rp[i] = virtualwebauthn.RelyingParty{Name: "Load Corp", ID: "localhost", Origin: u}
+	}
+}
+
 // requestTimeout is how long a client waits for one answer.
 const requestTimeout = 30 * time.Second
 

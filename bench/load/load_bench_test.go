@@ -14,7 +14,10 @@
 // clients' ceremonies), PASSBRIDGE_LOAD_CHANGED (1000: users whose
 // displayName changes in the directory before the window, so that the
 // full sync under load writes), PASSBRIDGE_LOAD_MAX_CONNS (0: the
-// replicas' database.max_open_conns, 0 = passbridge's default).
+// replicas' database.max_open_conns, 0 = passbridge's default),
+// PASSBRIDGE_LOAD_CONTROL (1: after the two-replica window, the control
+// run: the same clients for the same duration against replica 1 alone,
+// every ceremony begun and finished on it, no sync; 0 skips it).
 //
 // Errors (any non-2xx answer, transport error or refused verification)
 // must be 0, and the sync's result must be right; timings are reported,
@@ -64,6 +67,7 @@ type knobs struct {
 	enrollPct int
 	changed   int
 	maxConns  int
+	control   bool
 }
 
 func readKnobs(b *testing.B) knobs {
@@ -73,6 +77,7 @@ func readKnobs(b *testing.B) knobs {
 		enrollPct: envInt(b, "PASSBRIDGE_LOAD_ENROLL_PCT", 10),
 		changed:   envInt(b, "PASSBRIDGE_LOAD_CHANGED", 1000),
 		maxConns:  envInt(b, "PASSBRIDGE_LOAD_MAX_CONNS", 0),
+		control:   envInt(b, "PASSBRIDGE_LOAD_CONTROL", 1) != 0,
 		duration:  60 * time.Second,
 	}
 	if s := os.Getenv("PASSBRIDGE_LOAD_DURATION"); s != "" {
@@ -140,6 +145,8 @@ type results struct {
 	loadAvg      []string // /proc/loadavg during the window
 	// CPU seconds used during the window, by process.
 	cpu []cpuUse
+	// control is the single-replica control run (nil when skipped).
+	control *results
 }
 
 type cpuUse struct {
@@ -314,7 +321,8 @@ func run(b *testing.B) *results {
 	before := cpuOf()
 	resent.Store(0)
 	staleMillis.Store(0)
-	window(b, res, bin, cfgPath, clients, reps, pool)
+	var next atomic.Int64 // next unused link of the pool, for both windows
+	window(b, res, bin, cfgPath, clients, reps, pool, &next, true)
 	if res.resent = int(resent.Load()); res.resent > 0 {
 		res.staleAvg = time.Duration(staleMillis.Load()/int64(res.resent)) * time.Millisecond
 	}
@@ -325,6 +333,20 @@ func run(b *testing.B) *results {
 
 	for i, r := range reps {
 		_, res.replicaHWM[i] = procMem(r.pid())
+	}
+	// The control: the same clients against replica 1 alone, no sync, so
+	// that what the second replica (and the sync) costs or brings shows.
+	if k.control {
+		ctl := &results{k: k, samples: map[string][]sample{}, errors: map[string]int{}, errAt: map[int]int{}}
+		for _, c := range clients {
+			c.single(urls[0])
+		}
+		cpu0 := cpuOf()
+		window(b, ctl, bin, cfgPath, clients, reps, pool, &next, false)
+		for i, u := range cpuOf() {
+			ctl.cpu = append(ctl.cpu, cpuUse{u.who, u.secs - cpu0[i].secs})
+		}
+		res.control = ctl
 	}
 	for _, r := range reps {
 		r.stop(b)
@@ -355,11 +377,14 @@ func run(b *testing.B) *results {
 			b.Errorf("identities with the changed display name: %d, want %d", got, k.changed)
 		}
 	}
-	enrolled := len(res.samples[kindEnroll])
+	enrolled, signins := len(res.samples[kindEnroll]), len(res.samples[kindSignIn])
+	if c := res.control; c != nil {
+		enrolled += len(c.samples[kindEnroll])
+		signins += len(c.samples[kindSignIn])
+	}
 	if got := count("SELECT COUNT(*) FROM " + n.Credentials); got != k.clients+enrolled {
 		b.Errorf("passkeys stored: %d, want %d (%d up front + %d enrolled under load)", got, k.clients+enrolled, k.clients, enrolled)
 	}
-	signins := len(res.samples[kindSignIn])
 	if got := count("SELECT COUNT(*) FROM " + n.Audit + " WHERE " + q("event") + " = 'signin.passkey'"); got != k.clients+signins {
 		b.Errorf("signin.passkey audit events: %d, want %d (%d up front + %d under load)", got, k.clients+signins, k.clients, signins)
 	}
@@ -368,21 +393,24 @@ func run(b *testing.B) *results {
 
 // window runs the clients for the configured duration while a full sync
 // runs, and samples memory and load.
-func window(b *testing.B, res *results, bin, cfgPath string, clients []*client, reps [2]*replica, pool []string) {
+func window(b *testing.B, res *results, bin, cfgPath string, clients []*client, reps [2]*replica, pool []string, next *atomic.Int64, withSync bool) {
 	k := res.k
 	var mu sync.Mutex
-	var next atomic.Int64 // next unused link of the pool
 	var poolEmpty atomic.Int64
 
 	start := time.Now()
 	deadline := start.Add(k.duration)
 
-	// The sync starts with the window.
+	// The sync starts with the window (the control run has none).
 	syncDone := make(chan syncRun, 1)
-	syncPID := make(chan int, 1)
-	go func() { syncDone <- runSyncPID(b, bin, cfgPath, syncPID) }()
-	<-syncPID
-	res.syncStart = time.Since(start)
+	if withSync {
+		syncPID := make(chan int, 1)
+		go func() { syncDone <- runSyncPID(b, bin, cfgPath, syncPID) }()
+		<-syncPID
+		res.syncStart = time.Since(start)
+	} else {
+		syncDone <- syncRun{}
+	}
 
 	// Memory and load, every 250 ms.
 	stopPoll := make(chan struct{})
@@ -514,6 +542,34 @@ func report(b *testing.B, r *results) {
 	total := 0
 	for _, n := range r.errors {
 		total += n
+	}
+	if c := r.control; c != nil {
+		fmt.Fprintf(&sb, "\ncontrol: the same %d clients for %s against replica 1 alone (begin and finish on it), no sync\n", r.k.clients, c.window.Round(100*time.Millisecond))
+		cw := tabwriter.NewWriter(&sb, 2, 8, 2, ' ', 0)
+		fmt.Fprintf(cw, "kind\tceremonies\tper second\tp50\tp99\tmax\terrors\t| 2 replicas outside the sync: per second\tp50\tp99\n")
+		for _, kind := range kinds {
+			st := stats(c.samples[kind], c.window)
+			var outside []sample
+			for _, s := range r.samples[kind] {
+				if s.at+s.lat < r.syncStart || s.at > syncEnd {
+					outside = append(outside, s)
+				}
+			}
+			other := stats(outside, r.window-r.syncLoad.wall)
+			fmt.Fprintf(cw, "%s\t%d\t%.1f\t%s\t%s\t%s\t%d\t| %.1f\t%s\t%s\n", kind, st.n, st.rate, ms(st.p50), ms(st.p99), ms(st.max), c.errors[kind], other.rate, ms(other.p50), ms(other.p99))
+			b.ReportMetric(st.rate, "control-"+kind+"/s")
+			b.ReportMetric(float64(st.p99.Microseconds())/1000, "control-"+kind+"-p99-ms")
+		}
+		cw.Flush()
+		var cpus []string
+		for _, u := range c.cpu {
+			cpus = append(cpus, fmt.Sprintf("%s %.1f s", u.who, u.secs))
+		}
+		fmt.Fprintf(&sb, "CPU used during the control window: %s\n", strings.Join(cpus, ", "))
+		for _, n := range c.errors {
+			total += n
+		}
+		r.firstErr = append(r.firstErr, c.firstErr...)
 	}
 	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 	fmt.Fprintf(&sb, "errors: %d", total)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -70,18 +71,22 @@ func runSync(ctx context.Context, g *globals, stdout, stderr io.Writer, full, dr
 	out := syncOutput{}
 	opts := dirsync.RunOptions{Full: full, DryRun: dryRun, Trigger: "cli"}
 	if dryRun {
-		if g.output == "json" {
-			opts.OnChange = func(c dirsync.Change) { out.Changes = append(out.Changes, c) }
-		} else {
-			opts.OnChange = func(c dirsync.Change) { fmt.Fprintln(stdout, c.String()) }
-		}
+		// Printed sorted (the plan's own order is the directory's), so
+		// that two dry runs of one state print the same text.
+		opts.OnChange = func(c dirsync.Change) { out.Changes = append(out.Changes, c) }
 	}
 	sum, runErr := s.Run(ctx, opts)
+	slices.SortStableFunc(out.Changes, dirsync.CompareChanges)
+	if g.output != "json" {
+		for _, c := range out.Changes {
+			fmt.Fprintln(stdout, c.String())
+		}
+	}
 	out.Summary = sum
 	if runErr != nil {
 		out.Error = runErr.Error()
 	}
-	if err := g.printData(stdout, out, func(w io.Writer) error { return printSummary(w, sum) }); err != nil {
+	if err := g.printData(stdout, out, func(w io.Writer) error { return printSummary(w, stderr, sum) }); err != nil {
 		return err
 	}
 	if errors.Is(runErr, dirsync.ErrRefused) {
@@ -131,7 +136,9 @@ func openMigrated(ctx context.Context, cfg *config.Config, log *slog.Logger) (*s
 	return db, nil
 }
 
-func printSummary(w io.Writer, s *dirsync.Summary) error {
+// printSummary prints a run's summary. A dry run's is the same text for the
+// same state: its run number and timings go to stderr.
+func printSummary(w, stderr io.Writer, s *dirsync.Summary) error {
 	if s == nil {
 		return nil
 	}
@@ -144,7 +151,14 @@ func printSummary(w io.Writer, s *dirsync.Summary) error {
 		dry = ", dry run: nothing written"
 	}
 	ms := func(n int64) string { return (time.Duration(n) * time.Millisecond).String() }
-	fmt.Fprintf(w, "sync run %d: %s%s\n", s.RunID, s.Status, dry)
+	timing := w
+	if s.DryRun {
+		fmt.Fprintf(w, "sync: %s%s\n", s.Status, dry)
+		fmt.Fprintf(stderr, "dry run recorded as sync run %d\n", s.RunID)
+		timing = stderr
+	} else {
+		fmt.Fprintf(w, "sync run %d: %s%s\n", s.RunID, s.Status, dry)
+	}
 	fmt.Fprintf(w, "  mode       %s\n", mode)
 	if s.Server != "" {
 		fmt.Fprintf(w, "  directory  %s (delta mechanism: %s)\n", s.Server, s.Mechanism)
@@ -156,12 +170,12 @@ func printSummary(w io.Writer, s *dirsync.Summary) error {
 		fmt.Fprintf(w, ", %d users rows could not be created", s.ProvisionFailed)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  time       %s (LDAP %s, database %s), %.1f entries/s\n", ms(s.TotalMillis), ms(s.LDAPMillis), ms(s.DBMillis), s.EntriesPerSecond)
+	fmt.Fprintf(timing, "  time       %s (LDAP %s, database %s), %.1f entries/s\n", ms(s.TotalMillis), ms(s.LDAPMillis), ms(s.DBMillis), s.EntriesPerSecond)
 	if s.Error != "" {
 		fmt.Fprintf(w, "  error      %s\n", s.Error)
 	}
 	if len(s.LinkIssues) > 0 {
-		fmt.Fprintf(w, "not linked (first %d; all with: passbridge users list --link unmatched|ambiguous):\n", len(s.LinkIssues))
+		fmt.Fprintf(w, "not linked (the first %d by username; all with: passbridge users list --link unmatched|ambiguous):\n", len(s.LinkIssues))
 		for _, i := range s.LinkIssues {
 			fmt.Fprintf(w, "  %-9s %s: %s\n", i.State, i.Username, i.Detail)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +128,74 @@ func TestSyncAndUsersCommands(t *testing.T) {
 	var ee exitError
 	if !errors.As(err, &ee) || ee.code != exitRefused || !strings.Contains(stderr, "refused") || !strings.Contains(out, "sync run 3: refused") {
 		t.Fatalf("refused run: %v\nstdout:\n%s\nstderr:\n%s", err, out, stderr)
+	}
+}
+
+// TestSyncDryRunIsStable: two dry runs of the same state print the same
+// text (the changes sorted by kind, then username; the not-linked list by
+// state, then username), full and delta, so that a diff between two days
+// shows only what changed; the JSON lists the same changes in the same
+// order.
+func TestSyncDryRunIsStable(t *testing.T) {
+	srv := testsrv.Slapd(t)
+	ou := srv.NewOU(t)
+	// Added out of alphabetical order; every third has a users row.
+	names := []string{"olga", "bruno", "zoe", "ada", "mia", "kai", "eve", "noor", "ivan", "lea", "tom", "cem"}
+	for _, n := range names {
+		srv.AddUser(t, ou, n, nil)
+	}
+	cfgPath, cfg, db := appSetup(t, srv.DirectoryYAML(ou))
+	ctx := context.Background()
+	for i, n := range names {
+		if i%3 == 0 {
+			if _, err := db.ExecContext(ctx, `INSERT INTO users (username, email, password_hash) VALUES (?, NULL, '$2y$10$x')`, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := migrate.EnsureApplied(ctx, db, cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	dry := func(args ...string) string {
+		t.Helper()
+		out, _, err := execute(t, append([]string{"sync", "--dry-run", "--config", cfgPath}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	for _, mode := range [][]string{{"--full"}, nil} {
+		first := dry(mode...)
+		if second := dry(mode...); second != first {
+			t.Fatalf("two dry runs (%s) differ:\n%s\n---\n%s", mode, first, second)
+		}
+		var creates, issues []string
+		for _, l := range strings.Split(first, "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "create" {
+				creates = append(creates, strings.TrimSuffix(f[1], ":"))
+			} else if len(f) > 1 && (f[0] == "unmatched" || f[0] == "ambiguous") {
+				issues = append(issues, f[0]+" "+strings.TrimSuffix(f[1], ":"))
+			}
+		}
+		if len(creates) != len(names) || !slices.IsSorted(creates) {
+			t.Fatalf("creates not sorted by username (%s): %v\n%s", mode, creates, first)
+		}
+		if len(issues) != 8 || !slices.IsSorted(issues) {
+			t.Fatalf("not-linked list not sorted (%s): %v\n%s", mode, issues, first)
+		}
+	}
+	// The JSON's changes are in the same order.
+	out, _, err := execute(t, "sync", "--dry-run", "-o", "json", "--config", cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Changes []dirsync.Change `json:"changes"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.IsSortedFunc(res.Changes, dirsync.CompareChanges) || len(res.Changes) != len(names) {
+		t.Fatalf("JSON changes not sorted: %+v", res.Changes)
 	}
 }
