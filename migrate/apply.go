@@ -26,6 +26,9 @@ type Report struct {
 	// Passwords is rollback's last check of the password column before the
 	// baseline is dropped.
 	Passwords *PasswordReport `json:"passwords,omitempty"`
+	// BaselineKept is true when the baseline tables still exist after a
+	// rollback that checked the passwords (it stopped before dropping them).
+	BaselineKept bool `json:"baseline_kept,omitempty"`
 }
 
 // StepResult is one step of a Report.
@@ -51,12 +54,17 @@ const (
 	ActionWithDrop = "removed with its table"
 	ActionLeft     = "left alone (not passbridge's)"
 	ActionWouldRm  = "would remove"
+	// ActionFailed is the step a run stopped at; ActionNotReached the
+	// steps after it, which the run did not look at.
+	ActionFailed     = "failed"
+	ActionNotReached = "not reached"
 )
 
 // apply runs the plan: every step checks the catalog first, so running
 // apply again after a crash, a kill -9 or a failed step finishes the job.
 func (m *migrator) apply(ctx context.Context) (*Report, error) {
 	start := time.Now()
+	m.cmd = "apply"
 	rep := &Report{DryRun: m.opts.DryRun}
 	err := m.session(ctx, func(conn *sql.Conn) error {
 		if m.opts.DryRun {
@@ -65,17 +73,30 @@ func (m *migrator) apply(ctx context.Context) (*Report, error) {
 		}
 		for i, s := range m.steps {
 			res, err := m.applyStep(ctx, conn, i, s)
-			if res != nil {
-				rep.Steps = append(rep.Steps, *res)
-			}
 			if err != nil {
+				rep.stopped(res, s, m.steps[i+1:])
 				return err
 			}
+			rep.Steps = append(rep.Steps, *res)
 		}
 		return nil
 	})
 	rep.DurationMS = time.Since(start).Milliseconds()
 	return rep, err
+}
+
+// stopped records the step a run failed at and the steps it did not
+// reach (given in the order the run would have taken them), so that the
+// report counts every step and says where it stopped.
+func (r *Report) stopped(res *StepResult, s Step, rest []Step) {
+	if res == nil {
+		res = &StepResult{ID: s.ID(), Kind: s.Kind(), Object: s.Object()}
+	}
+	res.Action = ActionFailed
+	r.Steps = append(r.Steps, *res)
+	for _, n := range rest {
+		r.Steps = append(r.Steps, StepResult{ID: n.ID(), Kind: n.Kind(), Object: n.Object(), Action: ActionNotReached})
+	}
 }
 
 // session runs fn on one dedicated connection that holds the migration
@@ -194,7 +215,7 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 	start := time.Now()
 	defer func() { res.DurationMS = time.Since(start).Milliseconds() }()
 	rebuilt, ran := false, false
-	bo := &backoff{m: m}
+	bo := &backoff{m: m, conn: conn}
 	for {
 		env, err := m.env(ctx, conn)
 		if err != nil {
@@ -208,7 +229,7 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 		ran = false
 		switch st {
 		case StateApplied:
-			h, recorded := env.history[s.ID()]
+			h, recorded, via := s.base().recorded(env.history)
 			switch {
 			case res.Attempts > 0 && rebuilt:
 				res.Action = ActionRebuilt
@@ -216,7 +237,7 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 				res.Action = ActionApplied
 			case recorded:
 				res.Action = ActionSkipped
-				if h.Checksum != s.Checksum() {
+				if h.Checksum != s.Checksum() && !via {
 					res.Detail = "applied earlier with different SQL: see status"
 				}
 			default:
@@ -231,6 +252,13 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 			return res, nil
 		case StateCollision:
 			return res, &CollisionError{Prefix: m.cfg.Migrate.Prefix, Items: []string{detail}}
+		case StatePartial:
+			if m.opts.DryRun {
+				res.Action, res.Detail = ActionWould, detail
+				m.printStep(i, s, st, detail)
+				return res, nil
+			}
+			return res, m.partialError(env, s, detail)
 		case StateBuilding:
 			if m.opts.DryRun {
 				res.Action, res.Detail = ActionWould, detail
@@ -278,6 +306,7 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 // backoff paces retries of lost lock races.
 type backoff struct {
 	m    *migrator
+	conn *sql.Conn // the session's, to read the catalog for a hint
 	next time.Duration
 }
 
@@ -287,7 +316,7 @@ type backoff struct {
 func (b *backoff) failed(ctx context.Context, err error, attempts int, s Step) error {
 	m := b.m
 	if !retryable(err) {
-		return fmt.Errorf("step %s: %w%s", s.ID(), err, m.instantHint(err, s))
+		return fmt.Errorf("step %s: %w%s", s.ID(), err, m.rebuildHint(ctx, b.conn, err, s))
 	}
 	if attempts > m.cfg.Migrate.Retries {
 		return fmt.Errorf("step %s: gave up after %d attempts: %w\n%s", s.ID(), attempts, err, m.blockerHint())
@@ -305,8 +334,8 @@ func (b *backoff) failed(ctx context.Context, err error, attempts int, s Step) e
 
 // retry runs fn until it succeeds, fails for good, or migrate.retries
 // retries of a lock timeout (or deadlock, or busy database) are spent.
-func (m *migrator) retry(ctx context.Context, res *StepResult, s Step, fn func() error) error {
-	bo := &backoff{m: m}
+func (m *migrator) retry(ctx context.Context, conn *sql.Conn, res *StepResult, s Step, fn func() error) error {
+	bo := &backoff{m: m, conn: conn}
 	for {
 		res.Attempts++
 		err := fn()
@@ -418,32 +447,77 @@ func (m *migrator) progress(i int, s Step, res *StepResult) {
 // failure, SQLite busy.
 func retryable(err error) bool { return store.IsRetryable(err) }
 
-// blockerHint tells a DBA how to find what holds the lock.
+// blockerHint tells a DBA how to find what holds the lock, and what to
+// run next: the command that failed, which continues where it stopped.
 func (m *migrator) blockerHint() string {
+	again := fmt.Sprintf("then run `passbridge migrate %s` again (or raise migrate.lock_timeout / migrate.retries): it continues where it stopped.", m.cmd)
 	switch m.eng {
 	case Postgres:
 		return "A long transaction holds a lock on the table. Find it with:\n" +
 			"  SELECT pid, usename, state, xact_start, left(query, 80) FROM pg_stat_activity\n" +
 			"   WHERE pid IN (SELECT unnest(pg_blocking_pids(pid)) FROM pg_stat_activity WHERE application_name = 'passbridge migrate')\n" +
-			"     OR (xact_start < now() - interval '1 minute' AND state <> 'idle');\n" +
-			"then run apply again (or raise migrate.lock_timeout / migrate.retries): it continues where it stopped."
+			"     OR (xact_start < now() - interval '1 minute' AND state <> 'idle');\n" + again
 	case MySQL:
 		return "A long transaction holds a metadata lock on the table. Find it with:\n" +
-			"  SELECT * FROM information_schema.INNODB_TRX ORDER BY trx_started;  SHOW PROCESSLIST;\n" +
-			"then run apply again (or raise migrate.lock_timeout / migrate.retries): it continues where it stopped."
+			"  SELECT * FROM information_schema.INNODB_TRX ORDER BY trx_started;  SHOW PROCESSLIST;\n" + again
 	}
-	return "Another process holds the SQLite write lock; run apply again when it is idle."
+	return fmt.Sprintf("Another process holds the SQLite write lock; run `passbridge migrate %s` again when it is idle.", m.cmd)
 }
 
-// instantHint explains a MySQL ALTER that cannot be done in place.
-func (m *migrator) instantHint(err error, s Step) string {
+// partialError stops at a change that exists in part, made by hand, and
+// gives the statement that finishes it in the direction of the command.
+func (m *migrator) partialError(env *checkEnv, s Step, detail string) error {
+	stmt := ""
+	if a, ok := s.(*AddUserColumns); ok {
+		stmt = a.byHand(env, m.cmd == "rollback")
+	}
+	return fmt.Errorf("step %s: %s, so its statement would fail. Finish it by hand (an online rebuild: reads and writes go on):\n  %s;\nthen run `passbridge migrate %s` again: it finds the change made and goes on",
+		s.ID(), detail, stmt, m.cmd)
+}
+
+// rebuildHint explains a MySQL ALTER the server refused to make INSTANTly
+// although the catalog showed nothing against it (UsersTable.NoInstantAdd
+// is what passbridge can see): it gives the one online rebuild that moves
+// the users columns the way the command goes (added on apply, dropped on
+// rollback; both in one ALTER, so the table is rebuilt once).
+func (m *migrator) rebuildHint(ctx context.Context, conn *sql.Conn, err error, s Step) string {
 	var me *mysql.MySQLError
 	if !errors.As(err, &me) || (me.Number != 1845 && me.Number != 1846 && me.Number != 4092) {
 		return ""
 	}
-	stmt := strings.Join(s.SQL(), ";\n")
-	online := strings.Replace(stmt, "ALGORITHM=INSTANT", "ALGORITHM=INPLACE, LOCK=NONE", 1)
-	return fmt.Sprintf("\nThe server cannot make this change without rebuilding the table, and passbridge never copies or rebuilds your users table on its own.\n"+
+	var stmt string
+	if _, ok := s.(*AddUserColumn); ok && conn != nil {
+		if env, err := m.env(ctx, conn); err == nil {
+			var alter string
+			var clauses []string
+			t := env.cat.table(m.users.Name)
+			for _, o := range m.steps {
+				c, ok := o.(*AddUserColumn)
+				if !ok || t == nil {
+					continue
+				}
+				_, exists := t.column(env.cat.eng, c.Object())
+				switch {
+				case m.cmd == "rollback" && exists:
+					clauses = append(clauses, c.drop)
+				case m.cmd == "apply" && !exists:
+					clauses = append(clauses, c.add)
+				}
+				alter = c.alter
+			}
+			if len(clauses) > 0 {
+				stmt = alter + " " + strings.Join(clauses, ", ") + ", ALGORITHM=INPLACE, LOCK=NONE"
+			}
+		}
+	}
+	if stmt == "" {
+		failed := s.SQL()
+		if m.cmd == "rollback" {
+			failed = s.Undo()
+		}
+		stmt = strings.Replace(strings.Join(failed, ";\n"), "ALGORITHM=INSTANT", "ALGORITHM=INPLACE, LOCK=NONE", 1)
+	}
+	return fmt.Sprintf("\nThe server cannot make this change without rebuilding %s, and the plan promised a metadata-only change, so passbridge stopped rather than rebuild it unannounced.\n"+
 		"Either run it yourself as an online rebuild (reads and writes go on, the table is rewritten) at a quiet time:\n  %s;\n"+
-		"or with pt-online-schema-change / gh-ost; then run apply again: it finds the change made and goes on.", online)
+		"or with pt-online-schema-change / gh-ost; then run `passbridge migrate %s` again: it finds the change made and goes on.", m.users.Name, stmt, m.cmd)
 }

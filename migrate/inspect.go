@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -44,6 +46,25 @@ type UsersTable struct {
 	StorageEngine string `json:"storage_engine,omitempty"`
 	Collation     string `json:"collation,omitempty"`
 	RowFormat     string `json:"row_format,omitempty"`
+	// SizeBytes is the table's data and indexes as the catalog estimates
+	// them (MySQL DATA_LENGTH + INDEX_LENGTH; PostgreSQL
+	// pg_total_relation_size); 0 on SQLite.
+	SizeBytes int64 `json:"size_bytes,omitempty"`
+	// ServerVersion is the server's VERSION() (MySQL, MariaDB).
+	ServerVersion string `json:"server_version,omitempty"`
+	// NoInstantAdd lists why MySQL cannot add a column to this table with
+	// ALGORITHM=INSTANT (a compressed row format, a full-text index, too
+	// many row versions, an old server); NoInstantDrop the same for
+	// dropping one. Empty: INSTANT works.
+	NoInstantAdd  []string `json:"no_instant_add,omitempty"`
+	NoInstantDrop []string `json:"no_instant_drop,omitempty"`
+	// SQLMode is the sql_mode passbridge's MySQL session starts with (the
+	// server's global one unless the DSN sets another).
+	SQLMode string `json:"sql_mode,omitempty"`
+	// ZeroDateDefaults are the columns whose default is a zero date
+	// ('0000-00-00 00:00:00', or a zero month or day), which an ALTER
+	// TABLE under NO_ZERO_DATE / NO_ZERO_IN_DATE refuses to carry over.
+	ZeroDateDefaults []string `json:"zero_date_defaults,omitempty"`
 }
 
 // ColumnInfo is one column of the users table as the catalog reports it
@@ -61,6 +82,9 @@ type IndexInfo struct {
 	Columns []string `json:"columns"`
 	// Definition is the engine's own rendering (PostgreSQL, SQLite).
 	Definition string `json:"definition,omitempty"`
+	// Type is MySQL's INDEX_TYPE when it is not BTREE (FULLTEXT, SPATIAL,
+	// HASH): such an index serves no equality lookup.
+	Type string `json:"type,omitempty"`
 }
 
 // FKInfo is a foreign key from or to the users table.
@@ -162,7 +186,7 @@ func (u *UsersTable) resolveKey(key string) error {
 	u.Key = c
 	referenceable := len(u.PrimaryKey) == 1 && (u.PrimaryKey[0] == c.Name || (u.Engine == SQLite && strings.EqualFold(u.PrimaryKey[0], c.Name)))
 	for _, ix := range u.Indexes {
-		if ix.Unique && ix.Valid && !ix.Partial && len(ix.Columns) == 1 && ix.Columns[0] == c.Name {
+		if ix.Unique && ix.Valid && !ix.Partial && ix.Type == "" && len(ix.Columns) == 1 && ix.Columns[0] == c.Name {
 			referenceable = true
 		}
 	}
@@ -323,7 +347,7 @@ func inspectPostgres(ctx context.Context, q querier, ut config.UsersTable, u *Us
 	}
 
 	var tuples float64
-	if err := q.QueryRowContext(ctx, `SELECT reltuples FROM pg_class WHERE oid = $1`, oid).Scan(&tuples); err != nil {
+	if err := q.QueryRowContext(ctx, `SELECT reltuples, pg_total_relation_size(oid) FROM pg_class WHERE oid = $1`, oid).Scan(&tuples, &u.SizeBytes); err != nil {
 		return fmt.Errorf("read row estimate: %w", err)
 	}
 	u.Rows = int64(tuples) // -1 on PostgreSQL 14+ for a table never vacuumed or analyzed
@@ -356,11 +380,13 @@ func inspectMySQL(ctx context.Context, q querier, ut config.UsersTable, u *Users
 	}
 	u.Schema = schema
 
-	var rowsEst sql.NullInt64
-	var engine, collation, rowFormat sql.NullString
+	var rowsEst, size sql.NullInt64
+	var engine, collation, rowFormat, options sql.NullString
 	var name string
-	err := q.QueryRowContext(ctx, `SELECT TABLE_NAME, ENGINE, TABLE_ROWS, TABLE_COLLATION, ROW_FORMAT FROM information_schema.TABLES
-		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = 'BASE TABLE'`, schema, ut.Name).Scan(&name, &engine, &rowsEst, &collation, &rowFormat)
+	err := q.QueryRowContext(ctx, `SELECT TABLE_NAME, ENGINE, TABLE_ROWS, TABLE_COLLATION, ROW_FORMAT, CREATE_OPTIONS,
+			COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0)
+		FROM information_schema.TABLES
+		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND TABLE_TYPE = 'BASE TABLE'`, schema, ut.Name).Scan(&name, &engine, &rowsEst, &collation, &rowFormat, &options, &size)
 	if errors.Is(err, sql.ErrNoRows) {
 		var cands []string
 		rows, qerr := q.QueryContext(ctx, `SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND lower(TABLE_NAME) = lower(?)`, schema, ut.Name)
@@ -380,9 +406,19 @@ func inspectMySQL(ctx context.Context, q querier, ut config.UsersTable, u *Users
 	}
 	u.Name = name
 	u.StorageEngine, u.Collation, u.RowFormat = engine.String, collation.String, rowFormat.String
+	u.SizeBytes = size.Int64
 	u.Rows = rowsEst.Int64
 	if !rowsEst.Valid {
 		u.Rows = -1
+	}
+	if strings.Contains(strings.ToLower(options.String), "row_format=compressed") {
+		// ROW_FORMAT reports what the table has; CREATE_OPTIONS what it
+		// was declared with (they differ when innodb_file_per_table was
+		// off): either one compressed blocks INSTANT.
+		u.RowFormat = "Compressed"
+	}
+	if err := q.QueryRowContext(ctx, `SELECT VERSION(), @@SESSION.sql_mode`).Scan(&u.ServerVersion, &u.SQLMode); err != nil {
+		return fmt.Errorf("read the server version and sql_mode: %w", err)
 	}
 
 	cols, err := MySQL.dialect().Columns(ctx, q, schema, name)
@@ -390,8 +426,13 @@ func inspectMySQL(ctx context.Context, q querier, ut config.UsersTable, u *Users
 		return err
 	}
 	u.Columns = cols
+	for _, c := range cols {
+		if zeroDate(c.Default) {
+			u.ZeroDateDefaults = append(u.ZeroDateDefaults, c.Name)
+		}
+	}
 
-	rows, err := q.QueryContext(ctx, `SELECT INDEX_NAME, NON_UNIQUE = 0, COALESCE(COLUMN_NAME, ''), COALESCE(SUB_PART, 0)
+	rows, err := q.QueryContext(ctx, `SELECT INDEX_NAME, NON_UNIQUE = 0, COALESCE(COLUMN_NAME, ''), COALESCE(SUB_PART, 0), COALESCE(INDEX_TYPE, '')
 		FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY INDEX_NAME, SEQ_IN_INDEX`, schema, name)
 	if err != nil {
 		return fmt.Errorf("read indexes: %w", err)
@@ -399,16 +440,19 @@ func inspectMySQL(ctx context.Context, q querier, ut config.UsersTable, u *Users
 	byName := map[string]*IndexInfo{}
 	var order []string
 	for rows.Next() {
-		var ixName, col string
+		var ixName, col, typ string
 		var unique bool
 		var sub int
-		if err := rows.Scan(&ixName, &unique, &col, &sub); err != nil {
+		if err := rows.Scan(&ixName, &unique, &col, &sub, &typ); err != nil {
 			rows.Close()
 			return err
 		}
 		ix, ok := byName[ixName]
 		if !ok {
 			ix = &IndexInfo{Name: ixName, Unique: unique, Primary: ixName == "PRIMARY", Valid: true}
+			if !strings.EqualFold(typ, "BTREE") && typ != "" {
+				ix.Type = strings.ToUpper(typ)
+			}
 			byName[ixName] = ix
 			order = append(order, ixName)
 		}
@@ -468,7 +512,88 @@ func inspectMySQL(ctx context.Context, q querier, ut config.UsersTable, u *Users
 	for _, k := range fkOrder {
 		u.ForeignKeys = append(u.ForeignKeys, *fks[k])
 	}
+	return u.instantBlockers(ctx, q)
+}
+
+// instantBlockers fills NoInstantAdd and NoInstantDrop with what MariaDB
+// and MySQL document as ruling out ALGORITHM=INSTANT for adding or
+// dropping a column: a compressed row format, a full-text index, a server
+// too old (MariaDB before 10.3 and 10.4, MySQL before 8.0.12 and 8.0.29)
+// and, on MySQL 8.0.29+, a table whose 64 instant row versions are used up.
+func (u *UsersTable) instantBlockers(ctx context.Context, q querier) error {
+	var add, drop []string
+	if strings.EqualFold(u.RowFormat, "compressed") {
+		r := "ROW_FORMAT=COMPRESSED"
+		add, drop = append(add, r), append(drop, r)
+	}
+	for _, ix := range u.Indexes {
+		if ix.Type == "FULLTEXT" {
+			r := "a FULLTEXT index (" + ix.Name + ")"
+			add, drop = append(add, r), append(drop, r)
+			break
+		}
+	}
+	maria := strings.Contains(strings.ToLower(u.ServerVersion), "mariadb")
+	major, minor, patch := serverVersion(u.ServerVersion)
+	older := func(a, b, c int) bool {
+		return major < a || (major == a && (minor < b || (minor == b && patch < c)))
+	}
+	switch {
+	case maria && older(10, 3, 0):
+		add = append(add, "MariaDB "+u.ServerVersion+" (INSTANT ADD COLUMN needs 10.3)")
+	case !maria && older(8, 0, 12):
+		add = append(add, "MySQL "+u.ServerVersion+" (INSTANT ADD COLUMN needs 8.0.12)")
+	}
+	switch {
+	case maria && older(10, 4, 0):
+		drop = append(drop, "MariaDB "+u.ServerVersion+" (INSTANT DROP COLUMN needs 10.4)")
+	case !maria && older(8, 0, 29):
+		drop = append(drop, "MySQL "+u.ServerVersion+" (INSTANT DROP COLUMN needs 8.0.29)")
+	}
+	if maria {
+		// MariaDB 10.6.9+: a DBA can forbid instant changes server-wide
+		// (never), or allow only adding a last column (add_last).
+		var allowed sql.NullString
+		if err := q.QueryRowContext(ctx, `SELECT @@GLOBAL.innodb_instant_alter_column_allowed`).Scan(&allowed); err == nil {
+			switch strings.ToLower(allowed.String) {
+			case "never":
+				r := "innodb_instant_alter_column_allowed=never"
+				add, drop = append(add, r), append(drop, r)
+			case "add_last":
+				drop = append(drop, "innodb_instant_alter_column_allowed=add_last")
+			}
+		}
+	}
+	if !maria && !older(8, 0, 29) {
+		// Each INSTANT change adds a row version; at 64 MySQL refuses
+		// INSTANT until the table is rebuilt. Two are needed here.
+		var versions sql.NullInt64
+		err := q.QueryRowContext(ctx, `SELECT TOTAL_ROW_VERSIONS FROM information_schema.INNODB_TABLES WHERE NAME = ?`, u.Schema+"/"+u.Name).Scan(&versions)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("read the row versions of %s: %w", u.Name, err)
+		}
+		if versions.Int64+int64(len(schema.UserColumns)) > 64 {
+			r := fmt.Sprintf("%d of MySQL's 64 instant row versions used", versions.Int64)
+			add, drop = append(add, r), append(drop, r)
+		}
+	}
+	u.NoInstantAdd, u.NoInstantDrop = add, drop
 	return nil
+}
+
+// serverVersion reads the leading major.minor.patch of VERSION().
+func serverVersion(v string) (major, minor, patch int) {
+	fmt.Sscanf(v, "%d.%d.%d", &major, &minor, &patch)
+	return
+}
+
+var zeroDateRE = regexp.MustCompile(`^'?(\d{4})-(\d{2})-(\d{2})`)
+
+// zeroDate reports a default such as '0000-00-00 00:00:00' or
+// '2020-00-15', which NO_ZERO_DATE and NO_ZERO_IN_DATE reject.
+func zeroDate(def string) bool {
+	m := zeroDateRE.FindStringSubmatch(def)
+	return m != nil && (m[1] == "0000" || m[2] == "00" || m[3] == "00")
 }
 
 func inspectSQLite(ctx context.Context, q querier, ut config.UsersTable, u *UsersTable) error {

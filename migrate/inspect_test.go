@@ -18,6 +18,7 @@ func TestInspect(t *testing.T) {
 		"wordpress": {"bigint unsigned", "user_login_key", ""},
 		"gitea":     {"integer", "UQE_user_lower_name", ""},
 		"erp":       {"uuid", "ix_AppUser_email_lower", "audit_log"},
+		"nextcloud": {"varchar(64)", "user_uid_lower", ""},
 	}
 	for _, f := range fixtureList {
 		t.Run(f.name, func(t *testing.T) {
@@ -49,6 +50,16 @@ func TestInspect(t *testing.T) {
 			}
 			if f.engine != Postgres && u.Rows < 6 { // PostgreSQL: -1 until analyzed
 				t.Fatalf("rows %d", u.Rows)
+			}
+			// What rules out ALGORITHM=INSTANT is read from the catalog.
+			if f.name == "nextcloud" {
+				if u.RowFormat != "Compressed" || len(u.NoInstantAdd) == 0 || !strings.Contains(u.NoInstantAdd[0], "COMPRESSED") ||
+					len(u.NoInstantDrop) == 0 || u.SizeBytes <= 0 || !strings.Contains(u.ServerVersion, "MariaDB") {
+					t.Fatalf("compressed table: row format %q, no instant add %v, drop %v, size %d, server %q",
+						u.RowFormat, u.NoInstantAdd, u.NoInstantDrop, u.SizeBytes, u.ServerVersion)
+				}
+			} else if len(u.NoInstantAdd) > 0 || len(u.NoInstantDrop) > 0 {
+				t.Fatalf("INSTANT ruled out on %s: %v %v", f.name, u.NoInstantAdd, u.NoInstantDrop)
 			}
 		})
 	}

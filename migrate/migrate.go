@@ -59,6 +59,9 @@ type migrator struct {
 	opts  Options
 	log   *slog.Logger
 	out   io.Writer
+	// cmd is the command running (apply, rollback): what a failure
+	// advises to run again.
+	cmd string
 }
 
 func newMigrator(ctx context.Context, sdb *store.DB, cfg *config.Config, opts Options) (*migrator, error) {
@@ -211,16 +214,21 @@ func (m *migrator) plan(ctx context.Context, q querier) (*Plan, error) {
 		st, detail := s.check(env)
 		ss := StepStatus{Step: s, N: i + 1, ID: s.ID(), Kind: s.Kind(), Object: s.Object(), State: st, Detail: detail,
 			Risk: s.Risk(), Transactional: s.Transactional(), Bookkeeping: s.base().bookkeeping, SQL: s.SQL(), Undo: s.Undo(), UndoRisk: s.UndoRisk(), Checksum: s.Checksum()}
-		if h, ok := env.history[s.ID()]; ok {
-			h := h
+		if h, ok, via := s.base().recorded(env.history); ok {
 			ss.Recorded = &h
 			switch {
-			case st == StatePending:
+			case st == StatePending || st == StatePartial:
 				ss.Drift = "recorded as applied but missing from the database"
 			case st == StateInvalid:
 				ss.Drift = "recorded as applied but INVALID in the database"
+			case via:
+				// Made as the other form of the same change (see
+				// stepBase.aliases): its SQL is not this step's.
 			case h.Checksum != s.Checksum():
 				ss.Drift = "applied with different SQL (checksum " + short(h.Checksum) + ", this plan " + short(s.Checksum()) + ")"
+			}
+			for _, a := range s.base().aliases {
+				known[a] = true
 			}
 		}
 		known[s.ID()] = true

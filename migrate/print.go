@@ -173,14 +173,23 @@ func (r *Report) WriteText(w io.Writer, what string) error {
 		prefix += " --dry-run"
 	}
 	ew.printf("%s: %s in %s\n", prefix, strings.Join(parts, ", "), (time.Duration(r.DurationMS) * time.Millisecond).String())
+	for _, s := range r.Steps {
+		if s.Action == ActionFailed {
+			ew.printf("stopped at %s, the steps after it not reached: run `passbridge migrate %s` again to continue from there\n", s.ID, what)
+		}
+	}
 	if r.Export != nil {
 		ew.printf("passkeys exported: %d to %s (sha256 %s)\n", r.Export.Count, r.Export.Path, r.Export.SHA256)
 	}
 	if pr := r.Passwords; pr != nil {
+		when := "before it was dropped"
+		if r.BaselineKept {
+			when = "(it is still there: rollback stopped before dropping it)"
+		}
 		if pr.OK {
-			ew.printf("password column checked against the baseline before it was dropped: %d rows unchanged, %d added since\n", pr.Unchanged, pr.Added)
+			ew.printf("password column checked against the baseline %s: %d rows unchanged, %d added since\n", when, pr.Unchanged, pr.Added)
 		} else {
-			ew.printf("WARNING: before it was dropped, the baseline showed %d changed and %d deleted password hashes (rollback does not touch them)\n", pr.Changed, pr.Deleted)
+			ew.printf("WARNING: the password column checked against the baseline %s: %d changed and %d deleted password hashes (rollback does not touch them)\n", when, pr.Changed, pr.Deleted)
 		}
 	}
 	return ew.err

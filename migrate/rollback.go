@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/passbridge/passbridge/schema"
@@ -28,6 +29,7 @@ func (e *PasskeysEnrolledError) Error() string {
 // running it again.
 func (m *migrator) rollback(ctx context.Context) (*Report, error) {
 	start := time.Now()
+	m.cmd = "rollback"
 	rep := &Report{DryRun: m.opts.DryRun}
 	err := m.session(ctx, func(conn *sql.Conn) error {
 		env, err := m.env(ctx, conn)
@@ -75,17 +77,32 @@ func (m *migrator) rollback(ctx context.Context) (*Report, error) {
 		}
 		for i := len(m.steps) - 1; i >= 0; i-- {
 			res, err := m.undoStep(ctx, conn, i, m.steps[i])
-			if res != nil {
-				rep.Steps = append(rep.Steps, *res)
-			}
 			if err != nil {
+				rest := slices.Clone(m.steps[:i])
+				slices.Reverse(rest)
+				rep.stopped(res, m.steps[i], rest)
 				return err
 			}
+			rep.Steps = append(rep.Steps, *res)
 		}
 		return nil
 	})
 	rep.DurationMS = time.Since(start).Milliseconds()
+	if rep.Passwords != nil {
+		// What the summary may say of the baseline: true of the database
+		// afterwards, whether rollback got that far or not.
+		rep.BaselineKept = m.baselineKept(context.WithoutCancel(ctx))
+	}
 	return rep, err
+}
+
+// baselineKept reports whether the baseline tables still exist.
+func (m *migrator) baselineKept(ctx context.Context) bool {
+	env, err := m.env(ctx, m.db)
+	if err != nil {
+		return true // unknown: never claim it is gone
+	}
+	return env.cat.table(m.cfg.Migrate.Prefix+schema.BaselineRowsTable) != nil || env.cat.table(m.cfg.Migrate.Prefix+schema.BaselineTable) != nil
 }
 
 func (m *migrator) baselineStepID() string {
@@ -107,12 +124,19 @@ func (m *migrator) undoStep(ctx context.Context, conn *sql.Conn, i int, s Step) 
 		if err != nil {
 			return res, err
 		}
-		_, recorded := env.history[s.ID()]
+		_, recorded, _ := s.base().recorded(env.history)
 		forget := func(q querier) error {
 			if !recorded || m.opts.DryRun || s.Object() == histTable {
 				return nil
 			}
-			return m.hist.forget(ctx, q, s.ID())
+			for _, id := range append([]string{s.ID()}, s.base().aliases...) {
+				if _, ok := env.history[id]; ok {
+					if err := m.hist.forget(ctx, q, id); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
 		}
 		st, detail := s.check(env)
 		// An index or foreign key of a passbridge table goes with the
@@ -122,6 +146,10 @@ func (m *migrator) undoStep(ctx context.Context, conn *sql.Conn, i int, s Step) 
 		case st == StateCollision:
 			res.Action, res.Detail = ActionLeft, detail
 			m.log.Warn("rollback leaves an object that is not passbridge's", "step", s.ID(), "detail", detail)
+		case st == StatePartial && m.opts.DryRun:
+			res.Action, res.Detail = ActionWouldRm, detail
+		case st == StatePartial:
+			return res, m.partialError(env, s, detail)
 		case st == StateBuilding:
 			if m.opts.DryRun {
 				res.Action = ActionWouldRm
@@ -150,7 +178,7 @@ func (m *migrator) undoStep(ctx context.Context, conn *sql.Conn, i int, s Step) 
 				m.printUndo(i, s)
 				break
 			}
-			err := m.retry(ctx, res, s, func() error {
+			err := m.retry(ctx, conn, res, s, func() error {
 				m.hook("before-undo", i, s)
 				if s.base().undoTx {
 					tx, err := conn.BeginTx(ctx, nil)

@@ -55,6 +55,7 @@ const (
 	StateInvalid   State = "invalid"   // exists but unusable: an INVALID index left by a killed build
 	StateBuilding  State = "building"  // another session is building it right now
 	StateCollision State = "collision" // the name is taken by something of another shape
+	StatePartial   State = "partial"   // part of a step's change exists (made by hand): the rest is to be made by hand too
 )
 
 type stepBase struct {
@@ -72,6 +73,29 @@ type stepBase struct {
 	// VALIDATE CONSTRAINT), so the application's long transactions only
 	// delay them.
 	patient bool
+	// aliases are the history IDs under which the same change is recorded
+	// when it was planned another way: the two users columns as one
+	// online rebuild (add-columns) or as two INSTANT steps (add-column),
+	// as the table's row format decided at the time. The step counts as
+	// recorded when every alias is.
+	aliases []string
+}
+
+// recorded returns the history row of the step: its own, or that of its
+// aliases (then via is true).
+func (b *stepBase) recorded(history map[string]HistoryEntry) (h HistoryEntry, ok, via bool) {
+	if h, ok := history[b.id]; ok {
+		return h, true, false
+	}
+	if len(b.aliases) == 0 {
+		return HistoryEntry{}, false, false
+	}
+	for _, a := range b.aliases {
+		if h, ok = history[a]; !ok {
+			return HistoryEntry{}, false, false
+		}
+	}
+	return h, true, true
 }
 
 func (b *stepBase) ID() string          { return b.id }
@@ -162,6 +186,9 @@ type AddUserColumn struct {
 	Column schema.UserColumn
 	users  string
 	family string
+	// add and drop are the column's ADD COLUMN and DROP COLUMN clauses,
+	// alter "ALTER TABLE users" (MySQL: for the rebuild a failure advises).
+	add, drop, alter string
 }
 
 func (s *AddUserColumn) check(env *checkEnv) (State, string) {
@@ -178,6 +205,71 @@ func (s *AddUserColumn) check(env *checkEnv) (State, string) {
 			s.users, s.object, got.typ, nullWord(got.nullable), s.family)
 	}
 	return StateApplied, ""
+}
+
+// AddUserColumns adds the users columns in one ALTER TABLE that rebuilds
+// the table online (MySQL ALGORITHM=INPLACE, LOCK=NONE), for a table on
+// which INSTANT is impossible (UsersTable.NoInstantAdd): one rebuild for
+// both columns rather than one each.
+type AddUserColumns struct {
+	stepBase
+	Columns []schema.UserColumn
+	users   string
+	// names and families of the columns, in order; adds and drops their
+	// ADD COLUMN and DROP COLUMN clauses; alter is "ALTER TABLE users"
+	// and online the ALGORITHM clause.
+	names, families []string
+	adds, drops     []string
+	alter, online   string
+}
+
+// byHand is the statement that finishes a half-made change in the
+// direction of the command: on apply, adding the columns still missing;
+// on rollback, dropping those that exist.
+func (s *AddUserColumns) byHand(env *checkEnv, rollback bool) string {
+	var clauses []string
+	t := env.cat.table(s.users)
+	for i, name := range s.names {
+		_, exists := t.column(env.cat.eng, name)
+		switch {
+		case rollback && exists:
+			clauses = append(clauses, s.drops[i])
+		case !rollback && !exists:
+			clauses = append(clauses, s.adds[i])
+		}
+	}
+	return s.alter + " " + strings.Join(clauses, ", ") + s.online
+}
+
+func (s *AddUserColumns) check(env *checkEnv) (State, string) {
+	t := env.cat.table(s.users)
+	if t == nil {
+		return StateCollision, fmt.Sprintf("the users table %s is gone", s.users)
+	}
+	var have, missing, bad []string
+	for i, name := range s.names {
+		got, ok := t.column(env.cat.eng, name)
+		switch {
+		case !ok:
+			missing = append(missing, name)
+		case env.cat.eng.family(got.typ) != s.families[i] || !got.nullable:
+			bad = append(bad, fmt.Sprintf("column %s.%s already exists as %s %s, not as passbridge's nullable %s column",
+				s.users, name, got.typ, nullWord(got.nullable), s.families[i]))
+		default:
+			have = append(have, name)
+		}
+	}
+	switch {
+	case len(bad) > 0:
+		return StateCollision, strings.Join(bad, "; ")
+	case len(missing) == 0:
+		return StateApplied, ""
+	case len(have) > 0:
+		// Half of it made by hand (one column at a time): this step's
+		// ALTER would fail on the column that exists.
+		return StatePartial, fmt.Sprintf("%s exists but %s does not", strings.Join(have, ", "), strings.Join(missing, ", "))
+	}
+	return StatePending, ""
 }
 
 // CreateIndex builds a secondary index: online on PostgreSQL (CONCURRENTLY,
@@ -296,7 +388,7 @@ func (s *TakeBaseline) Checksum() string {
 }
 
 func (s *TakeBaseline) check(env *checkEnv) (State, string) {
-	if _, ok := env.history[s.id]; ok {
+	if _, ok, _ := s.recorded(env.history); ok {
 		return StateApplied, ""
 	}
 	return StatePending, ""

@@ -1,0 +1,299 @@
+package migrate
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/schema"
+	"github.com/passbridge/passbridge/store"
+)
+
+// Real application schemas as a DBA meets them: tables on which MySQL
+// cannot change columns INSTANTly, a strict server sql_mode, and an
+// application whose long reader is in the way, on apply and on rollback.
+// Every failure advises the statement that moves the database on in the
+// direction of the command, and every summary is true of the database
+// afterwards.
+
+// holdReader opens the application's long transaction: it has read the
+// users table, so it holds the lock (PostgreSQL ACCESS SHARE, MySQL a
+// shared metadata lock) that ALTER TABLE has to wait for.
+func holdReader(t *testing.T, db *store.DB, cfg *config.Config) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM "+schema.NamesFor(cfg).Users).Scan(&c); err != nil {
+		t.Fatal(err)
+	}
+	return func() { tx.Rollback() }
+}
+
+func reportText(t *testing.T, rep *Report, what string) string {
+	t.Helper()
+	var sb strings.Builder
+	if err := rep.WriteText(&sb, what); err != nil {
+		t.Fatal(err)
+	}
+	return sb.String()
+}
+
+// TestRollbackStoppedByReader: a rollback that cannot get its lock behind
+// the application's reader stops and says to run rollback (not apply)
+// again; its summary counts the failed step and those not reached, and
+// says the baseline is still there (it was checked, not dropped). Once the
+// reader is gone, rollback finishes and apply goes forward again.
+func TestRollbackStoppedByReader(t *testing.T) {
+	for _, name := range []string{"django", "nextcloud"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			f := fixtureNamed(t, name)
+			cfg, db := load(t, f)
+			before := readPasswords(t, db, cfg)
+			if _, err := Apply(ctx, db, cfg, Options{chunk: testChunk}); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Migrate.LockTimeout = config.Duration(100 * time.Millisecond)
+			cfg.Migrate.Retries = 1
+
+			release := holdReader(t, db, cfg)
+			rep, err := Rollback(ctx, db, cfg, Options{})
+			release()
+			if err == nil {
+				t.Fatal("rollback went through behind the reader")
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, "gave up after 2 attempts") || !strings.Contains(msg, "run `passbridge migrate rollback` again") || strings.Contains(msg, "migrate apply") {
+				t.Fatalf("rollback's failure advises the wrong way:\n%s", msg)
+			}
+			text := reportText(t, rep, "rollback")
+			a := actions(rep)
+			if a[ActionFailed] != 1 || a[ActionNotReached] == 0 || len(rep.Steps) != len(mustPlan(t, db, cfg).Steps) ||
+				!strings.Contains(text, " 1 failed") || strings.Contains(text, "  in ") || !strings.Contains(text, "stopped at ") {
+				t.Fatalf("summary of the stopped rollback: %v\n%s", a, text)
+			}
+			if rep.Passwords == nil || !rep.BaselineKept || strings.Contains(text, "before it was dropped") || !strings.Contains(text, "still there") {
+				t.Fatalf("the summary must say the baseline is still there:\n%s", text)
+			}
+			cat, err := loadCatalog(ctx, db.DB.DB, f.engine, schemaOf(t, db, cfg), cfg.UsersTable.Name, cfg.Migrate.Prefix)
+			if err != nil || cat.table(cfg.Migrate.Prefix+schema.BaselineRowsTable) == nil {
+				t.Fatalf("the baseline is gone after the stopped rollback (%v)", err)
+			}
+
+			// Without the reader: rollback finishes, and says so.
+			rep, err = Rollback(ctx, db, cfg, Options{})
+			if err != nil {
+				t.Fatalf("rollback again: %v", err)
+			}
+			if text := reportText(t, rep, "rollback"); rep.BaselineKept || !strings.Contains(text, "before it was dropped") || strings.Contains(text, "failed") {
+				t.Fatalf("summary of the finished rollback:\n%s", text)
+			}
+			if st, err := Status(ctx, db, cfg); err != nil || len(st.Pending()) != len(st.Steps) || len(st.Unknown) != 0 {
+				t.Fatalf("after rollback: %d of %d pending, unknown %v, %v", len(st.Pending()), len(st.Steps), st.Unknown, err)
+			}
+			samePasswords(t, "after rollback", before, readPasswords(t, db, cfg))
+
+			// Forward again.
+			if _, err := Apply(ctx, db, cfg, Options{chunk: testChunk}); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := Verify(ctx, db, cfg); err != nil || !v.OK {
+				t.Fatalf("verify after apply again: %+v %v", v, err)
+			}
+		})
+	}
+}
+
+func mustPlan(t *testing.T, db *store.DB, cfg *config.Config) *Plan {
+	t.Helper()
+	p, err := NewPlan(context.Background(), db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestApplySummaryCountsEveryStep: an apply that stops behind the reader
+// counts the steps it made, the one it failed and the ones it did not
+// reach, with a word for each.
+func TestApplySummaryCountsEveryStep(t *testing.T) {
+	ctx := context.Background()
+	f := fixtureNamed(t, "wordpress")
+	cfg, db := load(t, f)
+	cfg.Migrate.LockTimeout = config.Duration(100 * time.Millisecond)
+	cfg.Migrate.Retries = 0
+	release := holdReader(t, db, cfg)
+	rep, err := Apply(ctx, db, cfg, Options{chunk: testChunk})
+	release()
+	if err == nil {
+		t.Fatal("apply went through behind the reader")
+	}
+	text := reportText(t, rep, "apply")
+	a := actions(rep)
+	if a[ActionApplied] == 0 || a[ActionFailed] != 1 || a[ActionNotReached] == 0 || len(rep.Steps) != len(mustPlan(t, db, cfg).Steps) {
+		t.Fatalf("actions %v of %d steps:\n%s", a, len(rep.Steps), text)
+	}
+	for _, want := range []string{" applied, 1 failed, ", " not reached in ", "stopped at add-column wp_users.passbridge_passkey_state", "`passbridge migrate apply` again"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("apply summary lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+// TestCompressedTableByHand: on Nextcloud's compressed table, a column
+// added by hand one at a time (as an older passbridge advised) leaves the
+// one-rebuild step half made: apply stops with the statement that adds
+// only what is missing; rollback likewise with the statement that drops
+// only what exists. Either way, after that statement the command finishes.
+func TestCompressedTableByHand(t *testing.T) {
+	ctx := context.Background()
+	f := fixtureNamed(t, "nextcloud")
+	cfg, db := load(t, f)
+	n := schema.NamesFor(cfg)
+	mustExec(t, db, "ALTER TABLE "+n.Users+" ADD COLUMN "+n.PasskeyState+" varchar(16) NULL, ALGORITHM=INPLACE, LOCK=NONE")
+
+	p := mustPlan(t, db, cfg)
+	i := stepIndex(t, p, "add-column", "passkey_state")
+	if p.Steps[i].State != StatePartial || !strings.Contains(p.Steps[i].Detail, "passbridge_passkey_state exists but passbridge_password_policy does not") {
+		t.Fatalf("plan of the half-made step: %s %s", p.Steps[i].State, p.Steps[i].Detail)
+	}
+	_, err := Apply(ctx, db, cfg, Options{chunk: testChunk})
+	want := "ALTER TABLE `oc_users` ADD COLUMN `passbridge_password_policy` varchar(32) NULL COMMENT "
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "ADD COLUMN `passbridge_passkey_state`") ||
+		!strings.Contains(err.Error(), "run `passbridge migrate apply` again") {
+		t.Fatalf("apply on the half-made step: %v", err)
+	}
+	mustExec(t, db, byHandStatement(t, err.Error()))
+	rep, err := Apply(ctx, db, cfg, Options{chunk: testChunk})
+	if err != nil {
+		t.Fatalf("apply after the statement by hand: %v", err)
+	}
+	if a := actions(rep); a[ActionRecorded] != 1 {
+		t.Fatalf("apply after the statement by hand: %v", a)
+	}
+
+	// Rollback, with one column already dropped by hand.
+	mustExec(t, db, "ALTER TABLE "+n.Users+" DROP COLUMN "+n.PasskeyState+", ALGORITHM=INPLACE, LOCK=NONE")
+	_, err = Rollback(ctx, db, cfg, Options{})
+	want = "ALTER TABLE `oc_users` DROP COLUMN `passbridge_password_policy`, ALGORITHM=INPLACE, LOCK=NONE"
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "run `passbridge migrate rollback` again") {
+		t.Fatalf("rollback on the half-made step: %v", err)
+	}
+	mustExec(t, db, byHandStatement(t, err.Error()))
+	if _, err := Rollback(ctx, db, cfg, Options{}); err != nil {
+		t.Fatalf("rollback after the statement by hand: %v", err)
+	}
+	if st := mustPlan(t, db, cfg); len(st.Pending()) != len(st.Steps) {
+		t.Fatalf("rollback left %d steps applied", len(st.Steps)-len(st.Pending()))
+	}
+}
+
+// byHandStatement is the indented statement of a failure's advice.
+func byHandStatement(t *testing.T, msg string) string {
+	t.Helper()
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "ALTER TABLE") {
+			return strings.TrimSuffix(l, ";")
+		}
+	}
+	t.Fatalf("no statement in:\n%s", msg)
+	return ""
+}
+
+// TestRowFormatChangedAfterApply: a table applied with INSTANT (two
+// add-column steps) and later compressed is planned as one rebuild step;
+// the history of the two steps counts for it (no drift, nothing unknown),
+// and rollback drops both columns in one online rebuild.
+func TestRowFormatChangedAfterApply(t *testing.T) {
+	ctx := context.Background()
+	f := fixtureNamed(t, "wordpress")
+	cfg, db := load(t, f)
+	before := readPasswords(t, db, cfg)
+	if _, err := Apply(ctx, db, cfg, Options{chunk: testChunk}); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, db, "ALTER TABLE wp_users ROW_FORMAT=COMPRESSED")
+	st, err := Status(ctx, db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := stepIndex(t, st, "add-column", "passkey_state")
+	if s := st.Steps[i]; s.Kind != "add-columns" || s.State != StateApplied || s.Recorded == nil || s.Drift != "" || len(st.Drift()) != 0 || len(st.Unknown) != 0 {
+		t.Fatalf("status of the compressed table: %s %s recorded %v drift %q, all drift %v, unknown %v", s.ID, s.State, s.Recorded, s.Drift, st.Drift(), st.Unknown)
+	}
+	if v, err := Verify(ctx, db, cfg); err != nil || !v.OK {
+		t.Fatalf("verify: %+v %v", v, err)
+	}
+	out := &strings.Builder{}
+	if _, err := Rollback(ctx, db, cfg, Options{Out: out}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "undo add-columns wp_users.passbridge_passkey_state,passbridge_password_policy") {
+		t.Fatalf("rollback did not undo the one rebuild step:\n%s", out)
+	}
+	if st := mustPlan(t, db, cfg); len(st.Pending()) != len(st.Steps) || len(st.Unknown) != 0 {
+		t.Fatalf("after rollback: %d of %d pending, unknown %v", len(st.Pending()), len(st.Steps), st.Unknown)
+	}
+	samePasswords(t, "after rollback", before, readPasswords(t, db, cfg))
+}
+
+// TestRebuildHint: a server that refuses INSTANT although the catalog
+// showed nothing against it (MariaDB with
+// innodb_instant_alter_column_allowed changed after the plan was made,
+// MySQL 8.0.28 on DROP COLUMN) gets, on rollback, the one online rebuild
+// that drops both columns and the advice to run rollback again; on apply,
+// the one that adds both and the advice to run apply again.
+func TestRebuildHint(t *testing.T) {
+	ctx := context.Background()
+	f := fixtureNamed(t, "wordpress")
+	cfg, db := load(t, f)
+	if _, err := Apply(ctx, db, cfg, Options{chunk: testChunk}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := newMigrator(ctx, db, cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A real refusal of the server: INSTANT on a compressed table.
+	mustExec(t, db, "CREATE TABLE squeezed (id int PRIMARY KEY, x int) ROW_FORMAT=COMPRESSED")
+	_, refusal := db.ExecContext(ctx, "ALTER TABLE squeezed DROP COLUMN x, ALGORITHM=INSTANT")
+	if refusal == nil {
+		t.Fatal("the server dropped a column of a compressed table INSTANTly")
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := mustPlan(t, db, cfg)
+	step := p.Steps[stepIndex(t, p, "add-column", "password_policy")].Step
+
+	m.cmd = "rollback"
+	hint := m.rebuildHint(ctx, conn, refusal, step)
+	want := "ALTER TABLE `wp_users` DROP COLUMN `passbridge_passkey_state`, DROP COLUMN `passbridge_password_policy`, ALGORITHM=INPLACE, LOCK=NONE;"
+	if !strings.Contains(hint, want) || !strings.Contains(hint, "run `passbridge migrate rollback` again") || strings.Contains(hint, "ADD COLUMN") {
+		t.Fatalf("rollback's hint:\n%s", hint)
+	}
+
+	mustExec(t, db, want[:len(want)-1])
+	m.cmd = "apply"
+	hint = m.rebuildHint(ctx, conn, refusal, step)
+	if !strings.Contains(hint, "ADD COLUMN `passbridge_passkey_state` varchar(16) NULL COMMENT ") || !strings.Contains(hint, "ADD COLUMN `passbridge_password_policy`") ||
+		!strings.HasSuffix(strings.Split(hint, ";\n")[0], "ALGORITHM=INPLACE, LOCK=NONE") || !strings.Contains(hint, "run `passbridge migrate apply` again") {
+		t.Fatalf("apply's hint:\n%s", hint)
+	}
+	mustExec(t, db, byHandStatement(t, hint))
+	if _, err := Apply(ctx, db, cfg, Options{}); err != nil {
+		t.Fatalf("apply after the hint's statement: %v", err)
+	}
+	if pend, err := Pending(ctx, db, cfg); err != nil || len(pend) != 0 {
+		t.Fatalf("pending after the hint's statement: %v %v", pend, err)
+	}
+}
