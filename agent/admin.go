@@ -11,6 +11,7 @@ import (
 
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/dirsync"
+	"github.com/passbridge/passbridge/internal/httpjson"
 )
 
 // Runs is one page of GET /api/v1/runs.
@@ -41,7 +42,7 @@ func (a *Agent) registerAdmin(e *echo.Echo) {
 // abort a run half-way; it still finishes and lands in the history.
 func (a *Agent) apiSync(c echo.Context) error {
 	var req SyncRequest
-	if err := decodeStrict(c, maxAPIBody, &req); err != nil {
+	if err := httpjson.Decode(c.Response(), c.Request(), maxAPIBody, &req); err != nil {
 		return err
 	}
 	req.Trigger = TriggerAPI

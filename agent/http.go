@@ -15,14 +15,13 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/internal/httpjson"
 	"github.com/passbridge/passbridge/internal/redact"
 )
 
-// APIError is the body of every error the daemon's JSON endpoints return.
-type APIError struct {
-	Status int    `json:"status"`
-	Error  string `json:"error"`
-}
+// APIError is the body of every error the daemon's JSON endpoints return:
+// the one error shape of passbridge's JSON surfaces (internal/httpjson).
+type APIError = httpjson.Body
 
 // newEcho builds one router with the shared error handler and middleware:
 // panics become 500s, every request is measured by route pattern.
@@ -57,7 +56,7 @@ func errorHandler(log *slog.Logger, fallback func() echo.HTTPErrorHandler) echo.
 				return
 			}
 		}
-		status, msg := classify(err)
+		status, code, msg := classify(err)
 		if status >= 500 {
 			log.Error("request failed", "method", c.Request().Method, "path", redact.Secrets(c.Request().URL.Path), "err", redact.Secrets(err.Error()))
 		}
@@ -68,7 +67,7 @@ func errorHandler(log *slog.Logger, fallback func() echo.HTTPErrorHandler) echo.
 		if c.Request().Method == http.MethodHead {
 			werr = c.NoContent(status)
 		} else {
-			werr = c.JSON(status, APIError{Status: status, Error: msg})
+			werr = c.JSON(status, APIError{Status: status, Code: code, Error: msg})
 		}
 		if werr != nil {
 			log.Debug("cannot write error response", "err", werr)
@@ -76,8 +75,12 @@ func errorHandler(log *slog.Logger, fallback func() echo.HTTPErrorHandler) echo.
 	}
 }
 
-// classify maps an error to a status and a message safe to show.
-func classify(err error) (int, string) {
+// classify maps an error to a status, a code and a message safe to show.
+func classify(err error) (int, string, string) {
+	var je *httpjson.Error
+	if errors.As(err, &je) {
+		return je.Status, je.Code, je.Message
+	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
 		msg := http.StatusText(he.Code)
@@ -91,15 +94,15 @@ func classify(err error) (int, string) {
 			// Internal detail stays in the log.
 			msg = http.StatusText(he.Code)
 		}
-		return he.Code, msg
+		return he.Code, httpjson.CodeFor(he.Code), msg
 	}
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &se), errors.As(err, &te), errors.Is(err, io.ErrUnexpectedEOF):
-		return http.StatusBadRequest, "malformed JSON: " + err.Error()
+		return http.StatusBadRequest, httpjson.CodeMalformed, "malformed JSON: " + err.Error()
 	}
-	return http.StatusInternalServerError, "internal error"
+	return http.StatusInternalServerError, "internal", "internal error"
 }
 
 // badRequest is a 400 with a message for the client.
@@ -177,29 +180,4 @@ func requireToken(token tokenSource) echo.MiddlewareFunc {
 			return next(c)
 		}
 	}
-}
-
-// decodeStrict reads a JSON body, refusing unknown fields, trailing data and
-// anything over max bytes. An empty body decodes to the zero value.
-func decodeStrict(c echo.Context, max int64, v any) error {
-	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(strings.ToLower(ct), echo.MIMEApplicationJSON) {
-		return echo.NewHTTPError(http.StatusUnsupportedMediaType, "expected Content-Type: application/json")
-	}
-	body := http.MaxBytesReader(c.Response(), c.Request().Body, max)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.Is(err, io.EOF):
-			return nil
-		case errors.As(err, &mbe):
-			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", max))
-		}
-		return badRequest("malformed JSON body: %v", err)
-	}
-	if dec.More() {
-		return badRequest("malformed JSON body: more than one JSON value")
-	}
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/internal/httpjson"
 )
 
 // adminEcho serves requireToken in front of a handler that echoes a JSON
@@ -22,7 +23,7 @@ func adminEcho(token string) *echo.Echo {
 	g := e.Group("/api/v1", requireToken(func() string { return token }))
 	g.POST("/sync", func(c echo.Context) error {
 		var req SyncRequest
-		if err := decodeStrict(c, maxAPIBody, &req); err != nil {
+		if err := httpjson.Decode(c.Response(), c.Request(), maxAPIBody, &req); err != nil {
 			return err
 		}
 		return c.JSON(http.StatusOK, req)

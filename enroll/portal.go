@@ -34,6 +34,7 @@ import (
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/enroll/mail"
+	"github.com/passbridge/passbridge/internal/httpjson"
 	"github.com/passbridge/passbridge/internal/redact"
 	"github.com/passbridge/passbridge/ratelimit"
 	"github.com/passbridge/passbridge/store"
@@ -324,14 +325,9 @@ func (p *Portal) noStore(next echo.HandlerFunc) echo.HandlerFunc {
 func isAPI(path string) bool { return strings.HasPrefix(path, "/webauthn/") }
 
 // userError is an error meant for the person using the portal: its
-// message is shown as it is, its code lets the script react.
-type userError struct {
-	Status  int
-	Code    string
-	Message string
-}
-
-func (e *userError) Error() string { return e.Message }
+// message is shown as it is, its code lets the script react. It is the
+// error of every passbridge JSON surface (internal/httpjson).
+type userError = httpjson.Error
 
 // ErrorHandler renders the portal's errors: JSON under /webauthn/, an HTML
 // page elsewhere. A 500 never shows its cause (it is logged).
@@ -347,7 +343,7 @@ func (p *Portal) ErrorHandler() echo.HTTPErrorHandler {
 		case errors.As(err, &ue):
 			status, code, msg = ue.Status, ue.Code, ue.Message
 		case errors.As(err, &he) && he.Code < 500:
-			status, code = he.Code, strings.ToLower(strings.ReplaceAll(http.StatusText(he.Code), " ", "_"))
+			status, code = he.Code, httpjson.CodeFor(he.Code)
 			msg = http.StatusText(he.Code)
 			if s, ok := he.Message.(string); ok && s != "" {
 				msg = s
@@ -364,7 +360,7 @@ func (p *Portal) ErrorHandler() echo.HTTPErrorHandler {
 		case c.Request().Method == http.MethodHead:
 			werr = c.NoContent(status)
 		case isAPI(c.Request().URL.Path):
-			werr = c.JSON(status, map[string]any{"status": status, "code": code, "error": msg})
+			werr = c.JSON(status, httpjson.Body{Status: status, Code: code, Error: msg})
 		default:
 			werr = p.render(c, status, "error", pageData{Title: http.StatusText(status), Error: msg})
 		}

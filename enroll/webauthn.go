@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/passbridge/passbridge/enroll/aaguid"
+	"github.com/passbridge/passbridge/internal/httpjson"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -87,23 +87,8 @@ func (r *cancelRequest) validate() error {
 // bindJSON decodes and validates a JSON request body into v. An empty body
 // is the zero value (begin requests need nothing).
 func bindJSON(c echo.Context, v validator) error {
-	if ct := c.Request().Header.Get(echo.HeaderContentType); ct != "" && !strings.HasPrefix(strings.ToLower(ct), echo.MIMEApplicationJSON) {
-		return &userError{Status: http.StatusUnsupportedMediaType, Code: "malformed", Message: "Expected Content-Type: application/json."}
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(c.Response(), c.Request().Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.Is(err, io.EOF):
-			return v.validate()
-		case errors.As(err, &mbe):
-			return &userError{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("The request is larger than %d bytes.", maxBody)}
-		}
-		return &userError{Status: http.StatusBadRequest, Code: "malformed", Message: "Malformed request: " + err.Error()}
-	}
-	if dec.More() {
-		return &userError{Status: http.StatusBadRequest, Code: "malformed", Message: "Malformed request: more than one JSON value."}
+	if err := httpjson.Decode(c.Response(), c.Request(), maxBody, v); err != nil {
+		return err
 	}
 	return v.validate()
 }
