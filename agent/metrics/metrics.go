@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/passbridge/passbridge/enroll/adoption"
 	"github.com/passbridge/passbridge/internal/buildinfo"
 )
 
@@ -322,37 +323,11 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // AdoptionSnapshot is passkey adoption as read from the database at scrape
-// time (enroll/adoption computes it), the windowed figures over the last 30
-// days.
-type AdoptionSnapshot struct {
-	// InScope counts the active identities linked to a users row;
-	// Enrolled those of them with a passkey that is not revoked.
-	InScope, Enrolled int
-	// Departments is the same per department. Only the MaxDepartments
-	// largest are exported by name; the others are summed into
-	// OtherDepartment.
-	Departments []DepartmentAdoption
-	// Registrations counts the registrations that succeeded in the window;
-	// RegistrationMedian and RegistrationP90 are the time from the
-	// beginning of their ceremony to its finish.
-	Registrations                       int
-	RegistrationMedian, RegistrationP90 time.Duration
-	// CeremoniesOver counts the registration ceremonies begun in the window
-	// that are over (finished or expired); CeremoniesAbandoned those of
-	// them that expired unfinished or were cancelled.
-	CeremoniesOver, CeremoniesAbandoned int
-	// Recoveries counts successful recoveries in the window by path
-	// (email, totp, link); SignIns successful sign-ins by method
-	// (password, passkey, link, recovery).
-	Recoveries map[string]int
-	SignIns    map[string]int
-}
+// time: enroll/adoption computes it and owns its shape (adoption.Gauges).
+type AdoptionSnapshot = adoption.Gauges
 
 // DepartmentAdoption is the adoption of one department.
-type DepartmentAdoption struct {
-	Name              string
-	InScope, Enrolled int
-}
+type DepartmentAdoption = adoption.DepartmentGauges
 
 // AdoptionFunc reads an AdoptionSnapshot; it is called once per scrape.
 type AdoptionFunc func(ctx context.Context) (AdoptionSnapshot, error)

@@ -22,7 +22,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
@@ -549,23 +548,23 @@ func midnight(t time.Time) time.Time {
 // Snapshot returns the function agent/metrics calls at scrape time
 // (metrics.SetAdoption): the adoption figures over MetricsWindow before the
 // scrape, without the daily series, mapped to the exported gauges.
-func Snapshot(db *store.DB, cfg *config.Config) func(context.Context) (metrics.AdoptionSnapshot, error) {
-	return func(ctx context.Context) (metrics.AdoptionSnapshot, error) {
+func Snapshot(db *store.DB, cfg *config.Config) func(context.Context) (Gauges, error) {
+	return func(ctx context.Context) (Gauges, error) {
 		return snapshotAt(ctx, db, cfg, time.Now())
 	}
 }
 
-func snapshotAt(ctx context.Context, db *store.DB, cfg *config.Config, now time.Time) (metrics.AdoptionSnapshot, error) {
+func snapshotAt(ctx context.Context, db *store.DB, cfg *config.Config, now time.Time) (Gauges, error) {
 	r, err := compute(ctx, db, cfg, now, MetricsWindow, false)
 	if err != nil {
-		return metrics.AdoptionSnapshot{}, err
+		return Gauges{}, err
 	}
 	return r.Metrics(), nil
 }
 
 // Metrics maps the report to the gauges of agent/metrics.
-func (r *Report) Metrics() metrics.AdoptionSnapshot {
-	s := metrics.AdoptionSnapshot{
+func (r *Report) Metrics() Gauges {
+	s := Gauges{
 		InScope:             r.InScope,
 		Enrolled:            r.Enrolled,
 		Registrations:       r.Registration.Count,
@@ -577,7 +576,39 @@ func (r *Report) Metrics() metrics.AdoptionSnapshot {
 		Recoveries:          r.Recoveries,
 	}
 	for _, g := range r.ByDepartment {
-		s.Departments = append(s.Departments, metrics.DepartmentAdoption{Name: g.Name, InScope: g.InScope, Enrolled: g.Enrolled})
+		s.Departments = append(s.Departments, DepartmentGauges{Name: g.Name, InScope: g.InScope, Enrolled: g.Enrolled})
 	}
 	return s
+}
+
+// Gauges are the adoption figures /metrics exports (agent/metrics'
+// AdoptionSnapshot), read at scrape time: the windowed figures over the
+// last MetricsWindow.
+type Gauges struct {
+	// InScope counts the active identities linked to a users row;
+	// Enrolled those of them with a passkey that is not revoked.
+	InScope, Enrolled int
+	// Departments is the same per department. Only the largest
+	// (metrics.MaxDepartments) are exported by name; the others are summed.
+	Departments []DepartmentGauges
+	// Registrations counts the registrations that succeeded in the window;
+	// RegistrationMedian and RegistrationP90 are the time from the
+	// beginning of their ceremony to its finish.
+	Registrations                       int
+	RegistrationMedian, RegistrationP90 time.Duration
+	// CeremoniesOver counts the registration ceremonies begun in the window
+	// that are over (finished or expired); CeremoniesAbandoned those of
+	// them that expired unfinished or were cancelled.
+	CeremoniesOver, CeremoniesAbandoned int
+	// Recoveries counts successful recoveries in the window by path
+	// (email, totp, link); SignIns successful sign-ins by method
+	// (password, passkey, link, recovery).
+	Recoveries map[string]int
+	SignIns    map[string]int
+}
+
+// DepartmentGauges is the adoption of one department.
+type DepartmentGauges struct {
+	Name              string
+	InScope, Enrolled int
 }

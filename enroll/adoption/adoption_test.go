@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testdb"
 	"github.com/passbridge/passbridge/internal/testsrv"
@@ -311,9 +310,9 @@ func TestCompute(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantSnap := metrics.AdoptionSnapshot{
+			wantSnap := Gauges{
 				InScope: 7, Enrolled: 4,
-				Departments: []metrics.DepartmentAdoption{
+				Departments: []DepartmentGauges{
 					{Name: "Engineering", InScope: 3, Enrolled: 2}, {Name: NoDepartment, InScope: 2, Enrolled: 1}, {Name: "Sales", InScope: 2, Enrolled: 1},
 				},
 				Registrations: 5, RegistrationMedian: 12 * time.Second, RegistrationP90: 32 * time.Second,
