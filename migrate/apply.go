@@ -159,10 +159,14 @@ func (m *migrator) sessionSQL() []string {
 		}
 	case MySQL:
 		secs := max(int64(math.Ceil(m.lockTimeout().Seconds())), 1) // whole seconds only
-		return []string{
+		stmts := []string{
 			fmt.Sprintf("SET SESSION lock_wait_timeout = %d", secs),
 			fmt.Sprintf("SET SESSION innodb_lock_wait_timeout = %d", secs),
 		}
+		if mode, _, ok := m.users.ddlSQLMode(); ok {
+			stmts = append(stmts, "SET SESSION sql_mode = "+m.eng.dialect().Literal(mode))
+		}
+		return stmts
 	}
 	return []string{fmt.Sprintf("PRAGMA busy_timeout = %d", ms)}
 }

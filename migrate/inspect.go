@@ -581,6 +581,30 @@ func (u *UsersTable) instantBlockers(ctx context.Context, q querier) error {
 	return nil
 }
 
+// ddlSQLMode is the sql_mode under which MySQL's ALTER TABLE accepts the
+// table's existing zero-date defaults: SQLMode without NO_ZERO_DATE and
+// NO_ZERO_IN_DATE (and TRADITIONAL, which would bring them back), every
+// other flag kept. ok is false when the session's mode needs no change.
+func (u *UsersTable) ddlSQLMode() (mode string, removed []string, ok bool) {
+	if len(u.ZeroDateDefaults) == 0 {
+		return "", nil, false
+	}
+	var keep []string
+	for _, f := range strings.Split(u.SQLMode, ",") {
+		switch strings.ToUpper(strings.TrimSpace(f)) {
+		case "NO_ZERO_DATE", "NO_ZERO_IN_DATE", "TRADITIONAL":
+			removed = append(removed, f)
+		case "":
+		default:
+			keep = append(keep, f)
+		}
+	}
+	if len(removed) == 0 {
+		return "", nil, false
+	}
+	return strings.Join(keep, ","), removed, true
+}
+
 // serverVersion reads the leading major.minor.patch of VERSION().
 func serverVersion(v string) (major, minor, patch int) {
 	fmt.Sscanf(v, "%d.%d.%d", &major, &minor, &patch)

@@ -124,8 +124,11 @@ type Plan struct {
 	LockTimeout string `json:"lock_timeout"`
 	Retries     int    `json:"retries"`
 	// Session is what apply sets on its connection before the first step.
-	Session []string     `json:"session"`
-	Steps   []StepStatus `json:"steps"`
+	Session []string `json:"session"`
+	// Notes are what a DBA should know before running the plan, one line
+	// each: what the catalog showed that changes how the steps run.
+	Notes []string     `json:"notes,omitempty"`
+	Steps []StepStatus `json:"steps"`
 	// Unknown are history rows that match no step of this plan (a step of
 	// another passbridge version, or another prefix's change).
 	Unknown []HistoryEntry `json:"unknown_history,omitempty"`
@@ -208,7 +211,7 @@ func (m *migrator) plan(ctx context.Context, q querier) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Engine: m.eng, Users: m.users, LockTimeout: m.lockTimeout().String(), Retries: m.cfg.Migrate.Retries, Session: m.sessionSQL()}
+	p := &Plan{Engine: m.eng, Users: m.users, LockTimeout: m.lockTimeout().String(), Retries: m.cfg.Migrate.Retries, Session: m.sessionSQL(), Notes: m.notes()}
 	known := map[string]bool{}
 	for i, s := range m.steps {
 		st, detail := s.check(env)
@@ -241,6 +244,22 @@ func (m *migrator) plan(ctx context.Context, q querier) (*Plan, error) {
 	}
 	sort.Slice(p.Unknown, func(i, j int) bool { return p.Unknown[i].StepID < p.Unknown[j].StepID })
 	return p, nil
+}
+
+// notes are the plan's lines for a DBA about what the catalog showed.
+func (m *migrator) notes() []string {
+	var out []string
+	u := m.users
+	if m.eng == MySQL && len(u.NoInstantAdd) > 0 {
+		out = append(out, fmt.Sprintf("ALGORITHM=INSTANT is impossible on %s (%s): the two columns are added in one online rebuild (add-columns)",
+			u.Name, strings.Join(u.NoInstantAdd, ", ")))
+	}
+	if _, removed, ok := u.ddlSQLMode(); ok {
+		out = append(out, fmt.Sprintf("sql_mode has %s and %s has zero-date defaults (%s): MySQL re-validates them on every ALTER TABLE of it and refuses (Error 1067, Invalid default value), "+
+			"so apply's own session runs without %s (the SET SESSION sql_mode below); the application's sessions keep their mode",
+			strings.Join(removed, ","), u.Name, strings.Join(u.ZeroDateDefaults, ", "), strings.Join(removed, ",")))
+	}
+	return out
 }
 
 func short(sum string) string {

@@ -36,6 +36,9 @@ func (p *Plan) WriteText(w io.Writer, prefix string) error {
 			ew.printf("--   references %s(%s) [%s]\n", fk.RefTable, strings.Join(fk.RefColumns, ", "), fk.Name)
 		}
 	}
+	for _, n := range p.Notes {
+		ew.printf("-- note: %s\n", n)
+	}
 	ew.printf("-- %d steps: %d applied, %d pending. lock_timeout %s, %d retries with backoff.\n", len(p.Steps), len(p.Steps)-pending, pending, p.LockTimeout, p.Retries)
 	ew.printf("-- The password column is never altered. `passbridge migrate apply` runs exactly this and records\n")
 	ew.printf("-- each step in %s%s; steps run by hand are found and recorded by the next apply.\n\n", prefix, schema.HistoryTable)

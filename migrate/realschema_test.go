@@ -2,11 +2,13 @@ package migrate
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -295,5 +297,64 @@ func TestRebuildHint(t *testing.T) {
 	}
 	if pend, err := Pending(ctx, db, cfg); err != nil || len(pend) != 0 {
 		t.Fatalf("pending after the hint's statement: %v %v", pend, err)
+	}
+}
+
+// mysql8Mode is MySQL 8's default sql_mode, strict about zero dates.
+const mysql8Mode = "ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"
+
+// TestStrictSQLMode: WordPress's wp_users, created long ago under a lax
+// mode with its '0000-00-00 00:00:00' default, on a server whose global
+// sql_mode is now MySQL 8's: every ALTER TABLE of it re-validates that
+// default and fails (Error 1067). The plan names the cause and sets, in
+// apply's own session only, the same mode without the two zero-date
+// flags; apply, rollback and apply again then go through. The server's
+// global mode is changed for the test's length, so the test does not run
+// in parallel with the others.
+func TestStrictSQLMode(t *testing.T) {
+	ctx := context.Background()
+	f := fixtureNamed(t, "wordpress")
+	cfg, _ := load(t, f) // created under the server's default (lax) mode
+	admin := openDB(t, config.Database{Driver: "mysql", DSN: config.Secret(testsrv.MariaDB(t).DSN("mysql")), ConnectTimeout: config.Duration(time.Minute)})
+	var old string
+	if err := admin.QueryRowContext(ctx, "SELECT @@GLOBAL.sql_mode").Scan(&old); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, admin, "SET GLOBAL sql_mode = '"+mysql8Mode+"'")
+	t.Cleanup(func() { mustExec(t, admin, "SET GLOBAL sql_mode = '"+old+"'") })
+	db := openDB(t, cfg.Database) // sessions from now on start strict
+	before := readPasswords(t, db, cfg)
+
+	p := mustPlan(t, db, cfg)
+	want := "SET SESSION sql_mode = 'ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'"
+	if !slices.Contains(p.Session, want) {
+		t.Fatalf("the plan's session settings lack %s:\n%s", want, strings.Join(p.Session, "\n"))
+	}
+	var text strings.Builder
+	if err := p.WriteText(&text, cfg.Migrate.Prefix); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{want + ";", "user_registered", "NO_ZERO_DATE", "1067"} {
+		if !strings.Contains(text.String(), w) {
+			t.Errorf("plan text lacks %q:\n%s", w, text.String())
+		}
+	}
+	if _, err := Apply(ctx, db, cfg, Options{chunk: testChunk}); err != nil {
+		t.Fatalf("apply under the strict mode: %v", err)
+	}
+	if v, err := Verify(ctx, db, cfg); err != nil || !v.OK {
+		t.Fatalf("verify: %+v %v", v, err)
+	}
+	if _, err := Rollback(ctx, db, cfg, Options{}); err != nil {
+		t.Fatalf("rollback under the strict mode: %v", err)
+	}
+	if _, err := Apply(ctx, db, cfg, Options{chunk: testChunk}); err != nil {
+		t.Fatalf("apply again under the strict mode: %v", err)
+	}
+	samePasswords(t, "after apply, rollback, apply", before, readPasswords(t, db, cfg))
+	// The application's own sessions keep the server's mode.
+	var mode string
+	if err := db.QueryRowContext(ctx, "SELECT @@SESSION.sql_mode").Scan(&mode); err != nil || mode != mysql8Mode {
+		t.Fatalf("an application session's mode is %q (%v)", mode, err)
 	}
 }
