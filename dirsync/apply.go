@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -13,10 +12,6 @@ import (
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
-
-// maxParams bounds the placeholders of one multi-row INSERT (SQLite's
-// limit is 32766, PostgreSQL's and MySQL's 65535).
-const maxParams = 30000
 
 // applier runs a plan's changes in a transaction.
 type applier struct {
@@ -33,10 +28,7 @@ type applier struct {
 // so the next run reads the same changes again and the diff, computed
 // against what was committed, resumes where this one stopped.
 func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *directory.Cursor, runID int64) (applied, provisionFailed int, err error) {
-	size := s.BatchSize
-	if size <= 0 {
-		size = 1000
-	}
+	size := s.batchSize() // as the plan grouped its creates
 	a := &applier{s: s, keys: map[string]any{}, failed: map[string]bool{}}
 	batch := make([]Change, 0, size)
 	i := 0
@@ -69,7 +61,7 @@ func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *directory.Cur
 	err = p.each(func(c Change) error {
 		i++
 		batch = append(batch, c)
-		if len(batch) >= size && i < p.changes.n {
+		if len(batch) >= size && i < p.n() {
 			return run(false)
 		}
 		return nil
@@ -94,9 +86,9 @@ func cursorChanged(prev, cur *directory.Cursor) bool {
 	return string(a) != string(b)
 }
 
-// run executes one batch. Consecutive creates become multi-row INSERTs
-// (the same statement, many VALUES): an initial sync of 100,000 users is
-// a few hundred statements, not 100,000 round trips.
+// run executes one batch: each change's SQL, and for a group of creates
+// the one multi-row INSERT the plan made for it (plan.addRow), with the
+// group's arguments in order.
 func (a *applier) run(ctx context.Context, tx *sqlx.Tx, batch []Change) (int, error) {
 	applied := 0
 	stmts := map[string]*sqlx.Stmt{}
@@ -108,16 +100,17 @@ func (a *applier) run(ctx context.Context, tx *sqlx.Tx, batch []Change) (int, er
 	for i := 0; i < len(batch); {
 		c := batch[i]
 		if c.Kind == KindCreate {
-			j := i + 1
-			perRow := max(len(c.Args), 1)
-			for j < len(batch) && batch[j].Kind == KindCreate && batch[j].SQL == c.SQL && (j-i+1)*perRow <= maxParams {
-				j++
+			if c.stmtRows < 1 || i+c.stmtRows > len(batch) {
+				// The plan groups creates within a batch; anything else
+				// is a bug, never a reason to write something unplanned.
+				return applied, fmt.Errorf("create %s: the plan's statement for it is missing or spans two transactions", c.Username)
 			}
-			if err := a.insertRows(ctx, tx, batch[i:j]); err != nil {
+			rows := batch[i : i+c.stmtRows]
+			if err := a.insertRows(ctx, tx, c.stmt, rows); err != nil {
 				return applied, err
 			}
-			applied += j - i
-			i = j
+			applied += len(rows)
+			i += len(rows)
 			continue
 		}
 		i++
@@ -171,24 +164,14 @@ func (a *applier) run(ctx context.Context, tx *sqlx.Tx, batch []Change) (int, er
 	return applied, nil
 }
 
-func (a *applier) insertRows(ctx context.Context, tx *sqlx.Tx, rows []Change) error {
-	sqlText := rows[0].SQL
-	at := strings.LastIndex(sqlText, " VALUES (")
-	if at < 0 {
-		return fmt.Errorf("create %s: unexpected statement %q", rows[0].Username, sqlText)
-	}
-	group := sqlText[at+len(" VALUES "):]
-	var b strings.Builder
-	b.WriteString(sqlText[:at+len(" VALUES ")])
+// insertRows runs a group's planned multi-row INSERT with its rows'
+// arguments.
+func (a *applier) insertRows(ctx context.Context, tx *sqlx.Tx, stmt string, rows []Change) error {
 	args := make([]any, 0, len(rows)*len(rows[0].Args))
-	for i, r := range rows {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(group)
+	for _, r := range rows {
 		args = append(args, r.Args...)
 	}
-	if _, err := tx.ExecContext(ctx, tx.Rebind(b.String()), args...); err != nil {
+	if _, err := tx.ExecContext(ctx, tx.Rebind(stmt), args...); err != nil {
 		if len(rows) == 1 {
 			return fmt.Errorf("create %s: %w", rows[0].Username, err)
 		}
@@ -199,8 +182,9 @@ func (a *applier) insertRows(ctx context.Context, tx *sqlx.Tx, rows []Change) er
 
 // provision inserts a users row inside a savepoint: a row the table
 // refuses (a NOT NULL column passbridge does not fill, a duplicate
-// username) leaves that identity unmatched, with the reason, and the rest
-// of the run goes on.
+// username) is rolled back to the savepoint and the change's planned
+// OnFail runs instead (the identity stays unmatched, with the reason), and
+// the rest of the run goes on.
 func (a *applier) provision(ctx context.Context, tx *sqlx.Tx, c Change) (bool, error) {
 	d := a.s.n.Dialect
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT pb_provision"); err != nil {
@@ -227,11 +211,18 @@ func (a *applier) provision(ctx context.Context, tx *sqlx.Tx, c Change) (bool, e
 		}
 		a.failed[c.DirectoryID] = true
 		a.s.log.Warn("provision: could not create a users row; the identity stays unmatched", "user", c.Username, "err", err)
-		q := d.Quote
+		if c.OnFail == nil {
+			return false, fmt.Errorf("provision %s: %w (and the plan says nothing to do when it fails)", c.Username, err)
+		}
 		detail := directory.Clip("provision: create failed: "+err.Error(), 2000)
-		if _, err := tx.ExecContext(ctx, tx.Rebind("UPDATE "+a.s.n.Identities+" SET "+q("link_state")+" = ?, "+q("link_detail")+" = ? WHERE "+
-			q("directory_id")+" = ? AND "+q("user_key")+" IS NULL AND "+q("link_state")+" <> ?"),
-			schema.LinkUnmatched, detail, c.DirectoryID, schema.LinkManual); err != nil {
+		args := make([]any, len(c.OnFail.Args))
+		for k, v := range c.OnFail.Args {
+			if _, ok := v.(ProvisionFailure); ok {
+				v = detail
+			}
+			args[k] = v
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(c.OnFail.SQL), args...); err != nil {
 			return false, fmt.Errorf("provision %s: record the failure: %w", c.Username, err)
 		}
 		return false, nil

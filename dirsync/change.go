@@ -34,8 +34,12 @@ var Kinds = []string{KindCreate, KindUpdate, KindRename, KindMove, KindDisable, 
 
 // Change is one planned write: what it is, for whom, in words, and the SQL
 // (? placeholders, rebound for the database when run) with its arguments.
-// A dry run prints the changes; a real run executes exactly these
-// statements.
+// A dry run prints the changes; a real run executes exactly the statements
+// the plan holds: each change's SQL, except that consecutive creates,
+// grouped when the plan is made, run as the one multi-row INSERT the plan
+// built for them (their rows, with their Args, in order), and that a
+// provision whose INSERT the users table refuses runs its planned OnFail
+// instead.
 type Change struct {
 	Kind        string `json:"kind"`
 	DirectoryID string `json:"directory_id"`
@@ -43,6 +47,22 @@ type Change struct {
 	Description string `json:"description"`
 	SQL         string `json:"sql"`
 	Args        []any  `json:"args"`
+	// OnFail is what a provision runs when the users table refuses its
+	// INSERT: the identity stays unmatched, with the reason
+	// (ProvisionFailure stands for it).
+	OnFail *Statement `json:"on_fail,omitempty"`
+
+	// stmt, on the first create of a group, is the multi-row INSERT the
+	// group runs as; stmtRows is how many creates it holds (this one and
+	// the next stmtRows-1). Both are zero on the other rows of a group.
+	stmt     string
+	stmtRows int
+}
+
+// Statement is one planned SQL statement with its arguments.
+type Statement struct {
+	SQL  string `json:"sql"`
+	Args []any  `json:"args"`
 }
 
 // ProvisionedKey is an argument standing for the key of the users row that
@@ -54,6 +74,15 @@ type ProvisionedKey struct {
 
 func (k ProvisionedKey) String() string { return "<key of the new users row>" }
 
+// ProvisionFailure is an argument standing for why the users table refused
+// the provision of the same identity; it is known only when that INSERT
+// fails.
+type ProvisionFailure struct {
+	DirectoryID string `json:"provision_failure_of"`
+}
+
+func (f ProvisionFailure) String() string { return "<why the users table refused the row>" }
+
 // String renders a change on one line: kind, who, what.
 func (c Change) String() string {
 	return fmt.Sprintf("%-10s %s: %s", c.Kind, c.Username, c.Description)
@@ -62,22 +91,36 @@ func (c Change) String() string {
 func init() {
 	gob.Register(time.Time{})
 	gob.Register(ProvisionedKey{})
+	gob.Register(ProvisionFailure{})
 }
 
 // plan is the list of changes of a run, spooled to a temporary file so
 // that memory does not grow with the size of the directory (an initial
-// sync of 100,000 users plans 100,000 creates). It also keeps the counts.
+// sync of 100,000 users plans 100,000 creates). It also keeps the counts,
+// and groups consecutive creates into multi-row INSERTs as they are added:
+// an initial sync of 100,000 users is a few hundred statements, not
+// 100,000 round trips.
 type plan struct {
 	changes *spool[spooled]
 	counts  map[string]int
+	// batch is the number of changes applied per transaction: a group
+	// never spans two.
+	batch int
+	// pending is the group of creates being made: rows of head + row.
+	pending   []Change
+	head, row string
 }
 
-func newPlan() (*plan, error) {
+// maxParams bounds the placeholders of one multi-row INSERT (SQLite's
+// limit is 32766, PostgreSQL's and MySQL's 65535).
+const maxParams = 30000
+
+func newPlan(batch int) (*plan, error) {
 	sp, err := newSpool[spooled]("change")
 	if err != nil {
 		return nil, err
 	}
-	return &plan{changes: sp, counts: map[string]int{}}, nil
+	return &plan{changes: sp, counts: map[string]int{}, batch: max(batch, 1)}, nil
 }
 
 // spooled is a change as the plan file holds it: its arguments typed,
@@ -87,6 +130,10 @@ func newPlan() (*plan, error) {
 type spooled struct {
 	Kind, DirectoryID, Username, Description, SQL string
 	Args                                          []spooledArg
+	OnFailSQL                                     string
+	OnFailArgs                                    []spooledArg
+	Stmt                                          string
+	StmtRows                                      int
 }
 
 // spooledArg is one argument: K says which field holds it; X holds types
@@ -108,72 +155,157 @@ const (
 	argBool
 	argTime
 	argProvisioned
+	argProvisionFailure
 	argOther
 )
 
 func toSpooled(c Change) spooled {
-	sp := spooled{Kind: c.Kind, DirectoryID: c.DirectoryID, Username: c.Username, Description: c.Description, SQL: c.SQL}
-	if c.Args != nil {
-		sp.Args = make([]spooledArg, len(c.Args))
-	}
-	for i, a := range c.Args {
-		switch v := a.(type) {
-		case nil:
-		case string:
-			sp.Args[i] = spooledArg{K: argString, S: v}
-		case int64:
-			sp.Args[i] = spooledArg{K: argInt64, I: v}
-		case bool:
-			sp.Args[i] = spooledArg{K: argBool, B: v}
-		case time.Time:
-			sp.Args[i] = spooledArg{K: argTime, T: v}
-		case ProvisionedKey:
-			sp.Args[i] = spooledArg{K: argProvisioned, S: v.DirectoryID}
-		default:
-			sp.Args[i] = spooledArg{K: argOther, X: v}
-		}
+	sp := spooled{Kind: c.Kind, DirectoryID: c.DirectoryID, Username: c.Username, Description: c.Description, SQL: c.SQL,
+		Args: spoolArgs(c.Args), Stmt: c.stmt, StmtRows: c.stmtRows}
+	if c.OnFail != nil {
+		sp.OnFailSQL, sp.OnFailArgs = c.OnFail.SQL, spoolArgs(c.OnFail.Args)
 	}
 	return sp
 }
 
-func (sp *spooled) change() (Change, error) {
-	c := Change{Kind: sp.Kind, DirectoryID: sp.DirectoryID, Username: sp.Username, Description: sp.Description, SQL: sp.SQL}
-	if sp.Args != nil {
-		c.Args = make([]any, len(sp.Args))
+func spoolArgs(args []any) []spooledArg {
+	if args == nil {
+		return nil
 	}
-	for i, a := range sp.Args {
-		switch a.K {
-		case argNil:
-		case argString:
-			c.Args[i] = a.S
-		case argInt64:
-			c.Args[i] = a.I
-		case argBool:
-			c.Args[i] = a.B
-		case argTime:
-			c.Args[i] = a.T
-		case argProvisioned:
-			c.Args[i] = ProvisionedKey{DirectoryID: a.S}
-		case argOther:
-			c.Args[i] = a.X
+	out := make([]spooledArg, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case nil:
+		case string:
+			out[i] = spooledArg{K: argString, S: v}
+		case int64:
+			out[i] = spooledArg{K: argInt64, I: v}
+		case bool:
+			out[i] = spooledArg{K: argBool, B: v}
+		case time.Time:
+			out[i] = spooledArg{K: argTime, T: v}
+		case ProvisionedKey:
+			out[i] = spooledArg{K: argProvisioned, S: v.DirectoryID}
+		case ProvisionFailure:
+			out[i] = spooledArg{K: argProvisionFailure, S: v.DirectoryID}
 		default:
-			return c, fmt.Errorf("argument %d of kind %d", i+1, a.K)
+			out[i] = spooledArg{K: argOther, X: v}
+		}
+	}
+	return out
+}
+
+func (sp *spooled) change() (Change, error) {
+	c := Change{Kind: sp.Kind, DirectoryID: sp.DirectoryID, Username: sp.Username, Description: sp.Description, SQL: sp.SQL,
+		stmt: sp.Stmt, stmtRows: sp.StmtRows}
+	var err error
+	if c.Args, err = unspoolArgs(sp.Args); err != nil {
+		return c, err
+	}
+	if sp.OnFailSQL != "" {
+		c.OnFail = &Statement{SQL: sp.OnFailSQL}
+		if c.OnFail.Args, err = unspoolArgs(sp.OnFailArgs); err != nil {
+			return c, fmt.Errorf("on failure: %w", err)
 		}
 	}
 	return c, nil
 }
 
+func unspoolArgs(args []spooledArg) ([]any, error) {
+	if args == nil {
+		return nil, nil
+	}
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch a.K {
+		case argNil:
+		case argString:
+			out[i] = a.S
+		case argInt64:
+			out[i] = a.I
+		case argBool:
+			out[i] = a.B
+		case argTime:
+			out[i] = a.T
+		case argProvisioned:
+			out[i] = ProvisionedKey{DirectoryID: a.S}
+		case argProvisionFailure:
+			out[i] = ProvisionFailure{DirectoryID: a.S}
+		case argOther:
+			out[i] = a.X
+		default:
+			return nil, fmt.Errorf("argument %d of kind %d", i+1, a.K)
+		}
+	}
+	return out, nil
+}
+
+// n is the number of changes in the plan.
+func (p *plan) n() int { return p.changes.n + len(p.pending) }
+
 func (p *plan) add(c Change) error {
-	sp := toSpooled(c)
-	if err := p.changes.add(&sp); err != nil {
+	if err := p.flush(); err != nil {
 		return err
 	}
 	p.counts[c.Kind]++
+	return p.write(c)
+}
+
+func (p *plan) write(c Change) error {
+	sp := toSpooled(c)
+	return p.changes.add(&sp)
+}
+
+// addRow adds a create whose SQL is head+row (one row of an INSERT ...
+// VALUES): consecutive ones of the same head and row are one group, and
+// run as one statement with a row each. A group ends where a transaction
+// of the apply ends (every batch changes) and below maxParams
+// placeholders.
+func (p *plan) addRow(c Change, head, row string, params int) error {
+	if len(p.pending) > 0 && (head != p.head || row != p.row || (len(p.pending)+1)*max(params, 1) > maxParams) {
+		if err := p.flush(); err != nil {
+			return err
+		}
+	}
+	p.head, p.row = head, row
+	p.counts[c.Kind]++
+	p.pending = append(p.pending, c)
+	if p.n()%p.batch == 0 {
+		return p.flush()
+	}
+	return nil
+}
+
+// flush writes the pending group: its first create carries the group's
+// statement.
+func (p *plan) flush() error {
+	if len(p.pending) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString(p.head)
+	for i := range p.pending {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(p.row)
+	}
+	group := p.pending
+	p.pending = nil
+	group[0].stmt, group[0].stmtRows = b.String(), len(group)
+	for _, c := range group {
+		if err := p.write(c); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // each calls fn for every change, in order.
 func (p *plan) each(fn func(Change) error) error {
+	if err := p.flush(); err != nil {
+		return err
+	}
 	return p.changes.each(func(sp *spooled) error {
 		c, err := sp.change()
 		if err != nil {

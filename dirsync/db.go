@@ -45,8 +45,9 @@ func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
 
-// identitiesByDirectoryID loads the stored identities with these IDs.
-func (s *Syncer) identitiesByDirectoryID(ctx context.Context, ids []string) (map[string]*identityRow, error) {
+// identities loads the stored identities with these IDs.
+func (d dbState) identities(ctx context.Context, ids []string) (map[string]*identityRow, error) {
+	s := d.s
 	out := make(map[string]*identityRow, len(ids))
 	for start := 0; start < len(ids); start += maxInList {
 		end := min(start+maxInList, len(ids))
@@ -71,9 +72,19 @@ func (s *Syncer) identitiesByDirectoryID(ctx context.Context, ids []string) (map
 // parameters, PostgreSQL and MySQL 65535).
 const maxInList = 1000
 
-// eachIdentity streams stored identities matching where (no user input in
-// it) in pages by id, so memory holds one page.
-func (s *Syncer) eachIdentity(ctx context.Context, where string, fn func(rows []*identityRow) error) error {
+// eachIdentity streams the stored identities f selects in pages by id, so
+// memory holds one page.
+func (d dbState) eachIdentity(ctx context.Context, f identityFilter, fn func(rows []*identityRow) error) error {
+	s := d.s
+	q := s.n.Column
+	var conds []string
+	if f.notDeleted {
+		conds = append(conds, q("state")+" <> '"+schema.StateDeleted+"'")
+	}
+	if f.unlinked {
+		conds = append(conds, q("link_state")+" <> '"+schema.LinkManual+"' AND "+q("user_key")+" IS NULL")
+	}
+	where := strings.Join(conds, " AND ")
 	var last int64 = -1 << 62
 	for {
 		var rows []*identityRow

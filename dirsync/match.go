@@ -125,8 +125,8 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 
 // usersBy returns the keys of the users rows whose column equals one of
 // the (lower-case) values, case-insensitively, by lower-case value.
-func (p *planner) usersBy(ctx context.Context, col string, values []string) (map[string][]any, error) {
-	s := p.s
+func (d dbState) usersBy(ctx context.Context, col string, values []string) (map[string][]any, error) {
+	s := d.s
 	out := map[string][]any{}
 	uniq := map[string]bool{}
 	var vals []string
@@ -228,8 +228,8 @@ func (p *planner) usersBy(ctx context.Context, col string, values []string) (map
 
 // keyOwners returns which identity (directory ID) each users key is linked
 // to, for the keys given.
-func (p *planner) keyOwners(ctx context.Context, keys []any) (map[string]string, error) {
-	s := p.s
+func (d dbState) keyOwners(ctx context.Context, keys []any) (map[string]string, error) {
+	s := d.s
 	out := map[string]string{}
 	for start := 0; start < len(keys); start += maxInList {
 		chunk := keys[start:min(start+maxInList, len(keys))]
@@ -271,8 +271,8 @@ func (s *Syncer) checkNeverLink(ctx context.Context) error {
 
 // neverLinked returns which of the keys are users rows that
 // users_table.never_link holds (none when it is not set).
-func (p *planner) neverLinked(ctx context.Context, keys []any) (map[string]bool, error) {
-	s := p.s
+func (d dbState) neverLinked(ctx context.Context, keys []any) (map[string]bool, error) {
+	s := d.s
 	out := map[string]bool{}
 	cond := s.cfg.UsersTable.NeverLink
 	if cond == "" {

@@ -15,10 +15,13 @@ import (
 )
 
 // planner is the diff: it receives what the directory says (it is the
-// reader's sink), compares it with the identities in the database a page at
-// a time, and spools the changes. It writes nothing.
+// reader's sink), compares it with the current state (the identities and
+// users rows in the database, read a page at a time through state), and
+// spools the changes. It writes nothing and holds no connection.
 type planner struct {
-	s     *Syncer
+	s *Syncer
+	// state is what the diff reads (nil: the database, see cur).
+	state state
 	plan  *plan
 	runID int64
 	now   time.Time
@@ -30,8 +33,11 @@ type planner struct {
 	touched map[string]uint8
 	// claims: the candidate links of the run, decided once it is read.
 	claims *claims
-	// createSQL is the INSERT of a new identity, built once per run.
-	createSQL string
+	// createHead and createRow are the INSERT of a new identity (head +
+	// one row of VALUES), built once per run; the plan groups creates into
+	// multi-row INSERTs of them.
+	createHead, createRow string
+	createParams          int
 
 	upserted, presents int
 	pages              int
@@ -41,6 +47,26 @@ type planner struct {
 	unmatched          int
 	ambiguous          int
 	issues             []LinkIssue
+}
+
+// newPlanner starts the diff of run runID over cur (nil: the database).
+func (s *Syncer) newPlanner(runID int64, cur state) (*planner, error) {
+	p := &planner{s: s, state: cur, runID: runID, now: s.now().UTC(), log: s.log, touched: map[string]uint8{}}
+	var err error
+	if p.plan, err = newPlan(s.batchSize()); err != nil {
+		return nil, err
+	}
+	if p.claims, err = newClaims(); err != nil {
+		p.plan.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// close removes the plan's and the candidates' spools.
+func (p *planner) close() {
+	p.plan.close()
+	p.claims.close()
 }
 
 // LinkIssue is an identity left unlinked: unmatched or ambiguous.
@@ -106,7 +132,7 @@ func (p *planner) Upsert(ctx context.Context, page []directory.Identity) error {
 	}
 	p.upserted += len(keep)
 	t0 := time.Now()
-	cur, err := p.s.identitiesByDirectoryID(ctx, ids)
+	cur, err := p.cur().identities(ctx, ids)
 	p.s.dbTime += time.Since(t0)
 	if err != nil {
 		return err
@@ -154,7 +180,7 @@ func (p *planner) Gone(ctx context.Context, ids []string, reason string) error {
 		}
 	}
 	t0 := time.Now()
-	cur, err := p.s.identitiesByDirectoryID(context.WithoutCancel(ctx), fresh)
+	cur, err := p.cur().identities(context.WithoutCancel(ctx), fresh)
 	p.s.dbTime += time.Since(t0)
 	if err != nil {
 		return err
@@ -193,14 +219,16 @@ func (p *planner) create(it directory.Identity, res linkResult) error {
 	if it.Disabled {
 		state, reason, changedAt = schema.StateDisabled, it.DisabledReason, p.now
 	}
-	if p.createSQL == "" {
+	if p.createHead == "" {
 		cols := []string{"directory_id", "dn", "username", "email", "display_name", "department", "state", "state_reason",
 			"state_changed_at", "user_key", "link_state", "link_detail", "seen_run_id", "first_seen_at", "last_seen_at", "updated_at"}
 		quoted := make([]string, len(cols))
 		for i, c := range cols {
 			quoted[i] = p.q(c)
 		}
-		p.createSQL = "INSERT INTO " + n.Identities + " (" + strings.Join(quoted, ", ") + ") VALUES (" + placeholders(len(cols)) + ")"
+		p.createHead = "INSERT INTO " + n.Identities + " (" + strings.Join(quoted, ", ") + ") VALUES "
+		p.createRow = "(" + placeholders(len(cols)) + ")"
+		p.createParams = len(cols)
 	}
 	var key any
 	if res.State == schema.LinkLinked {
@@ -217,12 +245,12 @@ func (p *planner) create(it directory.Identity, res linkResult) error {
 	default:
 		desc += "; " + res.State + ": " + res.Detail
 	}
-	err := p.add(Change{
+	err := p.plan.addRow(Change{
 		Kind: KindCreate, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
-		SQL: p.createSQL,
+		SQL: p.createHead + p.createRow,
 		Args: []any{it.DirectoryID, it.DN, it.Username, nullString(it.Email), nullString(it.DisplayName), nullString(it.Department),
 			state, nullString(reason), changedAt, key, res.State, nullString(res.Detail), p.runID, p.now, p.now, p.now},
-	})
+	}, p.createHead, p.createRow, p.createParams)
 	if err != nil {
 		return err
 	}
@@ -390,8 +418,16 @@ func (p *planner) provision(id, username, email, displayName string) error {
 	if p.s.n.Dialect.Kind() != store.MySQL {
 		q += " RETURNING " + n.UserKey
 	}
+	// Should the users table refuse the row (a NOT NULL column passbridge
+	// does not fill, a duplicate username), the identity stays unmatched
+	// with the reason, and the rest of the run goes on.
+	onFail := &Statement{
+		SQL: "UPDATE " + n.Identities + " SET " + p.q("link_state") + " = ?, " + p.q("link_detail") + " = ? WHERE " +
+			p.q("directory_id") + " = ? AND " + p.q("user_key") + " IS NULL AND " + p.q("link_state") + " <> ?",
+		Args: []any{schema.LinkUnmatched, ProvisionFailure{DirectoryID: id}, id, schema.LinkManual},
+	}
 	if err := p.add(Change{Kind: KindProvision, DirectoryID: id, Username: username,
-		Description: "no users row matched: create one (" + strings.Join(what, ", ") + ")", SQL: q, Args: args}); err != nil {
+		Description: "no users row matched: create one (" + strings.Join(what, ", ") + ")", SQL: q, Args: args, OnFail: onFail}); err != nil {
 		return err
 	}
 	p.linked++

@@ -79,6 +79,14 @@ func NewSyncer(cfg *config.Config, db *store.DB, log *slog.Logger) (*Syncer, err
 	}, nil
 }
 
+// batchSize is BatchSize, or 1000 when it is not set.
+func (s *Syncer) batchSize() int {
+	if s.BatchSize <= 0 {
+		return 1000
+	}
+	return s.BatchSize
+}
+
 // Client is the syncer's directory client (for Authenticate).
 func (s *Syncer) Client() *directory.Client { return s.client }
 
@@ -195,15 +203,11 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	if err := s.checkNeverLink(ctx); err != nil {
 		return sum, err
 	}
-	p := &planner{s: s, runID: sum.RunID, now: s.now().UTC(), log: s.log, touched: map[string]uint8{}}
-	if p.plan, err = newPlan(); err != nil {
+	p, err := s.newPlanner(sum.RunID, nil)
+	if err != nil {
 		return sum, err
 	}
-	defer p.plan.close()
-	if p.claims, err = newClaims(); err != nil {
-		return sum, err
-	}
-	defer p.claims.close()
+	defer p.close()
 
 	// Read the wanted state from the directory; the planner inspects the
 	// current state and diffs as pages arrive.
@@ -268,13 +272,12 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 
 // finishPlan completes the diff once the directory has been read.
 func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *directory.ReadOutcome, scope *directory.Scope) error {
-	q := s.n.Dialect.Quote
 	if out.Complete {
 		if p.invalidCount > 0 {
 			s.log.Warn("some entries in scope could not be read: identities missing from this read are NOT marked deleted this run",
 				"invalid", p.invalidCount)
 		} else {
-			err := s.eachIdentity(ctx, q("state")+" <> '"+schema.StateDeleted+"'", func(rows []*identityRow) error {
+			err := p.cur().eachIdentity(ctx, identityFilter{notDeleted: true}, func(rows []*identityRow) error {
 				for _, row := range rows {
 					if _, ok := p.touched[row.DirectoryID]; ok {
 						continue
@@ -292,8 +295,7 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *directory.Read
 	}
 	// Identities without a users row that this read did not cover: the
 	// application may have added their row since.
-	where := q("state") + " <> '" + schema.StateDeleted + "' AND " + q("link_state") + " <> '" + schema.LinkManual + "' AND " + q("user_key") + " IS NULL"
-	err := s.eachIdentity(ctx, where, func(rows []*identityRow) error {
+	err := p.cur().eachIdentity(ctx, identityFilter{notDeleted: true, unlinked: true}, func(rows []*identityRow) error {
 		var in []linkInput
 		var pending []*identityRow
 		for _, row := range rows {
