@@ -95,11 +95,16 @@ type Schedule struct {
 
 // Portal is the employee-facing enrollment portal.
 type Portal struct {
-	Listen          string   `yaml:"listen"`
-	PublicURL       string   `yaml:"public_url"`
-	RPID            string   `yaml:"rp_id"`
-	RPName          string   `yaml:"rp_name"`
-	Origins         []string `yaml:"origins"`
+	Listen    string   `yaml:"listen"`
+	PublicURL string   `yaml:"public_url"`
+	RPID      string   `yaml:"rp_id"`
+	RPName    string   `yaml:"rp_name"`
+	Origins   []string `yaml:"origins"`
+	// RelatedOrigins are the origins of applications outside the RP ID's
+	// domain whose pages run passkey sign-ins for it (WebAuthn related
+	// origin requests): listed at /.well-known/webauthn, accepted in
+	// assertions.
+	RelatedOrigins  []string `yaml:"related_origins"`
 	AdminGroup      string   `yaml:"admin_group"`
 	TLSCertFile     string   `yaml:"tls_cert_file"`
 	TLSKeyFile      string   `yaml:"tls_key_file"`

@@ -217,6 +217,17 @@ func validateServing(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 			bad(fmt.Sprintf("portal.origins[%d]", i), "expected an origin such as https://passkeys.corp.example (got %q)", o)
 		}
 	}
+	for i, o := range cfg.Portal.RelatedOrigins {
+		u, err := url.Parse(o)
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "":
+			bad(fmt.Sprintf("portal.related_origins[%d]", i), "expected an origin such as https://erp.example.com (got %q)", o)
+		case u.Scheme == "http" && u.Hostname() != "localhost" && !strings.HasSuffix(u.Hostname(), ".localhost"):
+			bad(fmt.Sprintf("portal.related_origins[%d]", i), "must be https:// (browsers allow passkeys over http only on localhost; got %q)", o)
+		case cfg.Portal.RPID == "":
+			bad("portal.related_origins", "needs portal.rp_id: the domain whose passkeys these origins may use")
+		}
+	}
 	validatePortal(cfg.Portal, bad, oneOf)
 	validateMail(cfg, bad, oneOf)
 	if (cfg.Portal.TLSCertFile == "") != (cfg.Portal.TLSKeyFile == "") {

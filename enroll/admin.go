@@ -231,9 +231,9 @@ func (p *Portal) renderAdminUser(c echo.Context, status int, it *identity, detai
 	ctx := c.Request().Context()
 	d.Title = it.Name()
 	d.Detail = detail
-	d.Refusal = it.refusal()
+	d.Refusal = it.Refusal()
 	if it.UserKey != nil {
-		creds, err := p.data.credentialsWhere(ctx, p.data.q("user_key")+" = ?", it.UserKey)
+		creds, err := p.data.core.CredentialsWhere(ctx, p.data.q("user_key")+" = ?", it.UserKey)
 		if err != nil {
 			return err
 		}
@@ -540,7 +540,7 @@ func (s *data) searchIdentities(ctx context.Context, term, linkState string, lim
 		where = append(where, q("link_state")+" = ?")
 		args = append(args, linkState)
 	}
-	sql := s.selectIdentities()
+	sql := s.core.SelectIdentities()
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}

@@ -2,59 +2,47 @@ package enroll
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/passbridge/passbridge/audit"
+	"github.com/passbridge/passbridge/signin"
 	"github.com/passbridge/passbridge/store"
 )
 
 // Audit events the portal records in passbridge_audit (append-only: the
 // portal only ever INSERTs there).
 const (
-	evSignIn         = "signin."          // + the method: signin.password, signin.passkey, signin.link, signin.recovery
-	evSignInFailed   = "signin.failed"    // detail.method, detail.reason
-	evSignInLimited  = "signin.limited"   // a password check refused by the rate limit
-	evSignOut        = "signout"          //
-	evCloneWarning   = "passkey.clone"    // a sign counter went backwards: sign-in refused
-	evRegistered     = "passkey.register" // success false: refused by policy or failed
-	evRenamed        = "passkey.rename"   //
-	evDeleted        = "passkey.delete"   //
-	evLinkIssued     = "link.issue"       // detail.kind, detail.expires_at
-	evLinkUsed       = "link.use"         //
-	evSessionRefused = "session.refused"  // the identity may no longer use the portal
+	evSignIn         = "signin."             // + the method: signin.password, signin.passkey, signin.link, signin.recovery
+	evSignInFailed   = signin.EvSignInFailed // detail.method, detail.reason
+	evSignInLimited  = "signin.limited"      // a password check refused by the rate limit
+	evSignOut        = "signout"             //
+	evCloneWarning   = signin.EvCloneWarning // a sign counter went backwards: sign-in refused
+	evRegistered     = "passkey.register"    // success false: refused by policy or failed
+	evRenamed        = "passkey.rename"      //
+	evDeleted        = "passkey.delete"      //
+	evLinkIssued     = "link.issue"          // detail.kind, detail.expires_at
+	evLinkUsed       = "link.use"            //
+	evSessionRefused = "session.refused"     // the identity may no longer use the portal
 )
 
-// event is one audit record. Actor is who acted (a username, "cli:<user>");
-// Target is the user it concerns.
-type event struct {
-	Event   string
-	Success bool
-	Actor   string
-	Target  string
-	IP      string
-	UA      string
-	Detail  map[string]any
-}
+// event is one audit record (the sign-in core's).
+type event = signin.Event
 
 // record writes an audit event through q (a transaction when the event
 // belongs to a change), with the one writer of the audit trail.
 func (s *data) record(ctx context.Context, q store.Querier, e event) error {
-	var detail json.RawMessage
-	if len(e.Detail) > 0 {
-		detail = audit.Detail(e.Detail)
-	}
-	err := audit.Record(ctx, q, s.n, audit.Event{At: s.now(), Event: e.Event, Success: e.Success, Actor: e.Actor, Target: e.Target, IP: e.IP, UserAgent: e.UA, Detail: detail})
-	if err == nil && recorded != nil {
-		recorded(e.Event)
-	}
-	return err
+	return s.core.Record(ctx, q, e)
 }
 
 // recorded, when set (by the tests), hears of every event written: the
 // suite checks that each kind of event is recorded somewhere.
 var recorded func(event string)
+
+func onRecord(ev string) {
+	if recorded != nil {
+		recorded(ev)
+	}
+}
 
 // audit records an event of a portal request.
 func (p *Portal) audit(c echo.Context, e event) {

@@ -147,7 +147,7 @@ func benchLibrary(b *testing.B) benchResult {
 	for i := range parties {
 		c := newClient(b, "http://localhost:1")
 		handle := []byte(fmt.Sprintf("user-%02d", i))
-		user := &waUser{handle: handle, name: "u", displayName: "u"}
+		user := &waUser{Handle: handle, Name: "u", DisplayName: "u"}
 		creation, sd, err := wa.BeginRegistration(user, webauthn.WithExtensions(webauthn.WithExtensionCredProps()))
 		if err != nil {
 			b.Fatal(err)
@@ -162,7 +162,7 @@ func benchLibrary(b *testing.B) benchResult {
 		if err != nil {
 			b.Fatal(err)
 		}
-		user.creds = []webauthn.Credential{*wc}
+		user.Creds = []webauthn.Credential{*wc}
 		c.auth.Options.UserHandle = handle
 		parties[i] = &party{c: c, cred: cred, user: user}
 	}
@@ -181,7 +181,7 @@ func benchLibrary(b *testing.B) benchResult {
 		if err != nil {
 			return err
 		}
-		p.user.creds[0].Authenticator.SignCount = wc.Authenticator.SignCount
+		p.user.Creds[0].Authenticator.SignCount = wc.Authenticator.SignCount
 		return nil
 	})
 }

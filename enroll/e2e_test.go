@@ -305,7 +305,7 @@ func TestE2EEnrollAndUse(t *testing.T) {
 // storedPasskeys reads a user's passkeys, revoked ones included.
 func (e *env) storedPasskeys(u *user) []*credential {
 	e.t.Helper()
-	cs, err := e.portal.data.credentialsWhere(context.Background(), e.portal.data.q("user_key")+" = ?", u.key)
+	cs, err := e.portal.data.core.CredentialsWhere(context.Background(), e.portal.data.q("user_key")+" = ?", u.key)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -191,6 +191,10 @@ type envOptions struct {
 	// logs, when set, also receives every log line of the portal and the
 	// daemon, as JSON.
 	logs io.Writer
+	// replicaConfigure, when set, adjusts a copy of the configuration for
+	// the portal of replica i (0 is the first): replicas that disagree,
+	// as during a rolling change of policy.
+	replicaConfigure func(i int, cfg *config.Config)
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -269,7 +273,13 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	e.metrics = metrics.New()
 	for i, ln := range lns {
-		p, err := New(e.cfg, Options{DB: db, Log: log, Metrics: e.metrics})
+		pcfg := e.cfg
+		if o.replicaConfigure != nil {
+			c := *e.cfg
+			o.replicaConfigure(i, &c)
+			pcfg = &c
+		}
+		p, err := New(pcfg, Options{DB: db, Log: log, Metrics: e.metrics})
 		if err != nil {
 			t.Fatalf("portal: %v", err)
 		}

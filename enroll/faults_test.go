@@ -98,6 +98,7 @@ log: {level: warn}
 			}
 			select {
 			case err := <-exited:
+				exited <- err // for the cleanup, which waits for it
 				t.Fatalf("passbridge run exited: %v\n%s", err, out.String())
 			case <-time.After(100 * time.Millisecond):
 			}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -490,6 +491,110 @@ func TestCrossReplicaCeremony(t *testing.T) {
 	r = c.post("/webauthn/login/finish", map[string]any{"ceremony": lc, "credential": json.RawMessage(c.assert(lopts, &cred))})
 	if r.status != http.StatusBadRequest {
 		t.Errorf("replayed on the other replica: %d %s", r.status, r.body)
+	}
+}
+
+// TestConcurrentFinish: one sign-in ceremony finished by many requests at
+// once, on two replicas: the claim is made in the transaction that records
+// the sign-in, and exactly one of them commits (one session, one audit
+// entry); every other one is a 400 that wrote nothing.
+func TestConcurrentFinish(t *testing.T) {
+	e := newEnv(t, envOptions{driver: "postgres", replicas: 1})
+	u := e.addUser("racer", true)
+	e.sync()
+	c := newClient(t, e.URLs[0])
+	c.mustSignIn(u.name, u.password)
+	cred := c.register("racer key")
+	sessions := func() int { return e.count("SELECT COUNT(*) FROM " + schema.NamesFor(e.cfg).Sessions) }
+	before := sessions()
+
+	lc, lopts := c.begin("/webauthn/login/begin", nil)
+	body := map[string]any{"ceremony": lc, "credential": json.RawMessage(c.assert(lopts, &cred))}
+	const n = 8
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := newClient(t, e.URLs[i%2])
+			statuses <- r.post("/webauthn/login/finish", body).status
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	ok := 0
+	for st := range statuses {
+		switch st {
+		case http.StatusOK:
+			ok++
+		case http.StatusBadRequest:
+		default:
+			t.Errorf("a concurrent finish answered %d", st)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of %d concurrent finishes of one ceremony succeeded, want exactly 1", ok, n)
+	}
+	if got := sessions() - before; got != 1 {
+		t.Errorf("%d sessions made, want 1", got)
+	}
+	if got := e.auditCount(evSignIn+methodPasskey, true, u.name); got != 1 {
+		t.Errorf("%d passkey sign-ins audited, want 1", got)
+	}
+}
+
+// TestPolicyAtSignIn: the policy applies at every sign-in, not only at
+// registration: a passkey registered before the company restricted the
+// authenticator models (or forbade synced passkeys) no longer signs in,
+// with the reason, and the refusal is audited.
+func TestPolicyAtSignIn(t *testing.T) {
+	e := newEnv(t, envOptions{replicas: 1, replicaConfigure: func(i int, cfg *config.Config) {
+		if i == 1 { // replica 1 runs the tightened policy
+			cfg.Portal.Policy.AllowedAAGUIDs = []string{"ea9b8d66-4d01-1d21-3ce4-b6b48cb575d4"}
+		}
+	}})
+	u := e.addUser("policy", true)
+	e.sync()
+	c := newClient(t, e.URLs[0])
+	c.mustSignIn(u.name, u.password)
+	cred := c.register("old key")
+	if r := c.passkeySignIn(&cred); r.status != http.StatusOK {
+		t.Fatalf("sign-in under the old policy: %d %s", r.status, r.body)
+	}
+	c.base, c.rp.Origin = e.URLs[1], e.URLs[1]
+	r := c.passkeySignIn(&cred)
+	if r.status != http.StatusForbidden || r.json(t)["code"] != "policy_authenticator" {
+		t.Fatalf("sign-in under the tightened policy: %d %s", r.status, r.body)
+	}
+	if e.auditCount(evSignInFailed, false, u.name) != 1 {
+		t.Error("the policy refusal is not in the audit trail")
+	}
+}
+
+// TestRelatedOrigins: portal.related_origins is published at
+// /.well-known/webauthn for the browsers, and a passkey assertion made on a
+// related origin (an application outside the RP ID's domain) is accepted;
+// one made on an origin in neither list is not.
+func TestRelatedOrigins(t *testing.T) {
+	related := "https://erp.example.com"
+	e := newEnv(t, envOptions{configure: func(cfg *config.Config) { cfg.Portal.RelatedOrigins = []string{related} }})
+	r := e.client().get("/.well-known/webauthn")
+	if r.status != http.StatusOK || !strings.Contains(r.body, `"origins":["`+related+`"]`) {
+		t.Fatalf("/.well-known/webauthn: %d %s", r.status, r.body)
+	}
+	u := e.addUser("related", true)
+	e.sync()
+	c := e.client()
+	c.mustSignIn(u.name, u.password)
+	cred := c.register("key")
+	c.rp.Origin = related
+	if r := c.passkeySignIn(&cred); r.status != http.StatusOK {
+		t.Errorf("an assertion made on a related origin: %d %s", r.status, r.body)
+	}
+	c.rp.Origin = "https://evil.example.net"
+	if r := c.passkeySignIn(&cred); r.status != http.StatusBadRequest || r.json(t)["code"] != "unverified" {
+		t.Errorf("an assertion made on an origin in no list: %d %s", r.status, r.body)
 	}
 }
 

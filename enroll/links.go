@@ -13,6 +13,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/schema"
+	"github.com/passbridge/passbridge/signin"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -114,7 +115,11 @@ func IssueLink(ctx context.Context, db *store.DB, cfg *config.Config, user strin
 	if o.TTL < time.Minute || o.TTL > 30*24*time.Hour {
 		return nil, fmt.Errorf("a link must be valid between 1m and 720h (got %s)", o.TTL)
 	}
-	s := newData(db, cfg)
+	core, err := signin.New(cfg, db, signin.Options{OnRecord: onRecord})
+	if err != nil {
+		return nil, err
+	}
+	s := newData(core, db, cfg)
 	user = strings.TrimSpace(user)
 	if user == "" {
 		return nil, errors.New("which user? give a username, an email or a directory ID")
@@ -123,11 +128,11 @@ func IssueLink(ctx context.Context, db *store.DB, cfg *config.Config, user strin
 	// identities the case-insensitive form is a scan, 20-30 ms a link);
 	// the case-insensitive form only when that finds nobody.
 	var its []*identity
-	err := store.Select(ctx, db, &its, s.selectIdentities()+" WHERE "+s.q("directory_id")+" = ? OR "+s.q("username")+" = ? OR "+s.q("email")+" = ? ORDER BY "+s.q("id"),
+	err = store.Select(ctx, db, &its, s.core.SelectIdentities()+" WHERE "+s.q("directory_id")+" = ? OR "+s.q("username")+" = ? OR "+s.q("email")+" = ? ORDER BY "+s.q("id"),
 		user, user, user)
 	if err == nil && len(its) == 0 {
 		lower := strings.ToLower(user)
-		err = store.Select(ctx, db, &its, s.selectIdentities()+" WHERE LOWER("+s.q("username")+") = ? OR LOWER("+s.q("email")+") = ? ORDER BY "+s.q("id"),
+		err = store.Select(ctx, db, &its, s.core.SelectIdentities()+" WHERE LOWER("+s.q("username")+") = ? OR LOWER("+s.q("email")+") = ? ORDER BY "+s.q("id"),
 			lower, lower)
 	}
 	if err != nil {
@@ -146,7 +151,7 @@ func IssueLink(ctx context.Context, db *store.DB, cfg *config.Config, user strin
 	}
 	it := its[0]
 	it.UserKey = schema.NormKey(it.UserKey)
-	if why := it.refusal(); why != "" {
+	if why := it.Refusal(); why != "" {
 		return nil, fmt.Errorf("%s cannot use the portal: %s (identity state %s, link %s)", it.Username, strings.TrimSuffix(why, "."), it.State, it.LinkState)
 	}
 	secret, hash := newSecret()

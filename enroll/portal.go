@@ -24,7 +24,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -37,6 +36,7 @@ import (
 	"github.com/passbridge/passbridge/internal/httpjson"
 	"github.com/passbridge/passbridge/internal/redact"
 	"github.com/passbridge/passbridge/ratelimit"
+	"github.com/passbridge/passbridge/signin"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -63,6 +63,9 @@ type Options struct {
 	// Mail sends recovery codes and notices; nil builds it from the mail
 	// section of the configuration (none when mail.host is empty).
 	Mail mail.Sender
+	// Core is the passkey sign-in core to share (with the application
+	// sign-in); nil builds one.
+	Core *signin.Core
 }
 
 // Portal is the employee portal of one configuration.
@@ -70,12 +73,13 @@ type Portal struct {
 	cfg     *config.Config
 	log     *slog.Logger
 	metrics *metrics.Metrics
+	core    *signin.Core
 	data    *data
 	dir     Directory
 	wa      *webauthn.WebAuthn
 	limits  *ratelimit.Limiter
 	views   *views
-	policy  policy
+	policy  signin.Policy
 	// secure: the portal is reached over HTTPS (cookies get Secure).
 	secure  bool
 	csrf    echo.MiddlewareFunc
@@ -86,43 +90,21 @@ type Portal struct {
 
 // ErrNotConfigured means portal.rp_id and portal.origins are not set: the
 // daemon then runs without the portal.
-var ErrNotConfigured = errors.New("the portal needs portal.rp_id and portal.origins")
+var ErrNotConfigured = signin.ErrNotConfigured
 
 // New builds the portal. It checks the relying party (RP ID and origins)
 // now, so that a wrong one stops the daemon at start instead of failing the
 // first employee's enrollment.
 func New(cfg *config.Config, opts Options) (*Portal, error) {
-	if cfg.Portal.RPID == "" || len(cfg.Portal.Origins) == 0 {
-		return nil, ErrNotConfigured
-	}
-	if opts.DB == nil {
-		return nil, errors.New("portal: no database")
-	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	pol, err := newPolicy(cfg.Portal.Policy)
-	if err != nil {
-		return nil, err
-	}
-	conveyance := protocol.ConveyancePreference(cfg.Portal.Policy.Attestation)
-	wa, err := webauthn.New(&webauthn.Config{
-		RPID:                  cfg.Portal.RPID,
-		RPDisplayName:         cfg.Portal.RPName,
-		RPOrigins:             cfg.Portal.Origins,
-		AttestationPreference: conveyance,
-		AuthenticatorSelection: protocol.AuthenticatorSelection{
-			ResidentKey:        protocol.ResidentKeyRequirementRequired,
-			RequireResidentKey: protocol.ResidentKeyRequired(),
-			UserVerification:   protocol.VerificationRequired,
-		},
-		Timeouts: webauthn.TimeoutsConfig{
-			Login:        webauthn.TimeoutConfig{Enforce: true, Timeout: cfg.Portal.CeremonyTimeout.D(), TimeoutUVD: cfg.Portal.CeremonyTimeout.D()},
-			Registration: webauthn.TimeoutConfig{Enforce: true, Timeout: cfg.Portal.CeremonyTimeout.D(), TimeoutUVD: cfg.Portal.CeremonyTimeout.D()},
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("portal: portal.rp_id / portal.origins: %w", err)
+	core := opts.Core
+	if core == nil {
+		var err error
+		if core, err = signin.New(cfg, opts.DB, signin.Options{Log: opts.Log, Metrics: opts.Metrics, OnRecord: onRecord}); err != nil {
+			return nil, err
+		}
 	}
 	dir := opts.Directory
 	if dir == nil {
@@ -137,8 +119,8 @@ func New(cfg *config.Config, opts Options) (*Portal, error) {
 		return nil, err
 	}
 	p := &Portal{
-		cfg: cfg, log: opts.Log, metrics: opts.Metrics, data: newData(opts.DB, cfg), dir: dir, wa: wa,
-		views: v, policy: pol, secure: allHTTPS(cfg.Portal.Origins),
+		cfg: cfg, log: opts.Log, metrics: opts.Metrics, core: core, data: newData(core, opts.DB, cfg), dir: dir, wa: core.WebAuthn(),
+		views: v, policy: core.Policy(), secure: allHTTPS(cfg.Portal.Origins),
 	}
 	p.limits = ratelimit.New(opts.DB, p.data.n)
 	p.mail = opts.Mail
@@ -254,6 +236,19 @@ func (p *Portal) Mount(e *echo.Echo) {
 	p.mountAdmin(e, page)
 
 	e.GET("/static/*", p.static, p.headers)
+	e.GET("/.well-known/webauthn", p.relatedOrigins)
+}
+
+// relatedOrigins is the WebAuthn related origins document: the origins
+// outside the RP ID's domain (portal.related_origins) whose pages may use
+// its passkeys. Browsers fetch it from https://<rp_id>/.well-known/webauthn,
+// so the portal must answer on the RP ID's own host for it to count.
+func (p *Portal) relatedOrigins(c echo.Context) error {
+	if len(p.cfg.Portal.RelatedOrigins) == 0 {
+		return echo.NewHTTPError(http.StatusNotFound)
+	}
+	c.Response().Header().Set("Cache-Control", "max-age=300")
+	return c.JSON(http.StatusOK, map[string]any{"origins": p.cfg.Portal.RelatedOrigins})
 }
 
 // headers are the security headers of every portal response: a CSP that

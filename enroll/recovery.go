@@ -139,7 +139,7 @@ func (p *Portal) recoverEmail(c echo.Context) error {
 		return p.recoverFail(c, recoveryEmail, username, "not synced", &userError{Status: http.StatusForbidden, Code: "refused",
 			Message: "Your account has not reached the passkey portal yet. Try again after the next directory sync, or ask IT."})
 	}
-	if why := it.refusal(); why != "" {
+	if why := it.Refusal(); why != "" {
 		return p.recoverFail(c, recoveryEmail, username, it.State+"/"+it.LinkState, &userError{Status: http.StatusForbidden, Code: "refused", Message: why})
 	}
 	to := found.Email
@@ -266,7 +266,7 @@ func (p *Portal) recoverTOTP(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if it == nil || it.refusal() != "" {
+	if it == nil || it.Refusal() != "" {
 		return p.recoverFail(c, recoveryTOTP, username, "refused", errRecoveryFailed)
 	}
 	secret, err := p.data.legacyTOTP(ctx, it.UserKey)

@@ -189,7 +189,7 @@ func (p *Portal) withSession(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		if s != nil && s.identity != nil {
-			if why := s.identity.refusal(); why != "" {
+			if why := s.identity.Refusal(); why != "" {
 				if err := p.endSession(c, s); err != nil {
 					return err
 				}

@@ -46,7 +46,7 @@ func (p *Portal) renderHome(c echo.Context, s *session, status int, d pageData) 
 	}
 	d.Title = "Your passkeys"
 	d.Passkeys = p.passkeyViews(creds, s)
-	d.CanAdd = len(creds) < p.policy.max
+	d.CanAdd = len(creds) < p.policy.Max
 	if !d.CanAdd {
 		d.MaxNotice = "You have the most passkeys your company allows. Delete one to add another."
 	}
@@ -180,7 +180,7 @@ func (p *Portal) signInIdentity(c echo.Context, directoryID, method string) erro
 // openSession signs an identity in, if it may use the portal, and sends the
 // browser to next.
 func (p *Portal) openSession(c echo.Context, it *identity, sd sessionData, next string) error {
-	if why := it.refusal(); why != "" {
+	if why := it.Refusal(); why != "" {
 		p.audit(c, event{Event: evSignInFailed, Target: it.Username, Detail: map[string]any{"method": sd.Method, "reason": it.State + "/" + it.LinkState}})
 		return &userError{Status: http.StatusForbidden, Code: "refused", Message: why}
 	}
@@ -220,7 +220,7 @@ func (p *Portal) showLink(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if why := it.refusal(); why != "" {
+	if why := it.Refusal(); why != "" {
 		return &userError{Status: http.StatusForbidden, Code: "refused", Message: why}
 	}
 	return p.render(c, http.StatusOK, "link", pageData{Title: "Add a passkey", Token: token, Kind: l.Kind, Expires: l.ExpiresAt,

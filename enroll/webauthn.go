@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -17,21 +16,12 @@ import (
 
 	"github.com/passbridge/passbridge/enroll/aaguid"
 	"github.com/passbridge/passbridge/internal/httpjson"
+	"github.com/passbridge/passbridge/signin"
 	"github.com/passbridge/passbridge/store"
 )
 
 // waUser is a user as go-webauthn sees it.
-type waUser struct {
-	handle      []byte
-	name        string
-	displayName string
-	creds       []webauthn.Credential
-}
-
-func (u *waUser) WebAuthnID() []byte                         { return u.handle }
-func (u *waUser) WebAuthnName() string                       { return u.name }
-func (u *waUser) WebAuthnDisplayName() string                { return u.displayName }
-func (u *waUser) WebAuthnCredentials() []webauthn.Credential { return u.creds }
+type waUser = signin.User
 
 // maxBody bounds every JSON request of the portal: a registration response
 // with a large attestation certificate chain stays well under it.
@@ -116,17 +106,17 @@ func (p *Portal) registerBegin(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(creds) >= p.policy.max {
+	if len(creds) >= p.policy.Max {
 		return &userError{Status: http.StatusConflict, Code: "limit", Message: fmt.Sprintf("You already have %d passkeys, the most your company allows. Delete one to add another.", len(creds))}
 	}
 	handle, err := p.data.userHandle(ctx, it.UserKey)
 	if err != nil {
 		return err
 	}
-	user := &waUser{handle: handle, name: accountName(it), displayName: it.Name()}
+	user := &waUser{Handle: handle, Name: accountName(it), DisplayName: it.Name()}
 	exclude := make([]protocol.CredentialDescriptor, 0, len(creds))
 	for _, cr := range creds {
-		wc, err := cr.webauthn()
+		wc, err := cr.WebAuthn()
 		if err != nil {
 			return err
 		}
@@ -139,7 +129,7 @@ func (p *Portal) registerBegin(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("begin registration: %w", err)
 	}
-	id, err := p.beginCeremony(ctx, kindRegistration, &it.ID, sd)
+	id, err := p.core.BeginCeremony(ctx, kindRegistration, &it.ID, sd)
 	if err != nil {
 		return err
 	}
@@ -166,12 +156,12 @@ func (p *Portal) registerFinish(c echo.Context) error {
 	ctx := c.Request().Context()
 	s := currentSession(c)
 	it := s.identity
-	cer, err := p.claimCeremony(ctx, req.Ceremony, kindRegistration)
+	cer, err := p.core.ClaimCeremony(ctx, req.Ceremony, kindRegistration)
 	if err != nil {
 		return err
 	}
 	fail := func(result string, ue *userError, detail map[string]any) error {
-		p.finishCeremony(ctx, cer, result)
+		p.core.FinishCeremony(ctx, cer, result)
 		if detail == nil {
 			detail = map[string]any{}
 		}
@@ -179,7 +169,7 @@ func (p *Portal) registerFinish(c echo.Context) error {
 		p.audit(c, event{Event: evRegistered, Success: false, Target: it.Username, Detail: detail})
 		return ue
 	}
-	if !cer.identityID.Valid || cer.identityID.Int64 != it.ID {
+	if !cer.IdentityID.Valid || cer.IdentityID.Int64 != it.ID {
 		return fail(resultFailed, errCeremonyGone, nil)
 	}
 	var name string
@@ -191,14 +181,14 @@ func (p *Portal) registerFinish(c echo.Context) error {
 	}
 	parsed, err := protocol.ParseCredentialCreationResponseBytes(req.Credential)
 	if err != nil {
-		return fail(resultFailed, malformed("registration", err), nil)
+		return fail(resultFailed, signin.Malformed("registration", err), nil)
 	}
-	user := &waUser{handle: cer.session.UserID, name: accountName(it), displayName: it.Name()}
-	cred, err := p.wa.CreateCredential(user, cer.session, parsed)
+	user := &waUser{Handle: cer.Session.UserID, Name: accountName(it), DisplayName: it.Name()}
+	cred, err := p.wa.CreateCredential(user, cer.Session, parsed)
 	if err != nil {
-		return fail(resultFailed, unverified("registration", err), nil)
+		return fail(resultFailed, signin.Unverified("registration", err), nil)
 	}
-	if ue := p.policy.check(cred); ue != nil {
+	if ue := p.policy.Check(cred); ue != nil {
 		return fail(resultRefused, ue, map[string]any{"aaguid": aaguid.Format(cred.Authenticator.AAGUID), "backup_eligible": cred.Flags.BackupEligible})
 	}
 	if name == "" {
@@ -228,7 +218,7 @@ func (p *Portal) registerFinish(c echo.Context) error {
 		if err := store.Get(ctx, tx, &n, "SELECT COUNT(*) FROM "+p.data.n.Credentials+" WHERE "+q("user_key")+" = ? AND "+q("revoked_at")+" IS NULL", it.UserKey); err != nil {
 			return err
 		}
-		if n >= p.policy.max {
+		if n >= p.policy.Max {
 			limitHit = true
 			return nil
 		}
@@ -237,7 +227,7 @@ func (p *Portal) registerFinish(c echo.Context) error {
 			") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", "id",
 			it.UserKey, it.ID, cred.ID, cred.PublicKey, int64(cred.Authenticator.SignCount), nullBytes(cred.Authenticator.AAGUID), nullStr(strings.Join(transports, ",")),
 			cred.Flags.UserPresent, cred.Flags.UserVerified, cred.Flags.BackupEligible, cred.Flags.BackupState,
-			nullStr(cred.AttestationType), nullStr(cred.AttestationFormat), cer.session.UserID, name, string(raw), p.data.now())
+			nullStr(cred.AttestationType), nullStr(cred.AttestationFormat), cer.Session.UserID, name, string(raw), p.data.now())
 		if err != nil {
 			return err
 		}
@@ -252,18 +242,18 @@ func (p *Portal) registerFinish(c echo.Context) error {
 	case err != nil && store.IsUniqueViolation(err):
 		return fail(resultFailed, &userError{Status: http.StatusConflict, Code: "exists", Message: "This passkey is already registered."}, nil)
 	case err != nil:
-		p.finishCeremony(ctx, cer, resultFailed)
+		p.core.FinishCeremony(ctx, cer, resultFailed)
 		return err
 	case limitHit:
 		return fail(resultRefused, &userError{Status: http.StatusConflict, Code: "limit", Message: "You already have the most passkeys your company allows. Delete one to add another."}, nil)
 	}
-	p.finishCeremony(ctx, cer, resultSucceeded)
+	p.core.FinishCeremony(ctx, cer, resultSucceeded)
 	p.notifyPasskeyAdded(c, it, s, name, revoked)
 	p.audit(c, event{Event: evRegistered, Success: true, Target: it.Username, Detail: map[string]any{
 		"method": s.data.Method, "recovery": s.data.Recovery, "revoked": revoked,
 		"passkey_id": id, "name": name, "aaguid": aaguid.Format(cred.Authenticator.AAGUID), "provider": aaguid.Name(cred.Authenticator.AAGUID),
 		"backup_eligible": cred.Flags.BackupEligible, "backup_state": cred.Flags.BackupState, "attestation": cred.AttestationFormat,
-		"seconds": p.data.now().Sub(cer.createdAt).Seconds()}})
+		"seconds": p.data.now().Sub(cer.CreatedAt).Seconds()}})
 	return c.JSON(http.StatusOK, map[string]any{"ok": true, "passkey": map[string]any{"id": id, "name": name}, "redirect": "/?done=added"})
 }
 
@@ -281,33 +271,17 @@ func (p *Portal) loginBegin(c echo.Context) error {
 	if err := bindJSON(c, &req); err != nil {
 		return err
 	}
-	mediation := protocol.MediationDefault
-	if req.Conditional {
-		mediation = protocol.MediationConditional
-	}
-	assertion, sd, err := p.wa.BeginDiscoverableMediatedLogin(mediation, webauthn.WithUserVerification(protocol.VerificationRequired))
-	if err != nil {
-		return fmt.Errorf("begin login: %w", err)
-	}
-	id, err := p.beginCeremony(c.Request().Context(), kindLogin, nil, sd)
+	id, assertion, err := p.core.BeginLogin(c.Request().Context(), kindLogin, req.Conditional)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, ceremonyResponse{Ceremony: id, Options: assertion})
 }
 
-var (
-	errUnknownPasskey = &userError{Status: http.StatusBadRequest, Code: "unknown_passkey",
-		Message: "This passkey is not registered here (it may have been deleted). Sign in with your directory password, then add a new passkey."}
-	errRevokedPasskey = &userError{Status: http.StatusForbidden, Code: "revoked_passkey",
-		Message: "This passkey was removed from your account and no longer signs you in. Sign in with your directory password, then add a new passkey."}
-	errClone = &userError{Status: http.StatusForbidden, Code: "clone_warning",
-		Message: "This passkey's signature counter went backwards, which can mean that it was copied. The sign-in was refused and recorded for IT. Sign in with your directory password and tell IT."}
-)
-
-// loginFinish verifies a passkey assertion and signs its owner in. A sign
-// counter that did not go up (go-webauthn's CloneWarning, which by itself
-// does not fail the login) refuses the sign-in and is recorded.
+// loginFinish verifies a passkey assertion (the sign-in core: the policy,
+// the account's state, the clone warning) and signs its owner in: the
+// session is written in the core's one transaction with the rest of the
+// sign-in.
 func (p *Portal) loginFinish(c echo.Context) error {
 	var req finishRequest
 	if err := bindJSON(c, &req); err != nil {
@@ -317,132 +291,24 @@ func (p *Portal) loginFinish(c echo.Context) error {
 		return &userError{Status: http.StatusBadRequest, Code: "malformed", Message: "Malformed request: name is for registrations."}
 	}
 	ctx := c.Request().Context()
-	cer, err := p.claimCeremony(ctx, req.Ceremony, kindLogin)
+	l, err := p.core.Verify(ctx, signin.Assertion{Kind: kindLogin, Ceremony: req.Ceremony, Credential: req.Credential, IP: c.RealIP(), UA: c.Request().UserAgent()})
 	if err != nil {
 		return err
 	}
-	fail := func(result string, ue *userError, target string, detail map[string]any) error {
-		p.finishCeremony(ctx, cer, result)
-		if detail == nil {
-			detail = map[string]any{}
-		}
-		detail["method"] = methodPasskey
-		detail["code"] = ue.Code
-		p.audit(c, event{Event: evSignInFailed, Target: target, Detail: detail})
-		return ue
-	}
-	parsed, err := protocol.ParseCredentialRequestResponseBytes(req.Credential)
-	if err != nil {
-		return fail(resultFailed, malformed("sign-in", err), "", nil)
-	}
-	var found *credential
-	var lookupErr error
-	handler := func(rawID, userHandle []byte) (webauthn.User, error) {
-		cr, err := p.data.credentialByID(ctx, rawID)
-		switch {
-		case err != nil:
-			lookupErr = err
-		case cr == nil || !bytes.Equal(cr.UserHandle, userHandle):
-			lookupErr = errUnknownPasskey
-		case cr.RevokedAt.Valid:
-			found, lookupErr = cr, errRevokedPasskey
-		}
-		if lookupErr != nil {
-			return nil, lookupErr
-		}
-		wc, err := cr.webauthn()
-		if err != nil {
-			lookupErr = err
-			return nil, err
-		}
-		found = cr
-		return &waUser{handle: cr.UserHandle, creds: []webauthn.Credential{wc}}, nil
-	}
-	_, wc, err := p.wa.ValidatePasskeyLogin(handler, cer.session, parsed)
-	var it *identity
-	target := ""
-	if found != nil {
-		var ierr error
-		if it, ierr = p.credentialIdentity(c, found); ierr != nil {
-			p.finishCeremony(ctx, cer, resultFailed)
-			return ierr
-		}
-		if it != nil {
-			target = it.Username
-		}
-	}
-	if err != nil {
-		var ue *userError
-		switch {
-		case errors.As(lookupErr, &ue):
-			return fail(resultFailed, ue, target, nil)
-		case lookupErr != nil:
-			p.finishCeremony(ctx, cer, resultFailed)
-			return lookupErr
-		}
-		return fail(resultFailed, unverified("sign-in", err), target, nil)
-	}
-	if wc.Authenticator.CloneWarning {
-		p.finishCeremony(ctx, cer, resultRefused)
-		p.audit(c, event{Event: evCloneWarning, Target: target, Detail: map[string]any{
-			"passkey_id": found.ID, "stored_count": found.SignCount, "presented_count": parsed.Response.AuthenticatorData.Counter}})
-		p.audit(c, event{Event: evSignInFailed, Target: target, Detail: map[string]any{"method": methodPasskey, "code": errClone.Code, "passkey_id": found.ID}})
-		return errClone
-	}
-	if it == nil {
-		return fail(resultRefused, errUnknownPasskey, target, nil)
-	}
-	if why := it.refusal(); why != "" {
-		return fail(resultRefused, &userError{Status: http.StatusForbidden, Code: "refused", Message: why}, it.Username, map[string]any{"reason": it.State + "/" + it.LinkState})
-	}
-	raw, err := json.Marshal(wc)
-	if err != nil {
-		return err
-	}
-	q := p.data.q
+	// The directory is asked before the transaction, never inside it.
+	admin := p.isAdmin(ctx, l.Identity)
 	var secret string
 	var expires time.Time
-	admin := p.isAdmin(ctx, it)
-	// Everything a sign-in writes commits together: the passkey's counter
-	// and last use, the session, the ceremony's result, the audit entry.
-	err = p.data.db.InTx(ctx, func(tx *sqlx.Tx) error {
-		// The guard on sign_count keeps a concurrent sign-in with a
-		// higher counter from being overwritten by this one.
-		_, err := store.Exec(ctx, tx, "UPDATE "+p.data.n.Credentials+" SET "+q("sign_count")+" = ?, "+q("backup_state")+" = ?, "+q("user_verified")+" = ?, "+
-			q("last_used_at")+" = ?, "+q("credential_json")+" = ? WHERE "+q("id")+" = ? AND "+q("sign_count")+" <= ?",
-			int64(wc.Authenticator.SignCount), wc.Flags.BackupState, wc.Flags.UserVerified, p.data.now(), string(raw), found.ID, int64(wc.Authenticator.SignCount))
-		if err != nil {
-			return fmt.Errorf("update passkey: %w", err)
-		}
-		if secret, expires, err = p.newSession(c, tx, it, sessionData{Method: methodPasskey, Admin: admin, CredentialID: base64.RawURLEncoding.EncodeToString(found.CredentialID)}); err != nil {
-			return err
-		}
-		if err := p.setResult(ctx, tx, cer, resultSucceeded); err != nil {
-			return err
-		}
-		return p.data.record(ctx, tx, p.event(c, event{Event: evSignIn + methodPasskey, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"method": methodPasskey, "passkey_id": found.ID}}))
+	err = p.core.Commit(ctx, l, evSignIn+methodPasskey, func(tx *sqlx.Tx) error {
+		var err error
+		secret, expires, err = p.newSession(c, tx, l.Identity, sessionData{Method: methodPasskey, Admin: admin, CredentialID: base64.RawURLEncoding.EncodeToString(l.Credential.CredentialID)})
+		return err
 	})
 	if err != nil {
-		p.finishCeremony(ctx, cer, resultFailed)
 		return err
 	}
-	p.metrics.Ceremony(kindLogin, resultSucceeded)
 	p.setCookie(c, sessionCookie, secret, expires)
 	return c.JSON(http.StatusOK, map[string]any{"ok": true, "redirect": "/?done=signedin"})
-}
-
-// credentialIdentity is the identity a passkey belongs to: the one it was
-// enrolled by, else (the identity row was replaced) the one linked to its
-// users row.
-func (p *Portal) credentialIdentity(c echo.Context, cr *credential) (*identity, error) {
-	ctx := c.Request().Context()
-	if cr.IdentityID.Valid {
-		it, err := p.data.identityByID(ctx, cr.IdentityID.Int64)
-		if err != nil || it != nil {
-			return it, err
-		}
-	}
-	return p.data.identityWhere(ctx, p.data.q("user_key")+" = ? ORDER BY "+p.data.q("id")+" LIMIT 1", cr.UserKey)
 }
 
 // cancel records a ceremony the browser gave up on.
@@ -451,32 +317,8 @@ func (p *Portal) cancel(c echo.Context) error {
 	if err := bindJSON(c, &req); err != nil {
 		return err
 	}
-	if err := p.cancelCeremony(c.Request().Context(), req.Ceremony, req.Kind); err != nil {
+	if err := p.core.CancelCeremony(c.Request().Context(), req.Ceremony, req.Kind); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
-}
-
-// malformed is the answer to a response that does not even parse.
-func malformed(what string, err error) *userError {
-	return &userError{Status: http.StatusBadRequest, Code: "malformed",
-		Message: "The passkey " + what + " response is malformed: " + protocolDetail(err)}
-}
-
-// unverified is the answer to a response that parses but does not verify.
-func unverified(what string, err error) *userError {
-	return &userError{Status: http.StatusBadRequest, Code: "unverified",
-		Message: "The passkey " + what + " could not be verified: " + protocolDetail(err)}
-}
-
-func protocolDetail(err error) string {
-	var pe *protocol.Error
-	if errors.As(err, &pe) {
-		d := pe.Details
-		if pe.DevInfo != "" {
-			d += " (" + pe.DevInfo + ")"
-		}
-		return clip(d, 300)
-	}
-	return clip(err.Error(), 300)
 }
