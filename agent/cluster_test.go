@@ -73,7 +73,10 @@ func testReplicas(t *testing.T, kind dbKind) {
 	// A run that read the directory just before the freeze still
 	// finishes (and may commit while its process is being killed): only a
 	// run that started after the freeze is surely stuck on the directory.
-	waitFor(t, 30*time.Second, "a replica to be inside a sync that started after the freeze", func() bool {
+	// A tick that was mid-read at the freeze holds the lock until
+	// directory.timeout fails it; only then can a run start after the
+	// freeze, so the wait must outlast that timeout.
+	waitFor(t, cfg.Directory.Timeout.D()+30*time.Second, "a replica to be inside a sync that started after the freeze", func() bool {
 		stuck := false
 		for _, r := range runRows(t, db, cfg) {
 			if r.Status == "running" && r.StartedAt.After(frozenAt) {
