@@ -16,6 +16,7 @@ type Config struct {
 	Migrate    Migrate    `yaml:"migrate"`
 	Mail       Mail       `yaml:"mail"`
 	Audit      Audit      `yaml:"audit"`
+	OIDC       OIDC       `yaml:"oidc"`
 	Log        Log        `yaml:"log"`
 
 	// Source is the file the configuration came from ("" for the demo).
@@ -204,6 +205,44 @@ type Admin struct {
 	TokenFile     string   `yaml:"token_file"`
 	ReadyMaxAge   Duration `yaml:"ready_max_sync_age"`
 	ShutdownGrace Duration `yaml:"shutdown_grace"`
+}
+
+// OIDC is the sign-in for applications: the OpenID Connect provider and the
+// signed-assertion API, for the clients listed here (none: both are off).
+type OIDC struct {
+	// Issuer is the issuer URL (discovery lives under it); empty is
+	// portal.public_url, else the first portal origin.
+	Issuer string `yaml:"issuer"`
+	// KeyRotation is how long one signing key signs; the next one is
+	// published a whole period before it signs, and an old one stays
+	// published until the last token it signed has expired.
+	KeyRotation Duration `yaml:"key_rotation"`
+	// TokenLifetime bounds ID and access tokens.
+	TokenLifetime Duration `yaml:"token_lifetime"`
+	// AssertionLifetime bounds the JWTs of the assertion API.
+	AssertionLifetime Duration `yaml:"assertion_lifetime"`
+	Clients           []Client `yaml:"clients"`
+}
+
+// Client is one application that signs employees in through passbridge.
+type Client struct {
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+	// Secret (or SecretFile) authenticates a confidential client at the
+	// token endpoint; Public clients have none and must use PKCE S256.
+	Secret     Secret `yaml:"secret"`
+	SecretFile string `yaml:"secret_file"`
+	Public     bool   `yaml:"public"`
+	// RedirectURIs are matched exactly.
+	RedirectURIs           []string `yaml:"redirect_uris"`
+	PostLogoutRedirectURIs []string `yaml:"post_logout_redirect_uris"`
+	// Origins are the application's web origins for the assertion API:
+	// the only ones CORS answers, and the only ones (besides the portal's)
+	// a passkey assertion for this client may come from.
+	Origins []string `yaml:"origins"`
+	// Subject is what sub carries: user_key (the users row's key, the
+	// default) or directory_id (the directory's stable ID).
+	Subject string `yaml:"subject"`
 }
 
 // Migrate controls `passbridge migrate`.

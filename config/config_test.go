@@ -321,3 +321,72 @@ func TestAdminTokenStrength(t *testing.T) {
 		}
 	}
 }
+
+// TestOIDCClients: oidc.clients from the file (a secret from its file)
+// and from the environment (a YAML flow list), printed masked, and each
+// mistake named by its key.
+func TestOIDCClients(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "erp-secret")
+	os.WriteFile(secretFile, []byte("erp-client-secret-0123456789\n"), 0o600)
+	p := write(t, validYAML+`oidc:
+  clients:
+    - id: erp
+      secret_file: `+secretFile+`
+      redirect_uris: [https://erp.corp.example/oidc/callback]
+      post_logout_redirect_uris: [https://erp.corp.example/]
+    - id: spa
+      public: true
+      redirect_uris: [http://localhost:5173/callback]
+      origins: [https://spa.passkeys.corp.example]
+      subject: directory_id
+`)
+	cfg, err := Load(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.OIDC.Clients[0].Secret.Reveal(); got != "erp-client-secret-0123456789" {
+		t.Errorf("secret from secret_file = %q", got)
+	}
+	out, err := cfg.Effective()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "erp-client-secret") || !strings.Contains(string(out), "secret: '********'") || !strings.Contains(string(out), "id: spa") {
+		t.Errorf("config check shows the clients wrong:\n%s", out)
+	}
+
+	env := []string{`PASSBRIDGE_OIDC_CLIENTS=[{id: wiki, public: true, redirect_uris: ["https://wiki.corp.example/cb"]}]`}
+	cfg, err = Load(write(t, validYAML), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.OIDC.Clients) != 1 || cfg.OIDC.Clients[0].ID != "wiki" || !cfg.OIDC.Clients[0].Public {
+		t.Errorf("clients from the environment: %+v", cfg.OIDC.Clients)
+	}
+	if _, err := Load(write(t, validYAML), []string{`PASSBRIDGE_OIDC_CLIENTS=[{id: wiki, pubic: true}]`}); err == nil || !strings.Contains(err.Error(), "PASSBRIDGE_OIDC_CLIENTS") {
+		t.Errorf("a misspelled key in the environment's clients: %v", err)
+	}
+
+	for body, want := range map[string]string{
+		"oidc: {clients: [{id: erp, redirect_uris: [https://erp.corp.example/cb]}]}":                                                            "oidc.clients[0].secret: is required (or secret_file) unless public: true",
+		"oidc: {clients: [{id: erp, public: true, secret: abcdefghijklmnopqrstu, redirect_uris: [https://e.x/cb]}]}":                            "oidc.clients[0].secret: a public client has no secret",
+		"oidc: {clients: [{id: erp, public: true}]}":                                                                                            "oidc.clients[0].redirect_uris: needs at least one redirect URI",
+		"oidc: {clients: [{id: erp, public: true, redirect_uris: [http://erp.corp.example/cb]}]}":                                               "oidc.clients[0].redirect_uris[0]: must be https://",
+		"oidc: {clients: [{id: erp, public: true, redirect_uris: [https://erp.corp.example/cb#x]}]}":                                            "must not have a fragment",
+		"oidc: {clients: [{id: erp, public: true, origins: [https://erp.other.example]}]}":                                                      "only under that domain or when listed in portal.related_origins",
+		"oidc: {clients: [{id: a, public: true, origins: [https://a.passkeys.corp.example]}, {id: a, public: true, origins: [https://b.passkeys.corp.example]}]}": `oidc.clients[1].id: "a" is listed twice`,
+		"oidc: {clients: [{id: 'e r p', public: true, origins: [https://a.passkeys.corp.example]}]}":                                                     "oidc.clients[0].id: must be letters",
+		"oidc: {key_rotation: 10m}": "oidc.key_rotation: must be at least 1h",
+	} {
+		_, err := Load(write(t, validYAML+body+"\n"), nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s:\n got %v\nwant %q", body, err, want)
+		}
+	}
+	// A client on another domain is fine once it is a related origin.
+	if _, err := Load(write(t, strings.Replace(validYAML, "origins: [https://passkeys.corp.example]", "origins: [https://passkeys.corp.example]\n  related_origins: [https://erp.other.example]", 1)+
+		"oidc: {clients: [{id: erp, public: true, origins: [https://erp.other.example]}]}\n"), nil); err != nil {
+		t.Errorf("a related origin as a client's origin: %v", err)
+	}
+}

@@ -65,6 +65,7 @@ func Default() Config {
 		Migrate: Migrate{Prefix: "passbridge_", LockTimeout: Duration(2e9), Retries: 10},
 		Mail:    Mail{Security: "starttls", Timeout: Duration(10e9)},
 		Audit:   Audit{Retention: Duration(400 * 24 * 3600e9)},
+		OIDC:    OIDC{KeyRotation: Duration(30 * 24 * 3600e9), TokenLifetime: Duration(3600e9), AssertionLifetime: Duration(120e9)},
 		Log:     Log{Level: "info", Format: "auto"},
 	}
 }
@@ -168,6 +169,7 @@ func sectionName(goType string) string {
 		"Config": "the top level", "Database": "database", "UsersTable": "users_table",
 		"Directory": "directory", "Attributes": "directory.attributes", "Schedule": "schedule",
 		"Portal": "portal", "Policy": "portal.policy", "RateLimits": "portal.rate_limits", "Recovery": "portal.recovery", "Mail": "mail", "Audit": "audit", "Admin": "admin", "Migrate": "migrate", "Log": "log",
+		"OIDC": "oidc", "Client": "oidc.clients[]",
 	}
 	if n, ok := names[goType]; ok {
 		return n
@@ -279,6 +281,18 @@ func setFromString(v reflect.Value, s string) error {
 		}
 		v.SetInt(int64(n))
 	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.Struct {
+			// A list of objects (oidc.clients) is written in YAML's flow
+			// form: [{id: erp, public: true, redirect_uris: [...]}].
+			dec := yaml.NewDecoder(strings.NewReader(s))
+			dec.KnownFields(true)
+			p := reflect.New(v.Type())
+			if err := dec.Decode(p.Interface()); err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("expected a YAML list such as [{id: erp, public: true}]: %v", strings.TrimPrefix(err.Error(), "yaml: "))
+			}
+			v.Set(p.Elem())
+			return nil
+		}
 		var parts []string
 		for _, p := range strings.Split(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {
@@ -304,6 +318,14 @@ func readSecretFiles(cfg *Config) error {
 		{"directory.bind_password", &cfg.Directory.BindPassword, cfg.Directory.BindPasswordFile},
 		{"admin.token", &cfg.Admin.Token, cfg.Admin.TokenFile},
 		{"mail.password", &cfg.Mail.Password, cfg.Mail.PasswordFile},
+	}
+	for i := range cfg.OIDC.Clients {
+		c := &cfg.OIDC.Clients[i]
+		pairs = append(pairs, struct {
+			name   string
+			secret *Secret
+			file   string
+		}{fmt.Sprintf("oidc.clients[%d].secret", i), &c.Secret, c.SecretFile})
 	}
 	for _, p := range pairs {
 		if p.file == "" {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/mail"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -229,6 +230,7 @@ func validateServing(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 		}
 	}
 	validatePortal(cfg.Portal, bad, oneOf)
+	validateOIDC(cfg, bad, oneOf)
 	validateMail(cfg, bad, oneOf)
 	if (cfg.Portal.TLSCertFile == "") != (cfg.Portal.TLSKeyFile == "") {
 		bad("portal.tls_cert_file", "and portal.tls_key_file must be set together")
@@ -506,4 +508,100 @@ func tokenWeakness(tok string) string {
 		}
 	}
 	return ""
+}
+
+// validateOIDC checks the application sign-in and its clients.
+func validateOIDC(cfg *Config, bad badFunc, oneOf oneOfFunc) {
+	o := cfg.OIDC
+	if o.Issuer != "" {
+		if u, err := url.Parse(o.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad("oidc.issuer", "expected a URL such as https://passkeys.corp.example (got %q)", o.Issuer)
+		}
+	}
+	if o.KeyRotation < Duration(time.Hour) {
+		bad("oidc.key_rotation", "must be at least 1h (got %s)", o.KeyRotation)
+	}
+	if o.TokenLifetime < Duration(time.Minute) || o.TokenLifetime > Duration(24*time.Hour) {
+		bad("oidc.token_lifetime", "must be between 1m and 24h (got %s)", o.TokenLifetime)
+	}
+	if o.AssertionLifetime < Duration(10*time.Second) || o.AssertionLifetime > Duration(10*time.Minute) {
+		bad("oidc.assertion_lifetime", "must be between 10s and 10m: the JWT is for one sign-in (got %s)", o.AssertionLifetime)
+	}
+	if len(o.Clients) > 0 && cfg.Portal.RPID == "" {
+		bad("oidc.clients", "need the portal (portal.rp_id and portal.origins): applications sign in with its passkeys")
+	}
+	seen := map[string]bool{}
+	for i, c := range o.Clients {
+		key := func(k string) string { return fmt.Sprintf("oidc.clients[%d].%s", i, k) }
+		switch {
+		case c.ID == "":
+			bad(key("id"), "is required: the client ID the application is configured with")
+		case !clientID.MatchString(c.ID):
+			bad(key("id"), "must be letters, digits, '.', '_' or '-', at most 64 (got %q)", c.ID)
+		case seen[c.ID]:
+			bad(key("id"), "%q is listed twice", c.ID)
+		}
+		seen[c.ID] = true
+		switch {
+		case c.Public && c.Secret != "":
+			bad(key("secret"), "a public client has no secret: remove it or public: true")
+		case !c.Public && c.Secret == "":
+			bad(key("secret"), "is required (or secret_file) unless public: true")
+		case !c.Public && len(c.Secret.Reveal()) < 16:
+			bad(key("secret"), "must be at least 16 characters (generate one with: openssl rand -hex 32)")
+		}
+		if len(c.RedirectURIs) == 0 && len(c.Origins) == 0 {
+			bad(key("redirect_uris"), "needs at least one redirect URI (OpenID Connect), or origins for the assertion API")
+		}
+		for j, r := range c.RedirectURIs {
+			if msg := redirectProblem(r); msg != "" {
+				bad(fmt.Sprintf("oidc.clients[%d].redirect_uris[%d]", i, j), "%s (got %q)", msg, r)
+			}
+		}
+		for j, r := range c.PostLogoutRedirectURIs {
+			if msg := redirectProblem(r); msg != "" {
+				bad(fmt.Sprintf("oidc.clients[%d].post_logout_redirect_uris[%d]", i, j), "%s (got %q)", msg, r)
+			}
+		}
+		for j, o := range c.Origins {
+			k := fmt.Sprintf("oidc.clients[%d].origins[%d]", i, j)
+			u, err := url.Parse(o)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != "" {
+				bad(k, "expected an origin such as https://erp.corp.example (got %q)", o)
+				continue
+			}
+			host, rp := strings.ToLower(u.Hostname()), strings.ToLower(cfg.Portal.RPID)
+			if rp != "" && host != rp && !strings.HasSuffix(host, "."+rp) && !slices.Contains(cfg.Portal.RelatedOrigins, o) && !slices.Contains(cfg.Portal.Origins, o) {
+				bad(k, "%q can use passkeys of %q only under that domain or when listed in portal.related_origins", o, cfg.Portal.RPID)
+			}
+		}
+		if c.Subject != "" {
+			oneOf(key("subject"), c.Subject, "user_key", "directory_id")
+		}
+	}
+}
+
+var clientID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// redirectProblem says what is wrong with a redirect URI, "" when nothing:
+// absolute, no fragment, https (or http on loopback, for development and
+// native apps).
+func redirectProblem(r string) string {
+	u, err := url.Parse(r)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "expected an absolute URL such as https://erp.corp.example/oidc/callback"
+	}
+	if u.Fragment != "" || strings.Contains(r, "#") {
+		return "must not have a fragment"
+	}
+	h := u.Hostname()
+	if u.Scheme != "https" && (u.Scheme != "http" || (h != "localhost" && !strings.HasSuffix(h, ".localhost") && !isLoopback(h))) {
+		return "must be https:// (http only on localhost)"
+	}
+	return ""
+}
+
+func isLoopback(h string) bool {
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }

@@ -309,4 +309,24 @@ var Tables = []Table{
 			{Name: "window_start", Columns: []string{"window_start"}},
 		},
 	},
+	{
+		Name:       "signing_keys",
+		PrimaryKey: "id",
+		Comment:    "the keys that sign ID tokens and assertions (ES256): one per rotation period, shared by every replica",
+		Columns: []Column{
+			{Name: "id", Type: Str, Size: 64}, // the JWK key ID (kid)
+			{Name: "period", Type: Int},       // the rotation period it signs in: unique, so replicas agree
+			{Name: "alg", Type: Str, Size: 16},
+			{Name: "private_key", Type: Text}, // PKCS #8, PEM
+			{Name: "public_key", Type: Text},  // the public JWK, JSON
+			{Name: "signs_from", Type: Time},
+			{Name: "signs_until", Type: Time},
+			{Name: "published_until", Type: Time}, // signs_until + the longest token lifetime
+			{Name: "created_at", Type: Time},
+		},
+		Indexes: []Index{
+			{Name: "period", Columns: []string{"period"}, Unique: true},
+			{Name: "published_until", Columns: []string{"published_until"}},
+		},
+	},
 }

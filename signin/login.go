@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -66,8 +67,12 @@ type Assertion struct {
 	Kind       string
 	Ceremony   string
 	Credential json.RawMessage
-	IP, UA     string
-	Detail     map[string]any
+	// Origins, when set, are the only web origins the assertion may have
+	// been made on (an application's, besides the relying party's own);
+	// the relying party's origins are checked by go-webauthn in any case.
+	Origins []string
+	IP, UA  string
+	Detail  map[string]any
 }
 
 // Login is a verified passkey sign-in, not yet written: Commit writes it.
@@ -107,6 +112,10 @@ func (c *Core) Verify(ctx context.Context, a Assertion) (*Login, error) {
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(a.Credential)
 	if err != nil {
 		return fail(ResultFailed, Malformed("sign-in", err), "", nil)
+	}
+	if o := parsed.Response.CollectedClientData.Origin; len(a.Origins) > 0 && !slices.Contains(a.Origins, o) {
+		return fail(ResultRefused, &Error{Status: http.StatusForbidden, Code: "origin",
+			Message: "This passkey sign-in was made on " + Clip(o, 100) + ", which is not an origin of this application."}, "", map[string]any{"origin": Clip(o, 100)})
 	}
 	var found *Credential
 	var lookupErr error

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,10 +91,12 @@ func New(cfg *config.Config, db *store.DB, opts Options) (*Core, error) {
 	wa, err := webauthn.New(&webauthn.Config{
 		RPID:          cfg.Portal.RPID,
 		RPDisplayName: cfg.Portal.RPName,
-		// The related origins (portal.related_origins) are listed at
-		// /.well-known/webauthn for the browsers; the server accepts
-		// assertions made on them too.
-		RPOrigins:             append(append([]string{}, cfg.Portal.Origins...), cfg.Portal.RelatedOrigins...),
+		// Passkeys are used on the portal's origins, on the related
+		// origins (portal.related_origins, listed at /.well-known/webauthn
+		// for the browsers) and on the applications' origins
+		// (oidc.clients[].origins, each client's assertions checked
+		// against its own).
+		RPOrigins:             rpOrigins(cfg),
 		AttestationPreference: protocol.ConveyancePreference(cfg.Portal.Policy.Attestation),
 		AuthenticatorSelection: protocol.AuthenticatorSelection{
 			ResidentKey:        protocol.ResidentKeyRequirementRequired,
@@ -113,6 +116,18 @@ func New(cfg *config.Config, db *store.DB, opts Options) (*Core, error) {
 		db: db, n: schema.NamesFor(cfg), d: db.Dialect(),
 		now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) },
 	}, nil
+}
+
+func rpOrigins(cfg *config.Config) []string {
+	out := append(append([]string{}, cfg.Portal.Origins...), cfg.Portal.RelatedOrigins...)
+	for _, c := range cfg.OIDC.Clients {
+		for _, o := range c.Origins {
+			if !slices.Contains(out, o) {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
 }
 
 // WebAuthn is the relying party (the portal registers passkeys with it).

@@ -12,13 +12,17 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/passbridge/passbridge/agent"
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/appsignin"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/demo"
 	"github.com/passbridge/passbridge/enroll"
 	"github.com/passbridge/passbridge/enroll/adoption"
 	"github.com/passbridge/passbridge/migrate"
+	"github.com/passbridge/passbridge/signin"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -112,17 +116,34 @@ func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 	m := metrics.New()
 	opts := agent.Options{Metrics: m}
 	var portal *enroll.Portal
-	p, err := enroll.New(cfg, enroll.Options{DB: db, Log: log.With("component", "portal"), Metrics: m})
+	// One passkey sign-in core for the portal and the applications.
+	core, err := signin.New(cfg, db, signin.Options{Log: log.With("component", "portal"), Metrics: m})
 	switch {
-	case errors.Is(err, enroll.ErrNotConfigured):
+	case errors.Is(err, signin.ErrNotConfigured):
 		log.Warn("the employee portal is off: set portal.rp_id and portal.origins to serve it")
 	case err != nil:
 		return err
 	default:
+		p, err := enroll.New(cfg, enroll.Options{DB: db, Core: core, Log: log.With("component", "portal"), Metrics: m})
+		if err != nil {
+			return err
+		}
+		apps, err := appsignin.New(cfg, appsignin.Options{DB: db, Core: core, Log: log.With("component", "apps")})
+		if err != nil {
+			return err
+		}
 		portal = p
-		opts.Mount = p.Mount
+		opts.Mount = func(e *echo.Echo) {
+			p.Mount(e)
+			if apps != nil {
+				apps.Mount(e)
+			}
+		}
 		opts.PortalErrors = p.ErrorHandler()
 		go p.Janitor(ctx, 10*time.Minute)
+		if apps != nil {
+			go apps.Janitor(ctx, 10*time.Minute)
+		}
 	}
 	a, err := agent.NewDaemon(cfg, db, log, opts)
 	if err != nil {

@@ -63,3 +63,16 @@ func (s *LDAP) DirectoryYAML(base string, extra ...string) string {
 	}
 	return b.String()
 }
+
+// DirectoryYAML is the directory block of a passbridge configuration that
+// reads base on this domain controller (AD preset, LDAPS with the DC's CA,
+// the read-only service account's UPN), for tests that run the real binary.
+func (s *AD) DirectoryYAML(base string, extra ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "directory:\n  kind: ad\n  urls: [%q]\n  ca_file: %q\n  bind_dn: %q\n  bind_password: %q\n  base_dn: %q\n",
+		s.LDAPSURL, s.CAFile, s.BindUPN, s.BindPassword, base)
+	for _, l := range extra {
+		b.WriteString("  " + l + "\n")
+	}
+	return b.String()
+}
