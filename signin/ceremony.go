@@ -139,6 +139,17 @@ func (c *Core) ClaimCeremony(ctx context.Context, id, kind string) (*Ceremony, e
 	return cer, nil
 }
 
+// settle claims an open ceremony with its final result and counts it; it
+// is ErrCeremonyGone when another request finished it first (then that
+// request's outcome is the ceremony's, and this one records nothing).
+func (c *Core) settle(ctx context.Context, cer *Ceremony, result string) error {
+	if err := c.claimIn(ctx, c.db, cer, result); err != nil {
+		return err
+	}
+	c.count(cer.Kind, result)
+	return nil
+}
+
 // FinishCeremony records how a ceremony ended (claiming it if it is not
 // claimed yet), and counts it.
 func (c *Core) FinishCeremony(ctx context.Context, cer *Ceremony, result string) {

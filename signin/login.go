@@ -104,8 +104,14 @@ func (c *Core) Verify(ctx context.Context, a Assertion) (*Login, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A refusal is recorded only by the request that finishes the
+	// ceremony: the ceremony is claimed first, so that a replay racing
+	// with the sign-in that commits (which may see the counter it wrote)
+	// is told the ceremony is gone, not audited as a clone or a failure.
 	fail := func(result string, ue *Error, target string, detail map[string]any) (*Login, error) {
-		c.FinishCeremony(ctx, cer, result)
+		if err := c.settle(ctx, cer, result); err != nil {
+			return nil, err
+		}
 		c.audit(ctx, a.event(EvSignInFailed, target, ue.Code, detail))
 		return nil, ue
 	}
@@ -165,7 +171,9 @@ func (c *Core) Verify(ctx context.Context, a Assertion) (*Login, error) {
 		return fail(ResultFailed, Unverified("sign-in", err), target, nil)
 	}
 	if wc.Authenticator.CloneWarning {
-		c.FinishCeremony(ctx, cer, ResultRefused)
+		if err := c.settle(ctx, cer, ResultRefused); err != nil {
+			return nil, err
+		}
 		c.audit(ctx, a.event(EvCloneWarning, target, "", map[string]any{
 			"passkey_id": found.ID, "stored_count": found.SignCount, "presented_count": parsed.Response.AuthenticatorData.Counter}))
 		c.audit(ctx, a.event(EvSignInFailed, target, ErrClone.Code, map[string]any{"passkey_id": found.ID}))
