@@ -93,7 +93,7 @@ func (c *Client) LookupUser(ctx context.Context, username string) (*Identity, er
 	filter := "(&" + scope.Filter + "(|" + strings.Join(clauses, "") + "))"
 	req := ldap.NewSearchRequest(scope.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 2, 0, false, filter, m.Attributes(), nil)
 	var found []*ldap.Entry
-	err = conn.stream(ctx, req, 0, func(r result) error {
+	err = conn.stream(ctx, req, 0, false, func(r result) error {
 		if r.entry != nil && scope.InScope(r.entry.DN) {
 			found = append(found, r.entry)
 		}

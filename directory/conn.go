@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	ber "github.com/go-asn1-ber/asn1-ber"
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/passbridge/passbridge/config"
@@ -105,6 +106,7 @@ type Conn struct {
 	URL     string
 	timeout time.Duration
 	stop    func() bool
+	tap     *tap
 }
 
 // Close ends the connection.
@@ -205,7 +207,8 @@ func (c *Client) dial(ctx context.Context, s server) (*Conn, error) {
 		return nil, fmt.Errorf("%s: %w", s.url, err)
 	}
 	var nc net.Conn = raw
-	if s.scheme == "ldaps" {
+	switch {
+	case s.scheme == "ldaps":
 		conf, verr := c.tlsConfig(s.host)
 		tc := tls.Client(raw, conf)
 		if err := tc.HandshakeContext(dctx); err != nil {
@@ -213,32 +216,65 @@ func (c *Client) dial(ctx context.Context, s server) (*Conn, error) {
 			return nil, c.tlsError(s, err, *verr)
 		}
 		nc = tc
-	}
-	l := ldap.NewConn(nc, s.scheme == "ldaps")
-	l.Start()
-	if c.cfg.StartTLS && s.scheme == "ldap" {
-		// StartTLS has no context: bound the handshake with a deadline on
-		// the socket, cleared once TLS is up.
-		deadline, _ := dctx.Deadline()
-		_ = raw.SetDeadline(deadline)
-		l.SetTimeout(connectTimeout)
+	case c.cfg.StartTLS:
 		conf, verr := c.tlsConfig(s.host)
-		if err := l.StartTLS(conf); err != nil {
-			l.Close()
+		tc, err := startTLS(dctx, raw, conf)
+		if err != nil {
+			raw.Close()
 			return nil, c.tlsError(s, err, *verr)
 		}
-		_ = raw.SetDeadline(time.Time{})
+		nc = tc
 	}
+	// go-ldap reads through the tap (wire.go), which decodes the entries
+	// of the sync's own searches itself.
+	t := newTap(nc)
+	l := ldap.NewConn(t, nc != raw)
+	l.Start()
 	timeout := c.cfg.Timeout.D()
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
 	l.SetTimeout(timeout)
-	conn := &Conn{Conn: l, URL: s.url, timeout: timeout}
+	conn := &Conn{Conn: l, URL: s.url, timeout: timeout, tap: t}
 	// Operations of go-ldap take no context: closing the connection is how
 	// a cancelled run interrupts a bind or a search in flight.
 	conn.stop = context.AfterFunc(ctx, func() { l.Close() })
 	return conn, nil
+}
+
+// startTLS runs the StartTLS extended operation (RFC 4511 4.14) on a
+// fresh connection, then the TLS handshake. It is go-ldap's StartTLS (the
+// same request, encoded and its answer decoded by go-ldap and asn1-ber),
+// done before go-ldap takes the connection: go-ldap's own StartTLS hides
+// the TLS connection it makes inside its Conn, and the tap must read the
+// plaintext. The message ID is 1, which go-ldap then uses again for its
+// first request: an ID may be reused once its operation is over.
+func startTLS(ctx context.Context, raw net.Conn, conf *tls.Config) (*tls.Conn, error) {
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(deadline)
+		defer raw.SetDeadline(time.Time{})
+	}
+	packet := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAP Request")
+	packet.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, int64(1), "MessageID"))
+	request := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationExtendedRequest, nil, "Start TLS")
+	request.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 0, "1.3.6.1.4.1.1466.20037", "TLS Extended Command"))
+	packet.AppendChild(request)
+	if _, err := raw.Write(packet.Bytes()); err != nil {
+		return nil, ldap.NewError(ldap.ErrorNetwork, fmt.Errorf("send StartTLS: %w", err))
+	}
+	// ReadPacket reads exactly one message, nothing of the handshake.
+	resp, err := ber.ReadPacket(raw)
+	if err != nil {
+		return nil, ldap.NewError(ldap.ErrorNetwork, fmt.Errorf("read the StartTLS response: %w", err))
+	}
+	if err := ldap.GetLDAPError(resp); err != nil {
+		return nil, err
+	}
+	tc := tls.Client(raw, conf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, ldap.NewError(ldap.ErrorNetwork, fmt.Errorf("TLS handshake failed (%w)", err))
+	}
+	return tc, nil
 }
 
 // tlsError turns certificate failures into errors that say what to fix.

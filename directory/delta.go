@@ -172,14 +172,14 @@ type pager struct {
 	ids     map[string]bool // upserted IDs, when the caller needs them
 }
 
-func (p *pager) add(ctx context.Context, e *ldap.Entry) error {
+func (p *pager) add(ctx context.Context, e *rawEntry) error {
 	p.entries++
-	it, err := p.r.m.Map(e)
+	it, err := p.r.m.mapRaw(e)
 	if err != nil {
-		p.r.out.Invalid(e.DN, err)
+		p.r.out.Invalid(string(e.dn), err)
 		return nil
 	}
-	if !p.r.scope.InScope(e.DN) {
+	if p.r.scope.members != nil && !p.r.scope.InScope(string(e.dn)) {
 		return p.r.out.Gone(ctx, []string{it.DirectoryID}, "not a member of "+p.r.cfg.Group)
 	}
 	if p.ids != nil {
@@ -239,7 +239,7 @@ func (r *reader) readUSN(ctx context.Context, prev *Cursor, reason string) (*Rea
 	if prev == nil {
 		out.Full, out.Complete, out.Reason = true, true, reason
 		cursor.FullAt = r.now().UTC()
-		err := r.conn.Paged(ctx, r.search(r.scope.Filter, r.m.Attributes()), r.pageSize(), func(page []*ldap.Entry) error {
+		err := r.conn.pagedRaw(ctx, r.search(r.scope.Filter, r.m.Attributes()), r.pageSize(), func(page []*rawEntry) error {
 			for _, e := range page {
 				if err := p.add(ctx, e); err != nil {
 					return err
@@ -267,13 +267,14 @@ func (r *reader) readUSN(ctx context.Context, prev *Cursor, reason string) (*Rea
 	idAttr := r.m.IDAttribute()
 	all := ldap.NewSearchRequest(nc, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
 		"(&(objectClass=user)"+changed+")", []string{idAttr, "isDeleted"}, []ldap.Control{ldap.NewControlMicrosoftShowDeleted()})
-	err = r.conn.Paged(ctx, all, r.pageSize(), func(page []*ldap.Entry) error {
+	isDeleted := []byte("isDeleted")
+	err = r.conn.pagedRaw(ctx, all, r.pageSize(), func(page []*rawEntry) error {
 		for _, e := range page {
-			id, err := r.m.ID(e)
+			id, err := r.m.rawID(e)
 			if err != nil {
 				continue // not an identity we could know
 			}
-			cands[id] = cand{deleted: strings.EqualFold(e.GetAttributeValue("isDeleted"), "TRUE")}
+			cands[id] = cand{deleted: strings.EqualFold(string(e.first(isDeleted)), "TRUE")}
 		}
 		return nil
 	})
@@ -281,7 +282,7 @@ func (r *reader) readUSN(ctx context.Context, prev *Cursor, reason string) (*Rea
 		return nil, fmt.Errorf("read changed and deleted users: %w", err)
 	}
 	p.ids = map[string]bool{}
-	err = r.conn.Paged(ctx, r.search("(&"+r.scope.Filter+changed+")", r.m.Attributes()), r.pageSize(), func(page []*ldap.Entry) error {
+	err = r.conn.pagedRaw(ctx, r.search("(&"+r.scope.Filter+changed+")", r.m.Attributes()), r.pageSize(), func(page []*rawEntry) error {
 		for _, e := range page {
 			if err := p.add(ctx, e); err != nil {
 				return err
@@ -364,11 +365,11 @@ func (r *reader) syncrepl(ctx context.Context, prev *Cursor, reason string) (*Re
 	if idle <= 0 {
 		idle = time.Minute
 	}
-	err := r.conn.stream(ctx, req, idle, func(res result) error {
-		if res.entry != nil {
+	err := r.conn.stream(ctx, req, idle, true, func(res result) error {
+		if res.raw != nil {
 			st, _ := ldap.FindControl(res.controls, ldap.ControlTypeSyncState).(*ldap.ControlSyncState)
 			if st == nil {
-				return fmt.Errorf("syncrepl: entry %q came without a sync state control", res.entry.DN)
+				return fmt.Errorf("syncrepl: entry %q came without a sync state control", res.raw.dn)
 			}
 			id := st.EntryUUID.String()
 			switch st.State {
@@ -384,7 +385,7 @@ func (r *reader) syncrepl(ctx context.Context, prev *Cursor, reason string) (*Re
 				deleted = append(deleted, id)
 				return nil
 			default:
-				return p.add(ctx, res.entry)
+				return p.add(ctx, res.raw)
 			}
 		}
 		if info, ok := ldap.FindControl(res.controls, ldap.ControlTypeSyncInfo).(*ldap.ControlSyncInfo); ok {
@@ -457,10 +458,11 @@ func (r *reader) readTimestamp(ctx context.Context, prev *Cursor, reason string)
 	}
 	attrs := append(r.m.Attributes(), "modifyTimestamp", "createTimestamp")
 	p := &pager{r: r}
-	err := r.conn.Paged(ctx, r.search(filter, attrs), r.pageSize(), func(page []*ldap.Entry) error {
+	stamps := [][]byte{[]byte("modifyTimestamp"), []byte("createTimestamp")}
+	err := r.conn.pagedRaw(ctx, r.search(filter, attrs), r.pageSize(), func(page []*rawEntry) error {
 		for _, e := range page {
-			for _, a := range []string{"modifyTimestamp", "createTimestamp"} {
-				if ts := e.GetEqualFoldAttributeValue(a); ts != "" && compareGeneralizedTime(ts, cursor.Timestamp) > 0 {
+			for _, a := range stamps {
+				if ts := string(e.first(a)); ts != "" && compareGeneralizedTime(ts, cursor.Timestamp) > 0 {
 					cursor.Timestamp = ts
 				}
 			}

@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -49,6 +50,8 @@ type Mapper struct {
 	// disabled attribute when the kind is ad.
 	expires string
 	now     func() time.Time
+	// The attribute names as bytes, for the lean entries (rawEntry.first).
+	id, username, email, displayName, department, disabledAttr, expiresAttr []byte
 }
 
 // NewMapper builds the mapper for a directory configuration whose presets
@@ -58,6 +61,8 @@ func NewMapper(d config.Directory) *Mapper {
 	if d.Kind == "ad" {
 		m.expires = "accountExpires"
 	}
+	m.id, m.username, m.email, m.displayName = []byte(m.attrs.ID), []byte(m.attrs.Username), []byte(m.attrs.Email), []byte(m.attrs.DisplayName)
+	m.department, m.disabledAttr, m.expiresAttr = []byte(m.attrs.Department), []byte(m.attrs.Disabled), []byte(m.expires)
 	return m
 }
 
@@ -84,42 +89,64 @@ var ErrNoID = errors.New("no stable ID")
 // Map maps one entry. An entry without a stable ID or a username cannot be
 // an identity: the error says which attribute is missing.
 func (m *Mapper) Map(e *ldap.Entry) (Identity, error) {
-	id, err := m.ID(e)
+	return m.mapRaw(rawFromLDAP(e, nil))
+}
+
+// mapRaw is Map on an entry as it arrived (the sync's reads): each field
+// is cut from the value's bytes, then copied once into its string.
+func (m *Mapper) mapRaw(e *rawEntry) (Identity, error) {
+	id, err := m.rawID(e)
 	if err != nil {
 		return Identity{}, err
 	}
 	it := Identity{
 		DirectoryID: id,
-		DN:          text(e.DN),
-		Username:    Clip(text(strings.TrimSpace(e.GetEqualFoldAttributeValue(m.attrs.Username))), maxUsernameLen),
-		Email:       Clip(text(strings.TrimSpace(m.get(e, m.attrs.Email))), maxEmailLen),
-		DisplayName: Clip(text(strings.TrimSpace(m.get(e, m.attrs.DisplayName))), MaxNameLen),
-		Department:  Clip(text(strings.TrimSpace(m.get(e, m.attrs.Department))), MaxNameLen),
+		DN:          text(string(e.dn)),
+		Username:    field(m.value(e, m.username), maxUsernameLen),
+		Email:       field(m.value(e, m.email), maxEmailLen),
+		DisplayName: field(m.value(e, m.displayName), MaxNameLen),
+		Department:  field(m.value(e, m.department), MaxNameLen),
 	}
 	if it.Username == "" {
-		return Identity{}, fmt.Errorf("entry %q has no %s (the username attribute)", e.DN, m.attrs.Username)
+		return Identity{}, fmt.Errorf("entry %q has no %s (the username attribute)", e.dn, m.attrs.Username)
 	}
 	it.Disabled, it.DisabledReason = m.disabled(e)
 	return it, nil
 }
 
-func (m *Mapper) get(e *ldap.Entry, attr string) string {
-	if attr == "" {
+// value is the first value of attr, nil when the entry has none (or attr
+// is not configured).
+func (m *Mapper) value(e *rawEntry, attr []byte) []byte {
+	if len(attr) == 0 {
+		return nil
+	}
+	return e.first(attr)
+}
+
+// field is a value as an identity stores it: trimmed, valid UTF-8, at most
+// n bytes.
+func field(v []byte, n int) string {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 {
 		return ""
 	}
-	return e.GetEqualFoldAttributeValue(attr)
+	return Clip(text(string(v)), n)
 }
 
 // ID returns the entry's stable ID in canonical form: AD's binary objectGUID
 // as the mixed-endian string AD tools print, UUIDs in lower case.
 func (m *Mapper) ID(e *ldap.Entry) (string, error) {
-	raw := e.GetEqualFoldRawAttributeValue(m.attrs.ID)
+	return m.rawID(rawFromLDAP(e, nil))
+}
+
+func (m *Mapper) rawID(e *rawEntry) (string, error) {
+	raw := e.first(m.id)
 	if len(raw) == 0 {
-		return "", fmt.Errorf("entry %q has no %s: %w (can the service account read it?)", e.DN, m.attrs.ID, ErrNoID)
+		return "", fmt.Errorf("entry %q has no %s: %w (can the service account read it?)", string(e.dn), m.attrs.ID, ErrNoID)
 	}
 	id, err := canonicalID(m.attrs.ID, raw)
 	if err != nil {
-		return "", fmt.Errorf("entry %q: %s: %w", e.DN, m.attrs.ID, err)
+		return "", fmt.Errorf("entry %q: %s: %w", string(e.dn), m.attrs.ID, err)
 	}
 	return id, nil
 }
@@ -135,7 +162,9 @@ func canonicalID(attr string, raw []byte) (string, error) {
 		// Some other binary ID: hex keeps it exact and printable.
 		raw = []byte(hex.EncodeToString(raw))
 	}
-	s := strings.ToLower(strings.TrimSpace(string(raw)))
+	// One copy: strings.ToLower returns its argument when it has nothing
+	// to change (an entryUUID as OpenLDAP sends it).
+	s := strings.ToLower(string(bytes.TrimSpace(raw)))
 	if s == "" {
 		return "", fmt.Errorf("empty value: %w", ErrNoID)
 	}
@@ -194,10 +223,10 @@ const ppolicyAdminLock = "000001010000Z"
 //     deliberately not a disable: otherwise anyone could switch off a
 //     colleague's passkeys by typing wrong passwords;
 //   - any other attribute: TRUE, true, yes, 1, disabled or locked.
-func (m *Mapper) disabled(e *ldap.Entry) (bool, string) {
+func (m *Mapper) disabled(e *rawEntry) (bool, string) {
 	attr := m.attrs.Disabled
 	if attr != "" {
-		v := strings.TrimSpace(e.GetEqualFoldAttributeValue(attr))
+		v := strings.TrimSpace(string(e.first(m.disabledAttr)))
 		switch strings.ToLower(attr) {
 		case "useraccountcontrol":
 			if v != "" {
@@ -218,7 +247,7 @@ func (m *Mapper) disabled(e *ldap.Entry) (bool, string) {
 		}
 	}
 	if m.expires != "" {
-		if v := e.GetEqualFoldAttributeValue(m.expires); v != "" {
+		if v := string(e.first(m.expiresAttr)); v != "" {
 			if at, ok := fileTime(v); ok && !at.After(m.now()) {
 				return true, m.expires + " " + at.UTC().Format(time.RFC3339) + " has passed"
 			}

@@ -260,7 +260,7 @@ func (c *Conn) hasMemberOf(ctx context.Context, group string, members map[string
 	}
 	found := false
 	sreq := ldap.NewSearchRequest(nc, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 1, 0, false, "(memberOf="+escaped+")", []string{"1.1"}, nil)
-	err = c.stream(ctx, sreq, 0, func(r result) error {
+	err = c.stream(ctx, sreq, 0, false, func(r result) error {
 		if r.entry != nil {
 			found = true
 		}
