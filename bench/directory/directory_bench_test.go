@@ -1,14 +1,18 @@
 // Package directorybench measures the directory sync at scale: a slapd
-// seeded with 100,000 users (slapadd), a full sync into SQLite and into
-// PostgreSQL with the real `passbridge` binary (wall time, entries/s, peak
-// RSS of the syncing process), a delta sync of 100 changed users, and
-// `ldapsearch` reading the same entries side by side as the read limit. Run
-// it with
+// seeded (slapadd) with 100,000 and with 1,000,000 users, and for each of
+// SQLite, PostgreSQL and MariaDB, in one run: ldapsearch reading the scope
+// (the read limit), go-ldap alone reading the same, passbridge's own
+// reader alone (directory.Conn.Read, the read of a full sync), then the
+// real `passbridge` binary's first full sync, a delta sync of 100 changed
+// users, a delta with nothing changed and a full sync with nothing
+// changed: wall time, the ratio to ldapsearch, peak RSS of the syncing
+// process. Run it with
 //
-//	make bench    (or: go test -run '^$' -bench . -benchtime 1x -timeout 60m ./bench/directory/)
+//	make bench    (or: go test -run '^$' -bench DirectorySync -benchtime 1x -timeout 60m ./bench/directory/)
 //
-// Figures and how to read them: bench/README.md. Timings are reported,
-// never asserted.
+// PASSBRIDGE_BENCH_DIRECTORY_USERS=100000 (a comma-separated list) picks
+// the sizes. Figures and how to read them: bench/README.md. Timings are
+// reported, never asserted.
 package directorybench
 
 import (
@@ -16,9 +20,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,18 +42,31 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testsrv.Run(m)) }
 
-const (
-	// users is the size of the directory.
-	users = 100_000
-	// changed is how many users the delta sync finds modified.
-	changed = 100
-)
+// changed is how many users the delta sync finds modified.
+const changed = 100
 
-// The legacy users table holds a row for every user but each 20th (5,000
-// identities stay unmatched, as employees who never used the application
-// do); each 11th row has no email and links by username; each 7th has its
-// email in another case. legacyOnly rows are former employees who are in
-// no directory.
+// sizes are the directory sizes measured (PASSBRIDGE_BENCH_DIRECTORY_USERS).
+func sizes(b *testing.B) []int {
+	v := os.Getenv("PASSBRIDGE_BENCH_DIRECTORY_USERS")
+	if v == "" {
+		return []int{100_000, 1_000_000}
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 2*changed {
+			b.Fatalf("PASSBRIDGE_BENCH_DIRECTORY_USERS=%q: want sizes of at least %d, comma-separated", v, 2*changed)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// The legacy users table holds a row for every user but each 20th (5 % of
+// the identities stay unmatched, as employees who never used the
+// application do); each 11th row has no email and links by username; each
+// 7th has its email in another case. legacyOnly rows are former employees
+// who are in no directory. Usernames are user%06d, as testsrv.SeedUID.
 const (
 	unmatchedEvery = 20
 	noEmailEvery   = 11
@@ -64,31 +83,53 @@ type syncRun struct {
 
 // figures is everything one benchmark run measured, per database.
 type figures struct {
-	ldapsearch        map[string]time.Duration // before each full sync
-	client            map[string]time.Duration // passbridge's LDAP client alone, same read
+	users             int
+	loadStart         string // /proc/loadavg when the run started, and ended
+	loadEnd           string
+	ldapsearch        map[string]time.Duration // before each first full sync
+	goldap            map[string]time.Duration // go-ldap alone, same read
+	reader            map[string]time.Duration // passbridge's reader alone (directory.Conn.Read)
 	full, delta, idle map[string]syncRun
 	renewed           map[string]syncRun // a second full sync: nothing changed
 }
 
-var measured *figures
+var measured = map[int]*figures{}
 
-// BenchmarkDirectorySync seeds slapd with 100,000 users and measures, for
-// SQLite and PostgreSQL: the first full sync, a delta sync after 100 users
-// changed, a delta sync with nothing changed, and a full sync with nothing
-// changed (the nightly one); and ldapsearch reading the same scope.
+// BenchmarkDirectorySync measures each size (users=100000, users=1000000)
+// as a sub-benchmark: for each database the first full sync, a delta sync
+// after 100 users changed, a delta sync with nothing changed and a full
+// sync with nothing changed (the nightly one), with ldapsearch, go-ldap and
+// passbridge's reader reading the same scope beside them.
 func BenchmarkDirectorySync(b *testing.B) {
-	// A run takes minutes: measure once, report the same figures if the
-	// testing package asks again.
-	if measured == nil {
-		measured = measure(b)
+	for _, n := range sizes(b) {
+		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) {
+			// A run takes minutes: measure once, report the same
+			// figures if the testing package asks again.
+			if measured[n] == nil {
+				measured[n] = measure(b, n)
+			}
+			report(b, measured[n])
+		})
 	}
-	report(b, measured)
+}
+
+func loadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 var drivers = []string{"sqlite", "postgres", "mysql"}
 
-func measure(b *testing.B) *figures {
+func measure(b *testing.B, users int) *figures {
 	ctx := context.Background()
+	load := loadAverage()
 	ldapsearch := testsrv.Binary(b, "ldapsearch", "ldap-utils")
 	bin := testsrv.Passbridge(b)
 
@@ -106,8 +147,8 @@ func measure(b *testing.B) *figures {
 	}
 
 	work := b.TempDir()
-	f := &figures{ldapsearch: map[string]time.Duration{}, client: map[string]time.Duration{}, full: map[string]syncRun{}, delta: map[string]syncRun{},
-		idle: map[string]syncRun{}, renewed: map[string]syncRun{}}
+	f := &figures{users: users, loadStart: load, ldapsearch: map[string]time.Duration{}, goldap: map[string]time.Duration{}, reader: map[string]time.Duration{},
+		full: map[string]syncRun{}, delta: map[string]syncRun{}, idle: map[string]syncRun{}, renewed: map[string]syncRun{}}
 	cfgs := map[string]string{}
 	for _, driver := range drivers {
 		var dsn string
@@ -120,13 +161,14 @@ func measure(b *testing.B) *figures {
 			dsn = testsrv.MariaDB(b).NewDatabase(b)
 		}
 		t1 := time.Now()
-		legacyUsers(ctx, b, driver, dsn)
+		legacyUsers(ctx, b, driver, dsn, users)
 		cfgs[driver] = writeConfig(b, work, driver, dsn, srv)
 		passbridge(b, bin, "migrate", "apply", "--config", cfgs[driver])
 		b.Logf("%s: legacy users table (%d rows) created and migrated in %s", driver, users-users/unmatchedEvery+legacyOnly, time.Since(t1).Round(100*time.Millisecond))
 
 		f.ldapsearch[driver] = runLDAPSearch(b, ldapsearch, srv, filter, attrs)
-		f.client[driver] = clientRead(ctx, b, srv, filter, attrs)
+		f.goldap[driver] = goldapRead(ctx, b, srv, filter, attrs, users)
+		f.reader[driver] = readerRead(ctx, b, srv, users)
 		f.full[driver] = runSync(b, bin, cfgs[driver], true)
 		if s := f.full[driver].summary; s.Entries != users || s.Changes[dirsync.KindCreate] != users || s.Mode != "full" {
 			b.Fatalf("%s: full sync summary %+v: want %d creates", driver, s, users)
@@ -153,53 +195,50 @@ func measure(b *testing.B) *figures {
 			b.Fatalf("%s: second full sync: %+v", driver, s)
 		}
 	}
+	f.loadEnd = loadAverage()
 	return f
 }
 
 func report(b *testing.B, f *figures) {
 	var sb strings.Builder
 	w := tabwriter.NewWriter(&sb, 2, 8, 2, ' ', 0)
-	fmt.Fprintf(w, "\nfigure\tSQLite\tPostgreSQL 15\tMariaDB\n")
+	fmt.Fprintf(w, "\n%d users; load average %s at the start, %s at the end\n", f.users, f.loadStart, f.loadEnd)
+	fmt.Fprintf(w, "figure\tSQLite\tPostgreSQL 15\tMariaDB\n")
 	row := func(label string, fn func(driver string) string) {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", label, fn("sqlite"), fn("postgres"), fn("mysql"))
 	}
 	secs := func(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 	mib := func(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-	rate := func(r syncRun) string {
-		return fmt.Sprintf("%.0f entries/s", float64(r.summary.Entries)/r.wall.Seconds())
+	ratio := func(d string, t time.Duration) string {
+		return fmt.Sprintf("%s (%.2fx)", secs(t), t.Seconds()/f.ldapsearch[d].Seconds())
 	}
 	split := func(r syncRun) string {
-		return fmt.Sprintf("LDAP %s, DB %s, total %s", ms(r.summary.LDAPMillis), ms(r.summary.DBMillis), ms(r.summary.TotalMillis))
+		return fmt.Sprintf("LDAP %s, DB %s", ms(r.summary.LDAPMillis), ms(r.summary.DBMillis))
 	}
-	row("ldapsearch -E pr=1000/noprompt, same scope and attributes (read limit)", func(d string) string { return secs(f.ldapsearch[d]) })
-	row("passbridge's LDAP client (go-ldap) alone, same read, paged, entries discarded", func(d string) string { return secs(f.client[d]) })
-	row("full sync, first (100,000 creates): wall time", func(d string) string { return secs(f.full[d].wall) })
-	row("  ratio to ldapsearch (target <= 2x)", func(d string) string {
-		return fmt.Sprintf("%.2fx", f.full[d].wall.Seconds()/f.ldapsearch[d].Seconds())
-	})
-	row("  rate", func(d string) string { return rate(f.full[d]) })
-	row("  peak RSS of the process (target < 200 MB)", func(d string) string { return mib(f.full[d].maxRSS) })
+	row("ldapsearch -E pr=1000/noprompt, same scope and attributes (the read limit)", func(d string) string { return secs(f.ldapsearch[d]) })
+	row("go-ldap alone, same read, paged, entries discarded (x ldapsearch)", func(d string) string { return ratio(d, f.goldap[d]) })
+	row("passbridge's reader alone: a full sync's read, entries mapped (x ldapsearch)", func(d string) string { return ratio(d, f.reader[d]) })
+	row("full sync, first: wall time (x ldapsearch; target <= 2x)", func(d string) string { return ratio(d, f.full[d].wall) })
 	row("  inside the run (summary)", func(d string) string { return split(f.full[d]) })
+	row("  peak RSS (target: flat, < 100 MB)", func(d string) string { return mib(f.full[d].maxRSS) })
 	row("  linked / unmatched", func(d string) string {
 		return fmt.Sprintf("%d / %d", f.full[d].summary.Linked, f.full[d].summary.Unmatched)
 	})
-	row("delta sync, 100 users changed: wall time (target < 1 s)", func(d string) string { return secs(f.delta[d].wall) })
-	row("  inside the run (summary)", func(d string) string { return split(f.delta[d]) })
-	row("  changes", func(d string) string { return f.delta[d].summary.Changes.String() })
+	row("full sync, nothing changed: wall time (x ldapsearch; target <= 2x)", func(d string) string { return ratio(d, f.renewed[d].wall) })
+	row("  inside the run (summary)", func(d string) string { return split(f.renewed[d]) })
+	row("  peak RSS", func(d string) string { return mib(f.renewed[d].maxRSS) })
+	row("delta sync, 100 users changed: wall time", func(d string) string { return secs(f.delta[d].wall) })
 	row("  peak RSS", func(d string) string { return mib(f.delta[d].maxRSS) })
 	row("delta sync, nothing changed: wall time", func(d string) string { return secs(f.idle[d].wall) })
-	row("full sync, nothing changed (nightly): wall time", func(d string) string { return secs(f.renewed[d].wall) })
-	row("  rate", func(d string) string { return rate(f.renewed[d]) })
-	row("  peak RSS", func(d string) string { return mib(f.renewed[d].maxRSS) })
 	w.Flush()
 	fmt.Print(sb.String())
 	b.Log(sb.String())
 
 	for _, d := range drivers {
 		b.ReportMetric(f.ldapsearch[d].Seconds(), d+"-ldapsearch-s")
-		b.ReportMetric(f.client[d].Seconds(), d+"-client-read-s")
+		b.ReportMetric(f.goldap[d].Seconds(), d+"-goldap-read-s")
+		b.ReportMetric(f.reader[d].Seconds(), d+"-reader-s")
 		b.ReportMetric(f.full[d].wall.Seconds(), d+"-full-s")
-		b.ReportMetric(float64(f.full[d].summary.Entries)/f.full[d].wall.Seconds(), d+"-full-entries/s")
 		b.ReportMetric(float64(f.full[d].maxRSS)/(1<<20), d+"-full-MiB")
 		b.ReportMetric(f.delta[d].wall.Seconds(), d+"-delta100-s")
 		b.ReportMetric(f.idle[d].wall.Seconds(), d+"-delta0-s")
@@ -284,33 +323,96 @@ func runLDAPSearch(b *testing.B, bin string, srv *testsrv.LDAP, filter string, a
 	return d
 }
 
-// clientRead reads the same scope with passbridge's own LDAP client
-// (directory.Client, go-ldap underneath) over StartTLS, paged, and
-// discards the entries: the read floor of the sync itself.
-func clientRead(ctx context.Context, b *testing.B, srv *testsrv.LDAP, filter string, attrs []string) time.Duration {
-	c, err := directory.NewClient(config.Directory{URLs: []string{srv.URL}, StartTLS: true, CAFile: srv.CAFile,
-		BindDN: srv.BindDN, BindPassword: config.Secret(srv.BindPassword), Timeout: config.Duration(time.Minute)}, nil)
+// goldapRead reads the same scope with go-ldap alone (its own dial and
+// StartTLS, a paged search through SearchAsync) and discards the entries.
+func goldapRead(ctx context.Context, b *testing.B, srv *testsrv.LDAP, filter string, attrs []string, users int) time.Duration {
+	t0 := time.Now()
+	l, err := ldap.DialURL(srv.URL)
 	if err != nil {
 		b.Fatal(err)
 	}
+	defer l.Close()
+	if err := l.StartTLS(srv.TLSConfig()); err != nil {
+		b.Fatal(err)
+	}
+	if err := l.Bind(srv.BindDN, srv.BindPassword); err != nil {
+		b.Fatal(err)
+	}
+	paging := ldap.NewControlPaging(1000)
+	req := ldap.NewSearchRequest(srv.PeopleDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false, filter, attrs, []ldap.Control{paging})
+	n := 0
+	for {
+		resp := l.SearchAsync(ctx, req, 64)
+		var done []ldap.Control
+		for resp.Next() {
+			if resp.Entry() != nil {
+				n++
+			} else if len(resp.Controls()) > 0 {
+				done = resp.Controls()
+			}
+		}
+		if err := resp.Err(); err != nil {
+			b.Fatal(err)
+		}
+		ctrl, ok := ldap.FindControl(done, ldap.ControlTypePaging).(*ldap.ControlPaging)
+		if !ok || len(ctrl.Cookie) == 0 {
+			break
+		}
+		paging.SetCookie(ctrl.Cookie)
+	}
+	d := time.Since(t0)
+	if n != users {
+		b.Fatalf("go-ldap read: %d entries, want %d", n, users)
+	}
+	b.Logf("go-ldap alone, paged read: %s", d.Round(time.Millisecond))
+	return d
+}
+
+// readerRead reads the scope as a full sync does (directory.Conn.Read of
+// the OpenLDAP preset: a syncrepl refresh, every entry mapped to an
+// identity) into a sink that only counts.
+func readerRead(ctx context.Context, b *testing.B, srv *testsrv.LDAP, users int) time.Duration {
+	p := config.Presets["openldap"]
+	d := config.Directory{Kind: "openldap", URLs: []string{srv.URL}, StartTLS: true, CAFile: srv.CAFile, BindDN: srv.BindDN,
+		BindPassword: config.Secret(srv.BindPassword), BaseDN: srv.PeopleDN, Attributes: p.Attributes, UserFilter: p.UserFilter,
+		Timeout: config.Duration(time.Minute)}
+	c, err := directory.NewClient(d, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := directory.NewMapper(d)
 	t0 := time.Now()
 	conn, err := c.Connect(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer conn.Close()
-	n := 0
-	req := ldap.NewSearchRequest(srv.PeopleDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false, filter, attrs, nil)
-	if err := conn.Paged(ctx, req, 1000, func(page []*ldap.Entry) error { n += len(page); return nil }); err != nil {
+	scope, err := conn.ResolveScope(ctx, d, m, directory.ScopeOptions{})
+	if err != nil {
 		b.Fatal(err)
 	}
-	d := time.Since(t0)
-	if n != users {
-		b.Fatalf("client read: %d entries, want %d", n, users)
+	var s countSink
+	if _, err := conn.Read(ctx, directory.ReadRequest{Dir: d, Mapper: m, Scope: scope, Out: &s, Log: slog.New(slog.DiscardHandler), Now: time.Now, Full: true}); err != nil {
+		b.Fatal(err)
 	}
-	b.Logf("passbridge's LDAP client, paged read: %s", d.Round(time.Millisecond))
-	return d
+	el := time.Since(t0)
+	if s.upserted != users || s.invalid != 0 {
+		b.Fatalf("reader: %d identities (%d invalid), want %d", s.upserted, s.invalid, users)
+	}
+	b.Logf("passbridge's reader, full read: %s", el.Round(time.Millisecond))
+	return el
 }
+
+// countSink counts what a read hands over and keeps nothing.
+type countSink struct{ upserted, invalid int }
+
+func (s *countSink) Upsert(_ context.Context, page []directory.Identity) error {
+	s.upserted += len(page)
+	return nil
+}
+func (s *countSink) Present(context.Context, []string) error      { return nil }
+func (s *countSink) Gone(context.Context, []string, string) error { return nil }
+func (s *countSink) Invalid(string, error)                        { s.invalid++ }
 
 // writeConfig writes the passbridge configuration of one database.
 func writeConfig(b testing.TB, dir, driver, dsn string, srv *testsrv.LDAP) string {
@@ -326,7 +428,7 @@ users_table: {name: users, key: id, username: username, email: email, password: 
 }
 
 // legacyUsers creates the application's users table and fills it.
-func legacyUsers(ctx context.Context, b testing.TB, driver, dsn string) {
+func legacyUsers(ctx context.Context, b testing.TB, driver, dsn string, users int) {
 	db, err := store.Open(ctx, config.Database{Driver: driver, DSN: config.Secret(dsn), ConnectTimeout: config.Duration(time.Minute)}, nil)
 	if err != nil {
 		b.Fatal(err)
@@ -353,11 +455,11 @@ func legacyUsers(ctx context.Context, b testing.TB, driver, dsn string) {
 		stmts = []string{
 			`CREATE TABLE users (id bigserial PRIMARY KEY, username varchar(150) NOT NULL UNIQUE, email varchar(254), password_hash varchar(255) NOT NULL)`,
 			fmt.Sprintf(`INSERT INTO users (username, email, password_hash)
-			SELECT 'user' || lpad(i::text, 6, '0'),
+			SELECT 'user' || lpad(i::text, greatest(6, length(i::text)), '0'),
 			       CASE WHEN i %% %d = 0 THEN NULL
-			            WHEN i %% %d = 0 THEN 'USER' || lpad(i::text, 6, '0') || '@Corp.Example'
-			            ELSE 'user' || lpad(i::text, 6, '0') || '@corp.example' END,
-			       '$2y$10$legacy.hash.' || lpad(i::text, 6, '0')
+			            WHEN i %% %d = 0 THEN 'USER' || lpad(i::text, greatest(6, length(i::text)), '0') || '@Corp.Example'
+			            ELSE 'user' || lpad(i::text, greatest(6, length(i::text)), '0') || '@corp.example' END,
+			       '$2y$10$legacy.hash.' || lpad(i::text, greatest(6, length(i::text)), '0')
 			FROM generate_series(1, %d) AS i WHERE i %% %d <> 0`, noEmailEvery, upperEvery, users, unmatchedEvery),
 			fmt.Sprintf(`INSERT INTO users (username, email, password_hash)
 			SELECT 'former' || lpad(i::text, 4, '0'), 'former' || lpad(i::text, 4, '0') || '@corp.example', '$2y$10$former'
@@ -369,11 +471,11 @@ func legacyUsers(ctx context.Context, b testing.TB, driver, dsn string) {
 		stmts = []string{
 			`CREATE TABLE users (id BIGINT AUTO_INCREMENT PRIMARY KEY, username VARCHAR(150) NOT NULL UNIQUE, email VARCHAR(254), password_hash VARCHAR(255) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci`,
 			fmt.Sprintf(`INSERT INTO users (username, email, password_hash)
-			SELECT CONCAT('user', LPAD(seq, 6, '0')),
+			SELECT CONCAT('user', LPAD(seq, GREATEST(6, LENGTH(seq)), '0')),
 			       CASE WHEN seq %% %d = 0 THEN NULL
-			            WHEN seq %% %d = 0 THEN CONCAT('USER', LPAD(seq, 6, '0'), '@Corp.Example')
-			            ELSE CONCAT('user', LPAD(seq, 6, '0'), '@corp.example') END,
-			       CONCAT('$2y$10$legacy.hash.', LPAD(seq, 6, '0'))
+			            WHEN seq %% %d = 0 THEN CONCAT('USER', LPAD(seq, GREATEST(6, LENGTH(seq)), '0'), '@Corp.Example')
+			            ELSE CONCAT('user', LPAD(seq, GREATEST(6, LENGTH(seq)), '0'), '@corp.example') END,
+			       CONCAT('$2y$10$legacy.hash.', LPAD(seq, GREATEST(6, LENGTH(seq)), '0'))
 			FROM seq_1_to_%d WHERE seq %% %d <> 0`, noEmailEvery, upperEvery, users, unmatchedEvery),
 			fmt.Sprintf(`INSERT INTO users (username, email, password_hash)
 			SELECT CONCAT('former', LPAD(seq, 4, '0')), CONCAT('former', LPAD(seq, 4, '0'), '@corp.example'), '$2y$10$former'
