@@ -51,6 +51,8 @@ type Apps struct {
 	keys    *Keys
 	clients map[string]*config.Client
 	issuer  string
+	// provider is zitadel/oidc's OpenID Connect provider.
+	provider http.Handler
 }
 
 // New builds the application sign-in; nil, nil when no client is
@@ -65,6 +67,7 @@ func New(cfg *config.Config, opts Options) (*Apps, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	var err error
 	a := &Apps{cfg: cfg, log: opts.Log, core: opts.Core, db: opts.DB, n: schema.NamesFor(cfg), clients: map[string]*config.Client{}}
 	for i := range cfg.OIDC.Clients {
 		c := &cfg.OIDC.Clients[i]
@@ -79,6 +82,9 @@ func New(cfg *config.Config, opts Options) (*Apps, error) {
 	}
 	lifetime := max(cfg.OIDC.TokenLifetime.D(), cfg.OIDC.AssertionLifetime.D())
 	a.keys = NewKeys(opts.DB, a.n, cfg.OIDC.KeyRotation.D(), lifetime, opts.Core.Now)
+	if a.provider, err = a.newProvider(); err != nil {
+		return nil, fmt.Errorf("OpenID Connect provider: %w", err)
+	}
 	return a, nil
 }
 
@@ -88,26 +94,16 @@ func (a *Apps) Issuer() string { return a.issuer }
 // Keys is the signing key store.
 func (a *Apps) Keys() *Keys { return a.keys }
 
-// Mount adds the routes of the application sign-in to the portal's router.
+// Mount adds the routes of the application sign-in to the portal's router:
+// the OpenID Connect provider (its JWKS at /oidc/keys serves the assertion
+// API too) and the assertion API.
 func (a *Apps) Mount(e *echo.Echo) {
 	a.mountAssertion(e)
-	e.GET(jwksPath, a.jwks)
+	a.mountOIDC(e)
 }
 
 // jwksPath is where the public signing keys are published.
 const jwksPath = "/oidc/keys"
-
-// jwks publishes the signing keys (RFC 7517), the ones that sign now, the
-// next one and those whose tokens have not all expired.
-func (a *Apps) jwks(c echo.Context) error {
-	keys, err := a.keys.Published(c.Request().Context())
-	if err != nil {
-		return err
-	}
-	c.Response().Header().Set("Cache-Control", "max-age=300")
-	c.Response().Header().Set("Access-Control-Allow-Origin", "*")
-	return c.JSON(http.StatusOK, map[string]any{"keys": keys})
-}
 
 // subject is what sub carries for a client: the users row's key (the
 // application's own user ID) or the directory's stable ID.
@@ -165,14 +161,13 @@ func appError(c echo.Context, err error) error {
 	return err
 }
 
-// Janitor deletes, every interval until ctx ends, the signing keys no
-// longer published (and what else of the application sign-in expired).
+// Janitor deletes what expired (sweep), every interval until ctx ends.
 // Every replica may run it: the deletes are idempotent.
 func (a *Apps) Janitor(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if err := a.keys.Prune(ctx); err != nil && ctx.Err() == nil {
+		if err := a.sweep(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("application sign-in cleanup failed; will retry", "err", err)
 		}
 		select {
@@ -180,5 +175,31 @@ func (a *Apps) Janitor(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// sweep deletes the keys no longer published, the authorization requests
+// past their life, and the access tokens a day after they expired.
+func (a *Apps) sweep(ctx context.Context) error {
+	if err := a.keys.Prune(ctx); err != nil {
+		return err
+	}
+	now := a.core.Now()
+	for _, st := range []struct {
+		table  string
+		before time.Time
+	}{{"oidc_requests", now}, {"oidc_tokens", now.Add(-24 * time.Hour)}} {
+		if _, err := store.Exec(ctx, a.db, "DELETE FROM "+a.n.Table(st.table)+" WHERE "+a.n.Column("expires_at")+" < ?", st.before); err != nil {
+			return fmt.Errorf("clean up %s: %w", st.table, err)
+		}
+	}
+	return nil
+}
+
+// audit records an event of the application sign-in, logging a failure to
+// write it.
+func (a *Apps) audit(ctx context.Context, e signin.Event) {
+	if err := a.core.Record(ctx, a.db, e); err != nil {
+		a.log.Error("cannot write the audit trail", "event", e.Event, "err", err)
 	}
 }

@@ -369,14 +369,14 @@ func TestOIDCClients(t *testing.T) {
 	}
 
 	for body, want := range map[string]string{
-		"oidc: {clients: [{id: erp, redirect_uris: [https://erp.corp.example/cb]}]}":                                                            "oidc.clients[0].secret: is required (or secret_file) unless public: true",
-		"oidc: {clients: [{id: erp, public: true, secret: abcdefghijklmnopqrstu, redirect_uris: [https://e.x/cb]}]}":                            "oidc.clients[0].secret: a public client has no secret",
-		"oidc: {clients: [{id: erp, public: true}]}":                                                                                            "oidc.clients[0].redirect_uris: needs at least one redirect URI",
-		"oidc: {clients: [{id: erp, public: true, redirect_uris: [http://erp.corp.example/cb]}]}":                                               "oidc.clients[0].redirect_uris[0]: must be https://",
-		"oidc: {clients: [{id: erp, public: true, redirect_uris: [https://erp.corp.example/cb#x]}]}":                                            "must not have a fragment",
-		"oidc: {clients: [{id: erp, public: true, origins: [https://erp.other.example]}]}":                                                      "only under that domain or when listed in portal.related_origins",
+		"oidc: {clients: [{id: erp, redirect_uris: [https://erp.corp.example/cb]}]}":                                                                              "oidc.clients[0].secret: is required (or secret_file) unless public: true",
+		"oidc: {clients: [{id: erp, public: true, secret: abcdefghijklmnopqrstu, redirect_uris: [https://e.x/cb]}]}":                                              "oidc.clients[0].secret: a public client has no secret",
+		"oidc: {clients: [{id: erp, public: true}]}":                                                                                                              "oidc.clients[0].redirect_uris: needs at least one redirect URI",
+		"oidc: {clients: [{id: erp, public: true, redirect_uris: [http://erp.corp.example/cb]}]}":                                                                 "oidc.clients[0].redirect_uris[0]: must be https://",
+		"oidc: {clients: [{id: erp, public: true, redirect_uris: [https://erp.corp.example/cb#x]}]}":                                                              "must not have a fragment",
+		"oidc: {clients: [{id: erp, public: true, origins: [https://erp.other.example]}]}":                                                                        "only under that domain or when listed in portal.related_origins",
 		"oidc: {clients: [{id: a, public: true, origins: [https://a.passkeys.corp.example]}, {id: a, public: true, origins: [https://b.passkeys.corp.example]}]}": `oidc.clients[1].id: "a" is listed twice`,
-		"oidc: {clients: [{id: 'e r p', public: true, origins: [https://a.passkeys.corp.example]}]}":                                                     "oidc.clients[0].id: must be letters",
+		"oidc: {clients: [{id: 'e r p', public: true, origins: [https://a.passkeys.corp.example]}]}":                                                              "oidc.clients[0].id: must be letters",
 		"oidc: {key_rotation: 10m}": "oidc.key_rotation: must be at least 1h",
 	} {
 		_, err := Load(write(t, validYAML+body+"\n"), nil)

@@ -251,21 +251,28 @@ func (p *Portal) relatedOrigins(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"origins": p.cfg.Portal.RelatedOrigins})
 }
 
-// headers are the security headers of every portal response: a CSP that
-// allows no inline script and no framing, no referrer (enrollment links
-// carry a secret in the path), no MIME sniffing, and HSTS over HTTPS.
+// PageHeaders sets the security headers of a passbridge page (the portal's,
+// the OpenID Connect login page): a CSP that allows no inline script and no
+// framing, no referrer, no MIME sniffing, and HSTS over HTTPS.
+func PageHeaders(h http.Header, secure bool) {
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Permissions-Policy", "publickey-credentials-get=(self), publickey-credentials-create=(self), camera=(), microphone=(), geolocation=()")
+	if secure {
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+	}
+}
+
+// headers are the security headers of every portal response (PageHeaders:
+// no referrer matters here, enrollment links carry a secret in the path),
+// and no-store on everything but the static files.
 func (p *Portal) headers(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		h := c.Response().Header()
-		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cross-Origin-Opener-Policy", "same-origin")
-		h.Set("Permissions-Policy", "publickey-credentials-get=(self), publickey-credentials-create=(self), camera=(), microphone=(), geolocation=()")
-		if p.secure {
-			h.Set("Strict-Transport-Security", "max-age=31536000")
-		}
+		PageHeaders(h, p.secure)
 		if !strings.HasPrefix(c.Request().URL.Path, "/static/") {
 			h.Set("Cache-Control", "no-store")
 		}

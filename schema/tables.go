@@ -329,4 +329,47 @@ var Tables = []Table{
 			{Name: "published_until", Columns: []string{"published_until"}},
 		},
 	},
+	{
+		Name:       "oidc_requests",
+		PrimaryKey: "id",
+		Comment:    "OpenID Connect authorization requests, from authorize to the code's one exchange",
+		Columns: []Column{
+			{Name: "id", Type: Str, Size: 64}, // SHA-256 of the request ID in the login URL
+			{Name: "client_id", Type: Str, Size: 64},
+			{Name: "request", Type: Text}, // JSON of the authorization request
+			{Name: "identity_id", Type: Ref, Nullable: true},
+			{Name: "subject", Type: Str, Size: 255, Nullable: true},
+			{Name: "amr", Type: Str, Size: 64, Nullable: true},
+			{Name: "auth_time", Type: Time, Nullable: true},
+			{Name: "browser_hash", Type: Str, Size: 64, Nullable: true}, // the browser that signed in (cookie)
+			{Name: "code_hash", Type: Str, Size: 64, Nullable: true},
+			{Name: "code_used_at", Type: Time, Nullable: true},
+			{Name: "created_at", Type: Time},
+			{Name: "expires_at", Type: Time},
+		},
+		Indexes: []Index{
+			{Name: "code_hash", Columns: []string{"code_hash"}, Unique: true},
+			{Name: "expires_at", Columns: []string{"expires_at"}},
+		},
+	},
+	{
+		Name:       "oidc_tokens",
+		PrimaryKey: "id",
+		Comment:    "OpenID Connect access tokens, so that a revoked one is refused",
+		Columns: []Column{
+			{Name: "id", Type: Str, Size: 64}, // the token's jti
+			{Name: "request_id", Type: Str, Size: 64},
+			{Name: "client_id", Type: Str, Size: 64},
+			{Name: "subject", Type: Str, Size: 255},
+			{Name: "identity_id", Type: Ref, Nullable: true},
+			{Name: "created_at", Type: Time},
+			{Name: "expires_at", Type: Time},
+			{Name: "revoked_at", Type: Time, Nullable: true},
+		},
+		Indexes: []Index{
+			{Name: "request_id", Columns: []string{"request_id"}},
+			{Name: "subject", Columns: []string{"subject", "client_id"}},
+			{Name: "expires_at", Columns: []string{"expires_at"}},
+		},
+	},
 }

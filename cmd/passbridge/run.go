@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -113,6 +114,21 @@ func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 		}
 	}
 
+	if cfg.Demo {
+		issuer := strings.TrimRight(cfg.Portal.Origins[0], "/")
+		// The ERP is the demo's extra: a port that is taken costs the
+		// ERP, not the demo.
+		if erp, err := demo.StartERP("127.0.0.1:"+demoERPPort(cfg), issuer, log.With("component", "demo-erp")); err != nil {
+			log.Warn("the demo ERP is off: its port is not free", "err", err)
+		} else {
+			defer func() {
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				erp.Stop(sctx)
+			}()
+			banner += "Demo ERP (signs in through passbridge with OpenID Connect): " + erp.URL + "\n"
+		}
+	}
 	m := metrics.New()
 	opts := agent.Options{Metrics: m}
 	var portal *enroll.Portal
@@ -212,10 +228,26 @@ func demoConfig(dir, ldapURL, listen string) (*config.Config, error) {
 			cfg.Portal.Origins = []string{"http://localhost:" + port}
 		}
 	}
+	// The demo ERP, on the port after the portal's, signs in through the
+	// OpenID Connect provider as the demo's one client.
+	cfg.OIDC.Clients = []config.Client{{
+		ID: demo.ERPClientID, Name: "Northwind ERP", Secret: config.Secret(demo.ERPClientSecret),
+		RedirectURIs: []string{demo.ERPRedirectURI(demoERPPort(&cfg))}, PostLogoutRedirectURIs: []string{"http://localhost:" + demoERPPort(&cfg) + "/"},
+	}}
 	if err := config.Finish(&cfg, os.Environ()); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// demoERPPort is the demo ERP's port: the one after the portal's.
+func demoERPPort(cfg *config.Config) string {
+	_, port, _ := net.SplitHostPort(cfg.Portal.Listen)
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		n = 8080
+	}
+	return strconv.Itoa(n + 1)
 }
 
 func portalURL(cfg *config.Config, addr net.Addr) string {
