@@ -160,6 +160,14 @@ type user struct {
 // `passbridge sync`, which links them.
 func (d *daemon) addUser(prefix string) *user {
 	d.t.Helper()
+	u := d.addUnsynced(prefix)
+	d.command("sync", "--full")
+	return u
+}
+
+// addUnsynced adds an employee that the next sync links.
+func (d *daemon) addUnsynced(prefix string) *user {
+	d.t.Helper()
 	d.users++
 	name := fmt.Sprintf("%s-%d%d", prefix, d.users, time.Now().UnixNano()%100000)
 	u := &user{name: name}
@@ -173,7 +181,6 @@ func (d *daemon) addUser(prefix string) *user {
 		d.t.Fatal(err)
 	}
 	u.key = id
-	d.command("sync", "--full")
 	return u
 }
 
