@@ -130,7 +130,9 @@ func BenchmarkOIDCCodeFlow(b *testing.B) {
 	b.ReportMetric(float64(p.errors), "portal-errors")
 }
 
-func postJSON(hc *http.Client, u string, body, out any) error { return postJSONWith(hc, u, body, nil, out) }
+func postJSON(hc *http.Client, u string, body, out any) error {
+	return postJSONWith(hc, u, body, nil, out)
+}
 
 func postJSONWith(hc *http.Client, u string, body any, hdr map[string]string, out any) error {
 	raw, _ := json.Marshal(body)
