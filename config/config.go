@@ -17,6 +17,7 @@ type Config struct {
 	Mail       Mail       `yaml:"mail"`
 	Audit      Audit      `yaml:"audit"`
 	OIDC       OIDC       `yaml:"oidc"`
+	Campaign   Campaign   `yaml:"campaign"`
 	Log        Log        `yaml:"log"`
 
 	// Source is the file the configuration came from ("" for the demo).
@@ -166,6 +167,24 @@ type Mail struct {
 type Audit struct {
 	// Retention is how long events are kept; 0 keeps them forever.
 	Retention Duration `yaml:"retention"`
+}
+
+// Campaign is how enrollment campaigns (package campaign) send their mail:
+// the daemon's leader sends it, at most PerMinute messages a minute over
+// all replicas (keep it under the SMTP server's own limit: Exchange Online
+// takes 30 a minute per mailbox).
+type Campaign struct {
+	// PerMinute bounds the invitations and reminders sent per minute.
+	PerMinute int `yaml:"per_minute"`
+	// Interval is how often the daemon looks for campaign work (new
+	// people in scope, reminders due, enrollments, the deadline).
+	Interval Duration `yaml:"interval"`
+	// Retry is the first wait after a temporary mail failure (the server
+	// is down, a 4xx answer); it doubles up to an hour.
+	Retry Duration `yaml:"retry"`
+	// MaxAttempts: a message that has failed this often is given up
+	// (counted as failed).
+	MaxAttempts int `yaml:"max_attempts"`
 }
 
 // Policy is what the enterprise allows as a passkey.

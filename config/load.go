@@ -62,11 +62,12 @@ func Default() Config {
 			ReadyMaxAge:   Duration(3 * 3600e9),
 			ShutdownGrace: Duration(30e9),
 		},
-		Migrate: Migrate{Prefix: "passbridge_", LockTimeout: Duration(2e9), Retries: 10},
-		Mail:    Mail{Security: "starttls", Timeout: Duration(10e9)},
-		Audit:   Audit{Retention: Duration(400 * 24 * 3600e9)},
-		OIDC:    OIDC{KeyRotation: Duration(30 * 24 * 3600e9), TokenLifetime: Duration(3600e9), AssertionLifetime: Duration(120e9)},
-		Log:     Log{Level: "info", Format: "auto"},
+		Migrate:  Migrate{Prefix: "passbridge_", LockTimeout: Duration(2e9), Retries: 10},
+		Mail:     Mail{Security: "starttls", Timeout: Duration(10e9)},
+		Audit:    Audit{Retention: Duration(400 * 24 * 3600e9)},
+		OIDC:     OIDC{KeyRotation: Duration(30 * 24 * 3600e9), TokenLifetime: Duration(3600e9), AssertionLifetime: Duration(120e9)},
+		Campaign: Campaign{PerMinute: 60, Interval: Duration(60e9), Retry: Duration(60e9), MaxAttempts: 10},
+		Log:      Log{Level: "info", Format: "auto"},
 	}
 }
 
@@ -168,7 +169,7 @@ func sectionName(goType string) string {
 	names := map[string]string{
 		"Config": "the top level", "Database": "database", "UsersTable": "users_table",
 		"Directory": "directory", "Attributes": "directory.attributes", "Schedule": "schedule",
-		"Portal": "portal", "Policy": "portal.policy", "RateLimits": "portal.rate_limits", "Recovery": "portal.recovery", "Mail": "mail", "Audit": "audit", "Admin": "admin", "Migrate": "migrate", "Log": "log",
+		"Portal": "portal", "Policy": "portal.policy", "RateLimits": "portal.rate_limits", "Recovery": "portal.recovery", "Mail": "mail", "Audit": "audit", "Campaign": "campaign", "Admin": "admin", "Migrate": "migrate", "Log": "log",
 		"OIDC": "oidc", "Client": "oidc.clients[]",
 	}
 	if n, ok := names[goType]; ok {

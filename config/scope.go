@@ -34,12 +34,15 @@ var (
 	ForUsers   = Command{"passbridge users", PartDatabase}
 	ForAudit   = Command{"passbridge audit export", PartDatabase}
 	ForEnroll  = Command{"passbridge enroll link", PartDatabase | PartPortal}
+	// ForCampaign reads the portal (the links' address, the company's
+	// name) besides the database; the daemon sends.
+	ForCampaign = Command{"passbridge campaign", PartDatabase | PartPortal}
 )
 
 // Commands are the commands by the short name `config check --for` takes.
 var Commands = map[string]Command{
 	"run": ForRun, "sync": ForSync, "migrate": ForMigrate,
-	"users": ForUsers, "audit": ForAudit, "enroll": ForEnroll,
+	"users": ForUsers, "audit": ForAudit, "enroll": ForEnroll, "campaign": ForCampaign,
 }
 
 // reads reports whether the command reads part p.

@@ -232,6 +232,7 @@ func validateServing(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 	validatePortal(cfg.Portal, bad, oneOf)
 	validateOIDC(cfg, bad, oneOf)
 	validateMail(cfg, bad, oneOf)
+	validateCampaign(cfg.Campaign, bad)
 	if (cfg.Portal.TLSCertFile == "") != (cfg.Portal.TLSKeyFile == "") {
 		bad("portal.tls_cert_file", "and portal.tls_key_file must be set together")
 	}
@@ -402,6 +403,22 @@ func isAAGUID(s string) bool {
 		}
 	}
 	return true
+}
+
+// validateCampaign checks how campaign mail is sent.
+func validateCampaign(c Campaign, bad badFunc) {
+	if c.PerMinute < 1 || c.PerMinute > 60000 {
+		bad("campaign.per_minute", "must be between 1 and 60000 messages a minute (got %d)", c.PerMinute)
+	}
+	if c.Interval < Duration(time.Second) || c.Interval > Duration(time.Hour) {
+		bad("campaign.interval", "must be between 1s and 1h (got %s)", c.Interval)
+	}
+	if c.Retry < Duration(time.Second) || c.Retry > Duration(time.Hour) {
+		bad("campaign.retry", "must be between 1s and 1h (got %s)", c.Retry)
+	}
+	if c.MaxAttempts < 1 || c.MaxAttempts > 100 {
+		bad("campaign.max_attempts", "must be between 1 and 100 (got %d)", c.MaxAttempts)
+	}
 }
 
 // validateMail checks mail and the recovery paths that depend on it.

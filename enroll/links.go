@@ -11,6 +11,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/passbridge/passbridge/campaign"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/signin"
@@ -26,6 +27,11 @@ import (
 const (
 	LinkEnroll   = "enroll"
 	LinkRecovery = "recovery" // a recovery session: the new passkey is mailed about, old ones may be revoked
+	// LinkCampaign is mailed by an enrollment campaign (package campaign).
+	// A person's invitation and reminders each carry one and all stay
+	// valid (an older mail still works) until the person enrolls, leaves
+	// the campaign or it ends; it signs in only the person it was made for.
+	LinkCampaign = "campaign"
 )
 
 // link is a stored enrollment link.
@@ -154,30 +160,79 @@ func IssueLink(ctx context.Context, db *store.DB, cfg *config.Config, user strin
 	if why := it.Refusal(); why != "" {
 		return nil, fmt.Errorf("%s cannot use the portal: %s (identity state %s, link %s)", it.Username, strings.TrimSuffix(why, "."), it.State, it.LinkState)
 	}
-	secret, hash := newSecret()
 	now := s.now()
 	l := &Link{Kind: o.Kind, Username: it.Username, Name: it.Name(), Email: it.Email.String, ExpiresAt: now.Add(o.TTL)}
+	var secret string
 	err = db.InTx(ctx, func(tx *sqlx.Tx) error {
 		if _, err := store.Exec(ctx, tx, "UPDATE "+s.n.Tokens+" SET "+s.q("expires_at")+" = ? WHERE "+s.q("identity_id")+" = ? AND "+s.q("kind")+" = ? AND "+s.q("used_at")+" IS NULL AND "+s.q("expires_at")+" > ?",
 			now, it.ID, o.Kind, now); err != nil {
 			return err
 		}
-		id, err := s.d.InsertID(ctx, tx, "INSERT INTO "+s.n.Tokens+" ("+s.cols("", "token_hash", "kind", "identity_id", "created_by", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?, ?)",
-			"id", hash, o.Kind, it.ID, clip(o.CreatedBy, 255), now, l.ExpiresAt)
-		if err != nil {
-			return err
-		}
-		return s.record(ctx, tx, event{Event: evLinkIssued, Success: true, Actor: o.CreatedBy, Target: it.Username,
-			Detail: map[string]any{"kind": o.Kind, "link_id": id, "expires_at": l.ExpiresAt}})
+		var err error
+		secret, _, err = s.insertLink(ctx, tx, it, o.Kind, o.CreatedBy, now, l.ExpiresAt)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("issue link: %w", err)
 	}
+	l.URL = linkBase(cfg) + "/link/" + secret
+	return l, nil
+}
+
+// insertLink stores a new link of kind for the identity, valid until
+// expires, with its link.issue audit entry, through tx; it returns the
+// secret for the URL and the link's id.
+func (s *data) insertLink(ctx context.Context, tx store.Querier, it *identity, kind, createdBy string, now, expires time.Time) (string, int64, error) {
+	secret, hash := newSecret()
+	id, err := s.d.InsertID(ctx, tx, "INSERT INTO "+s.n.Tokens+" ("+s.cols("", "token_hash", "kind", "identity_id", "created_by", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?, ?)",
+		"id", hash, kind, it.ID, clip(createdBy, 255), now, expires)
+	if err != nil {
+		return "", 0, err
+	}
+	err = s.record(ctx, tx, event{Event: evLinkIssued, Success: true, Actor: createdBy, Target: it.Username,
+		Detail: map[string]any{"kind": kind, "link_id": id, "expires_at": expires}})
+	return secret, id, err
+}
+
+// linkBase is the address links start with (portal.public_url, else the
+// first origin).
+func linkBase(cfg *config.Config) string {
 	base := strings.TrimRight(cfg.Portal.PublicURL, "/")
 	if base == "" {
 		base = strings.TrimRight(cfg.Portal.Origins[0], "/")
 	}
-	l.URL = base + "/link/" + secret
+	return base
+}
+
+// CampaignLink makes the one-time link of a campaign mail (campaign.Links):
+// for the identity only, valid for ttl (1m to 720h), audited like every
+// link. It does not end the person's other links: an earlier mail of the
+// campaign keeps working. An identity that may not use the portal is an
+// error wrapping campaign.ErrIneligible.
+func (p *Portal) CampaignLink(ctx context.Context, identityID int64, ttl time.Duration, createdBy string) (campaign.Link, error) {
+	it, err := p.data.identityByID(ctx, identityID)
+	if err != nil {
+		return campaign.Link{}, err
+	}
+	if it == nil {
+		return campaign.Link{}, fmt.Errorf("identity %d is gone: %w", identityID, campaign.ErrIneligible)
+	}
+	if why := it.Refusal(); why != "" {
+		return campaign.Link{}, fmt.Errorf("%s: %s (%w)", it.Username, strings.TrimSuffix(why, "."), campaign.ErrIneligible)
+	}
+	ttl = min(max(ttl, time.Minute), 30*24*time.Hour)
+	now := p.data.now()
+	l := campaign.Link{ExpiresAt: now.Add(ttl)}
+	var secret string
+	err = p.data.db.InTx(ctx, func(tx *sqlx.Tx) error {
+		var err error
+		secret, l.TokenID, err = p.data.insertLink(ctx, tx, it, LinkCampaign, createdBy, now, l.ExpiresAt)
+		return err
+	})
+	if err != nil {
+		return campaign.Link{}, fmt.Errorf("issue a campaign link: %w", err)
+	}
+	l.URL = p.baseURL + "/link/" + secret
 	return l, nil
 }
 

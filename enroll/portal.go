@@ -86,7 +86,17 @@ type Portal struct {
 	baseURL string
 	mail    mail.Sender // nil: no mail configured
 	sync    SyncControl // nil until SetSync
+	// campaigns is the daemon's campaign engine (nil until SetCampaigns):
+	// the console wakes it when IT creates or resumes a campaign.
+	campaigns Waker
 }
+
+// Waker is what the console asks of the campaign engine: look for work
+// now. *campaign.Engine is the real one.
+type Waker interface{ Wake() }
+
+// SetCampaigns gives the console the daemon's campaign engine.
+func (p *Portal) SetCampaigns(w Waker) { p.campaigns = w }
 
 // ErrNotConfigured means portal.rp_id and portal.origins are not set: the
 // daemon then runs without the portal.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/passbridge/passbridge/campaign"
 	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/ratelimit"
 )
@@ -223,6 +224,9 @@ func (p *Portal) showLink(c echo.Context) error {
 	if why := it.Refusal(); why != "" {
 		return &userError{Status: http.StatusForbidden, Code: "refused", Message: why}
 	}
+	if err := p.someoneElse(c, l, it); err != nil {
+		return err
+	}
 	return p.render(c, http.StatusOK, "link", pageData{Title: "Add a passkey", Token: token, Kind: l.Kind, Expires: l.ExpiresAt,
 		User: &userView{Name: it.Name(), Username: it.Username, Email: it.Email.String}})
 }
@@ -232,11 +236,21 @@ var errLinkGone = &userError{Status: http.StatusGone, Code: "link_gone",
 
 // useLink redeems an enrollment link (once) and signs its identity in.
 func (p *Portal) useLink(c echo.Context) error {
+	if l, it, err := p.linkIdentity(c, p.data.peekLink, c.Param("token")); err == nil {
+		if err := p.someoneElse(c, l, it); err != nil {
+			return err // before the claim: the link stays usable by its owner
+		}
+	}
 	l, it, err := p.linkIdentity(c, p.data.claimLink, c.Param("token"))
 	if err != nil {
 		return err
 	}
 	p.audit(c, event{Event: evLinkUsed, Success: true, Actor: it.Username, Target: it.Username, Detail: map[string]any{"kind": l.Kind, "link_id": l.ID}})
+	if l.Kind == LinkCampaign {
+		if err := campaign.LinkUsed(c.Request().Context(), p.data.db, p.cfg, l.ID, p.data.now()); err != nil {
+			p.log.Warn("cannot count the campaign link's use", "err", err)
+		}
+	}
 	if l.Kind == LinkRecovery {
 		if !p.cfg.Portal.Recovery.Link {
 			return errLinkGone
@@ -244,6 +258,19 @@ func (p *Portal) useLink(c echo.Context) error {
 		return p.recovered(c, it, recoveryLink)
 	}
 	return p.openSession(c, it, sessionData{Method: methodLink}, "/?done=link")
+}
+
+// someoneElse refuses a campaign link opened in a browser signed in as
+// another person: a forwarded or mistyped mail must never switch the
+// session to the link's owner, nor attach anything to the visitor.
+func (p *Portal) someoneElse(c echo.Context, l *link, it *identity) error {
+	s := currentSession(c)
+	if l.Kind != LinkCampaign || s == nil || s.identity == nil || s.identity.ID == it.ID {
+		return nil
+	}
+	p.audit(c, event{Event: evSignInFailed, Target: it.Username, Detail: map[string]any{"method": methodLink, "reason": "campaign link of another person", "signed_in": s.identity.Username}})
+	return &userError{Status: http.StatusConflict, Code: "other_person",
+		Message: "This link was mailed to someone else, and you are signed in as " + s.identity.Name() + ". It was not used. If it is yours, sign out first and open it again."}
 }
 
 // linkIdentity reads (peek) or uses up (claim) a link and its identity;

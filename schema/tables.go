@@ -108,6 +108,11 @@ const (
 const (
 	PasswordAllowed            = "allowed"
 	PasswordRefusedWithPasskey = "refused_with_passkey"
+	// PasswordPasskeyRequired refuses password login whether or not the
+	// user has a passkey yet: what an enrollment campaign's deadline sets
+	// (the employee adds one in the portal with the directory password or
+	// a link from IT).
+	PasswordPasskeyRequired = "passkey_required"
 )
 
 // UserColumns are added to the existing users table.
@@ -370,6 +375,93 @@ var Tables = []Table{
 			{Name: "request_id", Columns: []string{"request_id"}},
 			{Name: "subject", Columns: []string{"subject", "client_id"}},
 			{Name: "expires_at", Columns: []string{"expires_at"}},
+		},
+	},
+	// Enrollment campaigns (package campaign): who IT invites to enroll,
+	// each person's progress, and every mail, one row per person and step.
+	{
+		Name:       "campaigns",
+		PrimaryKey: "id",
+		Comment:    "enrollment campaigns: a group, an OU or a list of users invited by mail to add a passkey",
+		Columns: []Column{
+			{Name: "id", Type: ID},
+			{Name: "name", Type: Str, Size: 191},
+			{Name: "state", Type: Str, Size: 16, Default: "'active'"}, // active | paused | cancelled | ended
+			{Name: "target_kind", Type: Str, Size: 16},                // group | ou | users
+			{Name: "target", Type: Text},                              // the group's or OU's DN, or the usernames as a JSON array
+			{Name: "starts_at", Type: Time},
+			{Name: "deadline", Type: Time, Nullable: true},
+			{Name: "reminders", Type: Text}, // JSON: the reminder steps
+			{Name: "template", Type: Text},  // JSON: subject, text, html, company
+			{Name: "enforce", Type: Bool, Default: "0"},
+			{Name: "grace", Type: Text, Nullable: true}, // JSON array of usernames the deadline does not apply to
+			{Name: "enforced_at", Type: Time, Nullable: true},
+			{Name: "last_error", Type: Text, Nullable: true}, // why the last pass could not resolve the target, if it could not
+			{Name: "created_by", Type: Str, Size: 255},
+			{Name: "created_at", Type: Time},
+			{Name: "updated_at", Type: Time},
+		},
+		Indexes: []Index{
+			{Name: "name", Columns: []string{"name"}, Unique: true},
+			{Name: "state", Columns: []string{"state"}},
+		},
+	},
+	{
+		Name:       "campaign_recipients",
+		PrimaryKey: "id",
+		Comment:    "one row per person a campaign selected: invited, enrolled, dropped",
+		Columns: []Column{
+			{Name: "id", Type: ID},
+			{Name: "campaign_id", Type: Ref},
+			{Name: "identity_id", Type: Ref},
+			{Name: "state", Type: Str, Size: 16}, // pending | invited | enrolled | dropped
+			{Name: "state_reason", Type: Str, Size: 255, Nullable: true},
+			{Name: "added_at", Type: Time},
+			{Name: "invited_at", Type: Time, Nullable: true},
+			{Name: "opened_at", Type: Time, Nullable: true},
+			{Name: "enrolled_at", Type: Time, Nullable: true},
+			{Name: "dropped_at", Type: Time, Nullable: true},
+			{Name: "enforced_at", Type: Time, Nullable: true},
+			{Name: "policy_before", Type: Str, Size: 32, Nullable: true},
+			{Name: "updated_at", Type: Time},
+		},
+		Indexes: []Index{
+			{Name: "person", Columns: []string{"campaign_id", "identity_id"}, Unique: true},
+			{Name: "identity_id", Columns: []string{"identity_id"}},
+		},
+		FKs: []ForeignKey{
+			{Column: "campaign_id", Table: "campaigns", OnDelete: "CASCADE"},
+			{Column: "identity_id", Table: "identities", OnDelete: "CASCADE"},
+		},
+	},
+	{
+		Name:       "campaign_messages",
+		PrimaryKey: "id",
+		Comment:    "campaign mail: at most one row per person and step (a unique key), so nobody gets a step twice",
+		Columns: []Column{
+			{Name: "id", Type: ID},
+			{Name: "campaign_id", Type: Ref},
+			{Name: "recipient_id", Type: Ref},
+			{Name: "identity_id", Type: Ref},
+			{Name: "step", Type: Str, Size: 32},  // invite | a reminder's name
+			{Name: "state", Type: Str, Size: 16}, // queued | sending | sent | bounced | failed | unknown | skipped | cancelled
+			{Name: "attempts", Type: Int, Default: "0"},
+			{Name: "next_attempt_at", Type: Time},
+			{Name: "token_id", Type: Ref, Nullable: true}, // the one-time link it carried
+			{Name: "claimed_by", Type: Str, Size: 255, Nullable: true},
+			{Name: "queued_at", Type: Time},
+			{Name: "sent_at", Type: Time, Nullable: true},
+			{Name: "error", Type: Text, Nullable: true},
+		},
+		Indexes: []Index{
+			{Name: "step", Columns: []string{"campaign_id", "identity_id", "step"}, Unique: true},
+			{Name: "due", Columns: []string{"state", "next_attempt_at"}},
+			{Name: "recipient_id", Columns: []string{"recipient_id"}},
+			{Name: "token_id", Columns: []string{"token_id"}},
+		},
+		FKs: []ForeignKey{
+			{Column: "campaign_id", Table: "campaigns", OnDelete: "CASCADE"},
+			{Column: "recipient_id", Table: "campaign_recipients", OnDelete: "CASCADE"},
 		},
 	},
 }

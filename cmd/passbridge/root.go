@@ -52,6 +52,7 @@ With no --config and no passbridge.yaml, 'passbridge run' starts an embedded dem
 		newSyncCmd(g),
 		newUsersCmd(g),
 		newEnrollCmd(g),
+		newCampaignCmd(g),
 		newMigrateCmd(g),
 		newAuditCmd(g),
 	)
@@ -133,7 +134,7 @@ effective configuration with every secret masked.
 
 Every key is validated, as 'passbridge run' reads them all; --for COMMAND
 validates only what that command reads (run, sync, migrate, users, audit,
-enroll), so a DBA's file with the database keys alone passes --for migrate.`,
+enroll, campaign), so a DBA's file with the database keys alone passes --for migrate.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, ok := config.Commands[forCmd]
@@ -153,7 +154,7 @@ enroll), so a DBA's file with the database keys alone passes --for migrate.`,
 			return err
 		},
 	}
-	check.Flags().StringVar(&forCmd, "for", "run", "validate only what this command reads: run, sync, migrate, users, audit or enroll")
+	check.Flags().StringVar(&forCmd, "for", "run", "validate only what this command reads: run, sync, migrate, users, audit, enroll or campaign")
 	cmd.AddCommand(check)
 	return cmd
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,10 +19,13 @@ import (
 	"github.com/passbridge/passbridge/agent"
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/appsignin"
+	"github.com/passbridge/passbridge/campaign"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/demo"
+	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/enroll"
 	"github.com/passbridge/passbridge/enroll/adoption"
+	"github.com/passbridge/passbridge/enroll/mail"
 	"github.com/passbridge/passbridge/migrate"
 	"github.com/passbridge/passbridge/signin"
 	"github.com/passbridge/passbridge/store"
@@ -169,6 +173,26 @@ func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 		portal.SetSync(a)
 	}
 	m.SetAdoption(adoption.Snapshot(db, cfg), log)
+	engine, err := newCampaignEngine(cfg, db, portal, m, log)
+	if err != nil {
+		return err
+	}
+	if portal != nil {
+		portal.SetCampaigns(engine)
+	}
+	engineDone := make(chan struct{})
+	go func() {
+		defer close(engineDone)
+		engine.Run(ctx)
+	}()
+	// A campaign mail in flight at shutdown is finished and recorded.
+	defer func() {
+		select {
+		case <-engineDone:
+		case <-time.After(cfg.Mail.Timeout.D() + 10*time.Second):
+			log.Warn("the campaign sender did not stop in time")
+		}
+	}()
 	// SIGHUP re-reads the file (the demo has none: it rebuilds its own).
 	reload := func() (*config.Config, error) {
 		if cfg.Demo {
@@ -186,6 +210,31 @@ func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 			fmt.Fprintf(os.Stderr, "\npassbridge demo is running: open %s\n%s\n", portalURL(cfg, ad.Portal), banner)
 		}
 	})
+}
+
+// newCampaignEngine builds the campaign sender of the daemon: links from
+// the portal, mail from mail.*, group members from the directory. Without
+// the portal or mail it still follows the campaigns (enrollments,
+// departures, deadlines) and says why nothing is sent.
+func newCampaignEngine(cfg *config.Config, db *store.DB, portal *enroll.Portal, m *metrics.Metrics, log *slog.Logger) (*campaign.Engine, error) {
+	log = log.With("component", "campaign")
+	o := campaign.Options{DB: db, Log: log, Registerer: m.Registry()}
+	if portal != nil {
+		o.Links = portal
+	}
+	if cfg.Mail.Host != "" {
+		s, err := mail.New(cfg.Mail, log.With("subsystem", "mail"))
+		if err != nil {
+			return nil, fmt.Errorf("campaigns: mail: %w", err)
+		}
+		o.Mail = s
+	}
+	dir, err := directory.NewClient(cfg.Directory, log.With("subsystem", "directory"))
+	if err != nil {
+		return nil, fmt.Errorf("campaigns: %w", err)
+	}
+	o.Directory = dir
+	return campaign.New(cfg, o)
 }
 
 // demoConfig is the built-in configuration of the demo. Environment

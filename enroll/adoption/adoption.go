@@ -377,6 +377,11 @@ func (q *reader) registration(ctx context.Context, r *Report) error {
 	return nil
 }
 
+// Summarize is the count, median and 90th percentile of durations, as the
+// adoption figures compute them (enrollment campaigns use it for their
+// time to passkey).
+func Summarize(ds []time.Duration) Timing { return timing(ds) }
+
 // timing computes the count, median and 90th percentile of durations.
 func timing(ds []time.Duration) Timing {
 	t := Timing{Count: len(ds)}

@@ -36,13 +36,33 @@ import (
 	"github.com/passbridge/passbridge/config"
 )
 
-// Message is one plain-text mail (UTF-8) to one recipient.
+// Message is one mail (UTF-8) to one recipient: plain text, and with HTML
+// set, multipart/alternative with the HTML as the second part (clients
+// that show HTML show it, the others the text).
 type Message struct {
 	// To is one address, with or without a display name
 	// ("Zoë Ørsted <zoe@corp.example>").
 	To      string
 	Subject string
 	Text    string
+	HTML    string
+}
+
+// Permanent reports whether a Send error is the server's final refusal
+// (a 5xx answer: the recipient does not exist, the message was rejected),
+// which sending again will not change: a bounce. Every other error (the
+// server is down or slow, a 4xx answer, TLS or authentication trouble
+// that IT can fix) is worth retrying.
+func Permanent(err error) bool {
+	var se *gomail.SendError
+	if !errors.As(err, &se) || se.IsTemp() {
+		return false
+	}
+	switch se.Reason {
+	case gomail.ErrSMTPRcptTo, gomail.ErrSMTPData, gomail.ErrSMTPDataClose, gomail.ErrWriteContent:
+		return se.ErrorCode() >= 500 && se.ErrorCode() < 600
+	}
+	return false
 }
 
 // Sender sends mail.
@@ -243,6 +263,9 @@ func (s *smtpSender) message(to *mail.Address, m Message) (*gomail.Msg, error) {
 	msg.SetMessageIDWithValue(hex.EncodeToString(id) + "@" + s.idDomain)
 	msg.SetGenHeader("Auto-Submitted", "auto-generated")
 	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
+	if m.HTML != "" {
+		msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
+	}
 	return msg, nil
 }
 
