@@ -23,7 +23,7 @@ const day = 24 * time.Hour
 // a reminder after a clock step, no reminder to who enrolled, a disabled
 // member dropped, the funnel exact.
 func TestCampaignGroup(t *testing.T) {
-	for _, driver := range []string{"sqlite", "postgres"} {
+	for _, driver := range []string{"sqlite", "postgres", "mysql"} {
 		t.Run(driver, func(t *testing.T) {
 			e := newEnv(t, driver, nil)
 			alice, bob, carol, dave := e.person("alice"), e.person("bob"), e.person("carol"), e.person("dave")
