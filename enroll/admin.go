@@ -72,6 +72,7 @@ func (p *Portal) mountAdmin(e *echo.Echo, page []echo.MiddlewareFunc) {
 	e.POST("/admin/sync", p.adminSyncNow, admin...)
 	e.GET("/admin/audit", p.adminAudit, admin...)
 	e.GET("/admin/audit/export", p.adminAuditExport, admin...)
+	p.mountCampaigns(e, admin)
 }
 
 var errNotAdmin = &userError{Status: http.StatusForbidden, Code: "not_admin",
@@ -173,6 +174,11 @@ var adminNotices = map[string]string{
 	"policy":   "The password policy was saved in the users table.",
 	"linked":   "The identity is linked to the users row by hand; later syncs keep this link.",
 	"unlinked": "The manual link was removed; the next sync matches the identity by the rules again.",
+
+	"campaign":        "The campaign is saved. The daemon starts inviting at its start, at most campaign.per_minute mails a minute.",
+	"campaign_pause":  "The campaign is paused: nothing is sent and nobody is added until you resume it.",
+	"campaign_resume": "The campaign is active again.",
+	"campaign_cancel": "The campaign is cancelled: its queued mail will not go out and its links no longer work.",
 }
 
 // adminUsers searches identities (username, email, display name, DN) or

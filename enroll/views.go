@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/passbridge/passbridge/audit"
+	"github.com/passbridge/passbridge/campaign"
 	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/enroll/adoption"
 	identities "github.com/passbridge/passbridge/identity"
@@ -33,7 +34,8 @@ type views struct {
 }
 
 var pageNames = []string{"signin", "home", "link", "confirm_delete", "error", "recover", "recover_code",
-	"admin_home", "admin_users", "admin_user", "admin_issued", "admin_audit", "admin_sync", "admin_token"}
+	"admin_home", "admin_users", "admin_user", "admin_issued", "admin_audit", "admin_sync", "admin_token",
+	"admin_campaigns", "admin_campaign"}
 
 func newViews(rpName string) (*views, error) {
 	v := &views{rpName: rpName, pages: map[string]*template.Template{}}
@@ -43,7 +45,7 @@ func newViews(rpName string) (*views, error) {
 				return "—"
 			}
 			return fmt.Sprintf("%.1f s", d.Seconds())
-		}, "str": func(b []byte) string { return string(b) }}
+		}, "str": func(b []byte) string { return string(b) }, "percent": percent, "dur": longDuration}
 	for _, name := range pageNames {
 		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/_*.html", "templates/"+name+".html")
 		if err != nil {
@@ -103,6 +105,11 @@ type pageData struct {
 	Since, Until   string
 	ExportQuery    template.URL
 	OlderThan      int64
+	// enrollment campaigns
+	Campaigns    []campaignRow
+	CampaignForm *campaignForm
+	Campaign     *campaign.Campaign
+	Funnel       *campaign.Funnel
 }
 
 // fieldReport are the field report's figures, shown beside the measured

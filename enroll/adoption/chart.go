@@ -201,3 +201,49 @@ func describe(points []Point) string {
 func f(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
 
 func esc(s string) string { return template.HTMLEscapeString(s) }
+
+// Bar is one bar of a BarChart: a label and a count of people.
+type Bar struct {
+	Label string
+	Value int
+}
+
+// BarChart draws horizontal bars (a campaign's funnel) as an inline SVG of
+// width pixels: self-contained and accessible like Chart (role="img", a
+// <title>, and a <desc> that states every figure), each bar labelled with
+// its name and its value, the longest bar the whole width.
+func BarChart(title string, bars []Bar, width int) template.HTML {
+	w := clampSide(width, chartDefaultWidth, chartMinWidth)
+	const rowH, top, labelW, valueW = 28.0, 8.0, 170.0, 60.0
+	h := int(top*2 + rowH*float64(max(len(bars), 1)))
+	id := "passbridge-chart-" + strconv.FormatUint(chartSeq.Add(1), 10)
+	most := 1
+	for _, b := range bars {
+		most = max(most, b.Value)
+	}
+	pw := float64(w) - labelW - valueW
+	var desc []string
+	for _, b := range bars {
+		desc = append(desc, fmt.Sprintf("%s: %d", b.Label, b.Value))
+	}
+	text := strings.Join(desc, "; ") + "."
+	if len(desc) == 0 {
+		text = "No figures yet."
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" class="adoption-chart" width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-labelledby="%s-title %s-desc" font-family="%s" font-size="12">`,
+		w, h, w, h, id, id, esc(chartFont))
+	fmt.Fprintf(&s, `<title id="%s-title">%s</title>`, id, esc(title))
+	fmt.Fprintf(&s, `<desc id="%s-desc">%s</desc>`, id, esc(text))
+	fmt.Fprintf(&s, `<rect x="0" y="0" width="%d" height="%d" fill="%s"/>`, w, h, chartBackground)
+	s.WriteString(`<g aria-hidden="true">`)
+	for i, b := range bars {
+		y := top + rowH*float64(i)
+		bw := pw * float64(max(b.Value, 0)) / float64(most)
+		fmt.Fprintf(&s, `<text x="%s" y="%s" text-anchor="end" dominant-baseline="middle" fill="%s">%s</text>`, f(labelW-8), f(y+rowH/2), chartText, esc(b.Label))
+		fmt.Fprintf(&s, `<rect x="%s" y="%s" width="%s" height="%s" fill="%s"/>`, f(labelW), f(y+4), f(bw), f(rowH-8), chartLine)
+		fmt.Fprintf(&s, `<text x="%s" y="%s" dominant-baseline="middle" fill="%s">%d</text>`, f(labelW+bw+6), f(y+rowH/2), chartText, b.Value)
+	}
+	s.WriteString(`</g></svg>`)
+	return template.HTML(s.String()) // every value in it is escaped or a number
+}

@@ -275,3 +275,34 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestBarChart: the funnel chart is a well-formed, accessible SVG whose
+// description states every bar, with hostile labels escaped, the longest
+// bar the full width, and no bar for zero.
+func TestBarChart(t *testing.T) {
+	bars := []Bar{{"invited", 40}, {"delivered", 38}, {`<script>"&`, 10}, {"enrolled", 0}}
+	svg := string(BarChart("Campaign pilot: funnel", bars, 600))
+	d := checkChart(t, svg)
+	if d.title != "Campaign pilot: funnel" {
+		t.Errorf("title %q", d.title)
+	}
+	for _, want := range []string{"invited: 40", "delivered: 38", `<script>"&: 10`, "enrolled: 0"} {
+		if !strings.Contains(d.desc, want) {
+			t.Errorf("desc %q lacks %q", d.desc, want)
+		}
+	}
+	if strings.Contains(svg, "<script>") {
+		t.Error("a label reached the SVG unescaped")
+	}
+	for _, c := range d.colors["rect"][1:] {
+		if r := contrast(t, c, chartBackground); r < 3 {
+			t.Errorf("bar colour %s has contrast %.2f < 3", c, r)
+		}
+	}
+	if !strings.Contains(svg, `width="370.0"`) || !strings.Contains(svg, `width="0.0"`) {
+		t.Errorf("want the longest bar 370 px wide (600-170-60) and a zero bar:\n%s", svg)
+	}
+	if d := checkChart(t, string(BarChart("empty", nil, 0))); d.desc != "No figures yet." {
+		t.Errorf("empty chart desc %q", d.desc)
+	}
+}
