@@ -354,10 +354,10 @@ func (p *Portal) adminPolicy(c echo.Context) error {
 	var v any
 	switch pol := c.FormValue("policy"); pol {
 	case "default":
-	case schema.PasswordAllowed, schema.PasswordRefusedWithPasskey:
+	case schema.PasswordAllowed, schema.PasswordRefusedWithPasskey, schema.PasswordPasskeyRequired:
 		v = pol
 	default:
-		return &userError{Status: http.StatusBadRequest, Code: "bad_policy", Message: "policy must be default, allowed or refused_with_passkey."}
+		return &userError{Status: http.StatusBadRequest, Code: "bad_policy", Message: "policy must be default, allowed, refused_with_passkey or passkey_required."}
 	}
 	n := p.data.n
 	if _, err := store.Exec(c.Request().Context(), p.data.db, "UPDATE "+n.Users+" SET "+n.PasswordPolicy+" = ? WHERE "+n.UserKey+" = ?", v, it.UserKey); err != nil {

@@ -1,6 +1,9 @@
 package enroll
 
-import "github.com/passbridge/passbridge/signin"
+import (
+	"github.com/passbridge/passbridge/campaign"
+	"github.com/passbridge/passbridge/signin"
+)
 
 // The WebAuthn ceremonies are the sign-in core's (package signin): stored
 // whole in passbridge_ceremonies, claimed exactly once across replicas.
@@ -9,6 +12,11 @@ import "github.com/passbridge/passbridge/signin"
 const (
 	kindRegistration = signin.KindRegistration
 	kindLogin        = signin.KindLogin
+	// kindUpgrade is a registration by the automatic passkey upgrade
+	// after a password sign-in (conditional creation): its own kind, so
+	// that the figures count it as its own method and a password manager
+	// that declines silently is not counted as an abandonment.
+	kindUpgrade = campaign.KindUpgrade
 )
 
 // Ceremony results.

@@ -5,11 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/labstack/echo/v4"
 
 	"github.com/passbridge/passbridge/campaign"
 	"github.com/passbridge/passbridge/config"
@@ -237,3 +239,16 @@ func (p *Portal) CampaignLink(ctx context.Context, identityID int64, ttl time.Du
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// someoneElse refuses a campaign link opened in a browser signed in as
+// another person: a forwarded or mistyped mail must never switch the
+// session to the link's owner, nor attach anything to the visitor.
+func (p *Portal) someoneElse(c echo.Context, l *link, it *identity) error {
+	s := currentSession(c)
+	if l.Kind != LinkCampaign || s == nil || s.identity == nil || s.identity.ID == it.ID {
+		return nil
+	}
+	p.audit(c, event{Event: evSignInFailed, Target: it.Username, Detail: map[string]any{"method": methodLink, "reason": "campaign link of another person", "signed_in": s.identity.Username}})
+	return &userError{Status: http.StatusConflict, Code: "other_person",
+		Message: "This link was mailed to someone else, and you are signed in as " + s.identity.Name() + ". It was not used. If it is yours, sign out first and open it again."}
+}

@@ -35,6 +35,7 @@ var notices = map[string]string{
 	"signedin":  "You are signed in.",
 	"link":      "Welcome. Add a passkey now: next time you sign in with it, no password needed.",
 	"added":     "Your passkey is ready. Next time, choose “Sign in with a passkey”.",
+	"upgraded":  "Your password manager saved a passkey for this portal: next time, choose “Sign in with a passkey”, no password needed.",
 	"renamed":   "The passkey was renamed.",
 	"recovered": "You are signed in for a recovery. Add a new passkey now.",
 	"deleted":   "The passkey was deleted. It no longer signs you in; you can also remove it from the device or password manager that holds it.",
@@ -47,7 +48,13 @@ func (p *Portal) renderHome(c echo.Context, s *session, status int, d pageData) 
 	}
 	d.Title = "Your passkeys"
 	d.Passkeys = p.passkeyViews(creds, s)
+	if d.Signals, err = p.signals(c.Request().Context(), s.identity, creds); err != nil {
+		return err
+	}
 	d.CanAdd = len(creds) < p.policy.Max
+	// Right after a password sign-in, someone without a passkey is
+	// offered one at once, and the script tries the automatic upgrade.
+	d.Upgrade = d.CanAdd && len(creds) == 0 && s.data.Method == methodPassword
 	if !d.CanAdd {
 		d.MaxNotice = "You have the most passkeys your company allows. Delete one to add another."
 	}
@@ -258,19 +265,6 @@ func (p *Portal) useLink(c echo.Context) error {
 		return p.recovered(c, it, recoveryLink)
 	}
 	return p.openSession(c, it, sessionData{Method: methodLink}, "/?done=link")
-}
-
-// someoneElse refuses a campaign link opened in a browser signed in as
-// another person: a forwarded or mistyped mail must never switch the
-// session to the link's owner, nor attach anything to the visitor.
-func (p *Portal) someoneElse(c echo.Context, l *link, it *identity) error {
-	s := currentSession(c)
-	if l.Kind != LinkCampaign || s == nil || s.identity == nil || s.identity.ID == it.ID {
-		return nil
-	}
-	p.audit(c, event{Event: evSignInFailed, Target: it.Username, Detail: map[string]any{"method": methodLink, "reason": "campaign link of another person", "signed_in": s.identity.Username}})
-	return &userError{Status: http.StatusConflict, Code: "other_person",
-		Message: "This link was mailed to someone else, and you are signed in as " + s.identity.Name() + ". It was not used. If it is yours, sign out first and open it again."}
 }
 
 // linkIdentity reads (peek) or uses up (claim) a link and its identity;

@@ -75,6 +75,10 @@ type pageData struct {
 	Passkeys  []passkeyView
 	MaxNotice string
 	CanAdd    bool
+	// Upgrade: signed in with the password, no passkey yet: offer one now
+	// and try the automatic upgrade (conditional creation).
+	Upgrade bool
+	Signals *signalsView
 	// link, confirm_delete
 	Token   string
 	Kind    string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -36,8 +37,13 @@ type (
 		// "conditional") instead of a modal dialog.
 		Conditional bool `json:"conditional"`
 	}
-	beginRegisterRequest struct{}
-	finishRequest        struct {
+	beginRegisterRequest struct {
+		// Upgrade asks for the automatic passkey upgrade after a password
+		// sign-in: a conditional creation (mediation "conditional"), which
+		// the browser's password manager may do without a dialog.
+		Upgrade bool `json:"upgrade"`
+	}
+	finishRequest struct {
 		Ceremony   string          `json:"ceremony"`
 		Name       string          `json:"name,omitempty"` // registration only
 		Credential json.RawMessage `json:"credential"`
@@ -65,8 +71,8 @@ func (r *finishRequest) validate() error {
 }
 
 func (r *cancelRequest) validate() error {
-	if r.Kind != kindRegistration && r.Kind != kindLogin {
-		return &userError{Status: http.StatusBadRequest, Code: "malformed", Message: "kind must be registration or login"}
+	if r.Kind != kindRegistration && r.Kind != kindLogin && r.Kind != kindUpgrade {
+		return &userError{Status: http.StatusBadRequest, Code: "malformed", Message: "kind must be registration, upgrade or login"}
 	}
 	if !validSecret(r.Ceremony) {
 		return errCeremonyGone
@@ -96,7 +102,8 @@ type ceremonyResponse struct {
 // excluded (the authenticator refuses a second one), credProps requested
 // (the browser says whether the key is really discoverable).
 func (p *Portal) registerBegin(c echo.Context) error {
-	if err := bindJSON(c, &beginRegisterRequest{}); err != nil {
+	var req beginRegisterRequest
+	if err := bindJSON(c, &req); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
@@ -122,14 +129,33 @@ func (p *Portal) registerBegin(c echo.Context) error {
 		}
 		exclude = append(exclude, wc.Descriptor())
 	}
-	creation, sd, err := p.wa.BeginRegistration(user,
+	opts := []webauthn.RegistrationOption{
 		webauthn.WithExclusions(exclude),
 		webauthn.WithExtensions(webauthn.WithExtensionCredProps()),
-	)
+	}
+	kind, mediation := kindRegistration, protocol.MediationDefault
+	if req.Upgrade {
+		// Only right after a password sign-in, for someone without a
+		// passkey: the upgrade replaces that password next time.
+		if s.data.Method != methodPassword || len(creds) > 0 {
+			return &userError{Status: http.StatusConflict, Code: "no_upgrade", Message: "The automatic passkey upgrade is offered after a password sign-in, to someone without a passkey."}
+		}
+		// The password manager creates the passkey without asking the
+		// user anything: user verification cannot be required (and
+		// go-webauthn does not check user presence for a conditional
+		// creation). The company's policy applies at the finish as for
+		// every registration.
+		kind, mediation = kindUpgrade, protocol.MediationConditional
+		opts = append(opts, webauthn.WithAuthenticatorSelection(protocol.AuthenticatorSelection{
+			ResidentKey: protocol.ResidentKeyRequirementRequired, RequireResidentKey: protocol.ResidentKeyRequired(),
+			UserVerification: protocol.VerificationPreferred,
+		}))
+	}
+	creation, sd, err := p.wa.BeginMediatedRegistration(user, mediation, opts...)
 	if err != nil {
 		return fmt.Errorf("begin registration: %w", err)
 	}
-	id, err := p.core.BeginCeremony(ctx, kindRegistration, &it.ID, sd)
+	id, err := p.core.BeginCeremony(ctx, kind, &it.ID, sd)
 	if err != nil {
 		return err
 	}
@@ -157,8 +183,17 @@ func (p *Portal) registerFinish(c echo.Context) error {
 	s := currentSession(c)
 	it := s.identity
 	cer, err := p.core.ClaimCeremony(ctx, req.Ceremony, kindRegistration)
+	if errors.Is(err, errCeremonyGone) {
+		cer, err = p.core.ClaimCeremony(ctx, req.Ceremony, kindUpgrade)
+	}
 	if err != nil {
 		return err
+	}
+	// via is how the passkey came: the portal's button, or the automatic
+	// upgrade after a password sign-in (its own method in the figures).
+	via, done := "portal", "/?done=added"
+	if cer.Kind == kindUpgrade {
+		via, done = "upgrade", "/?done=upgraded"
 	}
 	fail := func(result string, ue *userError, detail map[string]any) error {
 		p.core.FinishCeremony(ctx, cer, result)
@@ -166,6 +201,7 @@ func (p *Portal) registerFinish(c echo.Context) error {
 			detail = map[string]any{}
 		}
 		detail["code"] = ue.Code
+		detail["via"] = via
 		p.audit(c, event{Event: evRegistered, Success: false, Target: it.Username, Detail: detail})
 		return ue
 	}
@@ -250,11 +286,11 @@ func (p *Portal) registerFinish(c echo.Context) error {
 	p.core.FinishCeremony(ctx, cer, resultSucceeded)
 	p.notifyPasskeyAdded(c, it, s, name, revoked)
 	p.audit(c, event{Event: evRegistered, Success: true, Target: it.Username, Detail: map[string]any{
-		"method": s.data.Method, "recovery": s.data.Recovery, "revoked": revoked,
+		"method": s.data.Method, "via": via, "recovery": s.data.Recovery, "revoked": revoked,
 		"passkey_id": id, "name": name, "aaguid": aaguid.Format(cred.Authenticator.AAGUID), "provider": aaguid.Name(cred.Authenticator.AAGUID),
 		"backup_eligible": cred.Flags.BackupEligible, "backup_state": cred.Flags.BackupState, "attestation": cred.AttestationFormat,
 		"seconds": p.data.now().Sub(cer.CreatedAt).Seconds()}})
-	return c.JSON(http.StatusOK, map[string]any{"ok": true, "passkey": map[string]any{"id": id, "name": name}, "redirect": "/?done=added"})
+	return c.JSON(http.StatusOK, map[string]any{"ok": true, "passkey": map[string]any{"id": id, "name": name}, "redirect": done})
 }
 
 func nullBytes(b []byte) any {

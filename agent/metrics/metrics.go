@@ -359,6 +359,8 @@ var (
 		"Share of the registration ceremonies begun in the last 30 days and over that were abandoned (expired unfinished or cancelled); NaN without ceremonies.", nil, nil)
 	adoptionRecoveriesDesc = prometheus.NewDesc(Namespace+"_adoption_recoveries",
 		"Successful account recoveries in the last 30 days, by path (email, totp, link).", []string{"path"}, nil)
+	adoptionRegMethodsDesc = prometheus.NewDesc(Namespace+"_adoption_registrations_by_method",
+		"Passkeys added in the last 30 days, by method (portal: the button; upgrade: the automatic upgrade after a password sign-in).", []string{"method"}, nil)
 	adoptionSignInsDesc = prometheus.NewDesc(Namespace+"_adoption_signins",
 		"Successful portal sign-ins in the last 30 days, by method (password, passkey, link, recovery).", []string{"method"}, nil)
 )
@@ -366,6 +368,7 @@ var (
 // Label values always exported, so a dashboard sees 0 rather than nothing.
 var (
 	recoveryPaths  = []string{"email", "totp", "link"}
+	regMethods     = []string{"portal", "upgrade"}
 	signInMethods  = []string{"password", "passkey", "link", "recovery"}
 	registrationQs = []struct {
 		label string
@@ -382,7 +385,7 @@ type adoptionCollector struct{ m *Metrics }
 
 func (c adoptionCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{adoptionInScopeDesc, adoptionEnrolledDesc, adoptionDeptInScopeDesc, adoptionDeptEnrolledDesc,
-		adoptionRegSecondsDesc, adoptionRegistrationsDesc, adoptionCeremoniesDesc, adoptionAbandonmentDesc, adoptionRecoveriesDesc, adoptionSignInsDesc} {
+		adoptionRegSecondsDesc, adoptionRegistrationsDesc, adoptionCeremoniesDesc, adoptionAbandonmentDesc, adoptionRecoveriesDesc, adoptionSignInsDesc, adoptionRegMethodsDesc} {
 		ch <- d
 	}
 }
@@ -439,6 +442,7 @@ func (c adoptionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	byLabel(adoptionRecoveriesDesc, recoveryPaths, s.Recoveries)
 	byLabel(adoptionSignInsDesc, signInMethods, s.SignIns)
+	byLabel(adoptionRegMethodsDesc, regMethods, s.RegistrationMethods)
 }
 
 // capDepartments merges departments of the same name, keeps the

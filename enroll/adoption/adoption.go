@@ -76,6 +76,7 @@ var RecoveryPaths = []string{"email", "totp", "link"}
 // Ceremony kinds and results as the portal writes them (enroll/ceremony.go).
 const (
 	kindRegistration = "registration"
+	kindUpgrade      = "upgrade" // the automatic passkey upgrade after a password sign-in
 	resultSucceeded  = "succeeded"
 	resultCancelled  = "cancelled"
 	resultClaimed    = "claimed"
@@ -105,6 +106,11 @@ type Report struct {
 	// ceremony to its successful finish, for those that succeeded in the
 	// window.
 	Registration Timing
+	// Upgrades counts the passkeys the automatic upgrade made in the
+	// window (conditional creation after a password sign-in): their own
+	// registration method, outside Registration and Abandonment (a
+	// password manager that declines silently abandons nothing).
+	Upgrades int
 	// Abandonment is over the registration ceremonies begun in the window
 	// that are over (finished, or expired unfinished).
 	Abandonment Abandonment
@@ -374,8 +380,14 @@ func (q *reader) registration(ctx context.Context, r *Report) error {
 		ds = append(ds, max(row.Finished.Sub(row.Begun), 0))
 	}
 	r.Registration = timing(ds)
-	return nil
+	return store.Get(ctx, q.db, &r.Upgrades, "SELECT COUNT(*) FROM "+q.n.Ceremonies+
+		" WHERE "+q.c("kind")+" = ? AND "+q.c("result")+" = ? AND "+q.c("finished_at")+" >= ? AND "+q.c("finished_at")+" <= ?",
+		kindUpgrade, resultSucceeded, r.Since, r.Now)
 }
+
+// RegistrationMethods are the ways a passkey is added, as Report and the
+// metrics count them: the portal's button and the automatic upgrade.
+var RegistrationMethods = []string{"portal", "upgrade"}
 
 // Summarize is the count, median and 90th percentile of durations, as the
 // adoption figures compute them (enrollment campaigns use it for their
@@ -579,6 +591,7 @@ func (r *Report) Metrics() Gauges {
 		CeremoniesAbandoned: r.Abandonment.Abandoned,
 		SignIns:             r.SignIns,
 		Recoveries:          r.Recoveries,
+		RegistrationMethods: map[string]int{"portal": r.Registration.Count, "upgrade": r.Upgrades},
 	}
 	for _, g := range r.ByDepartment {
 		s.Departments = append(s.Departments, DepartmentGauges{Name: g.Name, InScope: g.InScope, Enrolled: g.Enrolled})
@@ -610,6 +623,10 @@ type Gauges struct {
 	// (password, passkey, link, recovery).
 	Recoveries map[string]int
 	SignIns    map[string]int
+	// RegistrationMethods counts the passkeys added in the window by how:
+	// portal (the button) and upgrade (the automatic upgrade after a
+	// password sign-in).
+	RegistrationMethods map[string]int
 }
 
 // DepartmentGauges is the adoption of one department.

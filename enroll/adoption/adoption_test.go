@@ -204,6 +204,10 @@ func script(t *testing.T, db *store.DB, cfg *config.Config) {
 	f.ceremony("registration", day(15, 8, 0, 0), -1, "")
 	f.ceremony("registration", day(16, 8, 0, 0), 3*time.Second, "cancelled")
 	f.ceremony("registration", day(17, 8, 0, 0), 30*time.Second, "failed")
+	// The automatic upgrade: one made, one the password manager declined
+	// (never finished): its own method, no abandonment.
+	f.ceremony("upgrade", day(18, 8, 0, 0), 2*time.Second, "succeeded")
+	f.ceremony("upgrade", day(18, 9, 0, 0), -1, "")
 	// Not over: still open; being finished right now.
 	f.ceremony("registration", now.Add(-time.Minute), -1, "")
 	f.ceremony("registration", now.Add(-30*time.Second), 29*time.Second, "claimed")
@@ -317,8 +321,9 @@ func TestCompute(t *testing.T) {
 				},
 				Registrations: 5, RegistrationMedian: 12 * time.Second, RegistrationP90: 32 * time.Second,
 				CeremoniesOver: 8, CeremoniesAbandoned: 2,
-				SignIns:    map[string]int{"password": 3, "passkey": 5, "link": 1, "recovery": 1},
-				Recoveries: map[string]int{"email": 2, "totp": 1, "link": 0},
+				SignIns:             map[string]int{"password": 3, "passkey": 5, "link": 1, "recovery": 1},
+				Recoveries:          map[string]int{"email": 2, "totp": 1, "link": 0},
+				RegistrationMethods: map[string]int{"portal": 5, "upgrade": 1},
 			}
 			if !reflect.DeepEqual(s, wantSnap) {
 				t.Errorf("snapshot:\n got %+v\nwant %+v", s, wantSnap)

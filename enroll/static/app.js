@@ -137,6 +137,7 @@
     if (conditional) { conditional.abort(); conditional = null; }
     var abort = new AbortController();
     if (useAutofill) conditional = abort; else busy(button, true);
+    var usedID = null;
     return post("/webauthn/login/begin", { conditional: !!useAutofill }).then(function (begin) {
       ceremony = begin.ceremony;
       var opts = { publicKey: requestOptions(begin.options.publicKey), signal: abort.signal };
@@ -144,6 +145,7 @@
       if (!useAutofill) show("Choose your passkey in the window your browser opens…");
       return navigator.credentials.get(opts);
     }).then(function (cred) {
+      usedID = cred.id;
       show("Checking your passkey…");
       return post("/webauthn/login/finish", { ceremony: ceremony, credential: credentialJSON(cred) });
     }).then(function (done) {
@@ -152,8 +154,12 @@
       busy(button, false);
       if (e.name === "AbortError") { cancelled(ceremony, "login", e); return; }
       cancelled(ceremony, "login", e);
-      if (e.code === "unknown_passkey" && PublicKeyCredential.signalUnknownCredential && e.credentialId) {
-        PublicKeyCredential.signalUnknownCredential({ rpId: location.hostname, credentialId: e.credentialId }).catch(function () {});
+      // A passkey the portal no longer knows or accepts (deleted, revoked
+      // by IT or a recovery): the password manager is told, so that it
+      // stops offering it. Not for an account disabled or deleted in the
+      // directory: re-enabled (or restored), it gets its passkeys back.
+      if (usedID && (e.code === "unknown_passkey" || e.code === "revoked_passkey")) {
+        signal("signalUnknownCredential", { rpId: rpID(), credentialId: usedID });
       }
       show(explain(e, "login"), "error");
       if (useAutofill && e.server) startAutofill();
@@ -168,8 +174,72 @@
     }).catch(function () {});
   }
 
+  // --- the Signals API: keep the password manager in step ---
+  // Feature-detected: a browser without it is left alone, without errors.
+  function signal(name, args) {
+    if (!window.PublicKeyCredential || typeof PublicKeyCredential[name] !== "function") return;
+    try {
+      PublicKeyCredential[name](args).catch(function () {});
+    } catch (e) { /* an old shape of the API: nothing to do */ }
+  }
+  function rpID() {
+    var el = document.getElementById("signals");
+    return (el && el.getAttribute("data-rp-id")) || location.hostname;
+  }
+  // On the passkeys page: the passkeys the portal still accepts for this
+  // user (the others, deleted or revoked, disappear from the password
+  // manager), and the user's name as the directory has it now.
+  function signalAccount() {
+    var el = document.getElementById("signals");
+    if (!el || !el.getAttribute("data-user-id")) return;
+    var user = el.getAttribute("data-user-id");
+    var ids = (el.getAttribute("data-credentials") || "").split(",").filter(function (x) { return x; });
+    signal("signalAllAcceptedCredentials", { rpId: rpID(), userId: user, allAcceptedCredentialIds: ids });
+    signal("signalCurrentUserDetails", { rpId: rpID(), userId: user, name: el.getAttribute("data-name"), displayName: el.getAttribute("data-display-name") });
+  }
+
+  // --- the automatic passkey upgrade ---
+  // Right after a password sign-in, where the browser can create a passkey
+  // without a dialog (conditional creation), the password manager is
+  // asked to; elsewhere the offer on the page stays.
+  // upgrading is the conditional creation in flight: {controller, done};
+  // registering is set once the user pressed the button.
+  var upgrading = null, registering = false;
+
+  function upgrade(form) {
+    if (!form.hasAttribute("data-upgrade") || typeof PublicKeyCredential.getClientCapabilities !== "function") return;
+    PublicKeyCredential.getClientCapabilities().then(function (caps) {
+      if (!caps || !caps.conditionalCreate || registering) return;
+      var ceremony = null;
+      var controller = new AbortController();
+      var done = post("/webauthn/register/begin", { upgrade: true }).then(function (begin) {
+        ceremony = begin.ceremony;
+        return navigator.credentials.create({ mediation: "conditional", publicKey: creationOptions(begin.options.publicKey), signal: controller.signal });
+      }).then(function (cred) {
+        return post("/webauthn/register/finish", { ceremony: ceremony, credential: credentialJSON(cred) });
+      }).then(function (finished) {
+        upgrading = null;
+        window.location.assign(finished.redirect || "/");
+      }).catch(function (e) {
+        upgrading = null;
+        cancelled(ceremony, "upgrade", e); // quietly: the offer stays
+      });
+      upgrading = { controller: controller, done: done };
+    }).catch(function () {});
+  }
+
   // --- enrollment ---
   function register(form) {
+    registering = true;
+    if (upgrading) {
+      // A browser runs one creation at a time: the conditional one ends
+      // first, then the user's own.
+      var u = upgrading;
+      upgrading = null;
+      u.controller.abort();
+      u.done.then(function () { register(form); });
+      return;
+    }
     var button = document.getElementById("register");
     var name = (document.getElementById("passkey-name") || {}).value || "";
     var ceremony = null;
@@ -205,6 +275,8 @@
     var form = document.getElementById("register-form");
     if (form) {
       form.addEventListener("submit", function (ev) { ev.preventDefault(); register(form); });
+      upgrade(form);
     }
+    signalAccount();
   });
 })();
