@@ -60,13 +60,30 @@ func Open(ctx context.Context, cfg config.Database, log *slog.Logger) (*DB, erro
 	}
 	d.pool(sqlDB, t, cfg.MaxOpenConns)
 	db := &DB{DB: sqlx.NewDb(sqlDB, d.DriverName()), dialect: d, target: t, log: log}
+	if d.kind == SQLite {
+		db.stmts = newStmtCache()
+		if !t.memory {
+			// Readers beside the one writer: see Reader.
+			sep := "?"
+			if strings.Contains(dsn, "?") {
+				sep = "&"
+			}
+			rDB, _, err := d.open(dsn+sep+"_pragma=query_only(1)", log)
+			if err != nil {
+				sqlDB.Close()
+				return nil, err
+			}
+			d.pool(rDB, t, sqliteReaders)
+			db.reader = &DB{DB: sqlx.NewDb(rDB, d.DriverName()), dialect: d, target: t, log: log, stmts: newStmtCache()}
+		}
+	}
 
 	timeout := cfg.ConnectTimeout.D()
 	if timeout <= 0 {
 		timeout = DefaultConnectTimeout
 	}
 	if err := db.connect(ctx, timeout); err != nil {
-		sqlDB.Close()
+		db.Close()
 		return nil, err
 	}
 	log.Info("database connected", "driver", string(d.kind), "database", t.desc)

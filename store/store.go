@@ -98,6 +98,24 @@ type DB struct {
 	dialect Dialect
 	target  target
 	log     *slog.Logger
+	stmts   *stmtCache // SQLite only: see stmtcache.go
+	reader  *DB        // SQLite files only: see Reader
+}
+
+// sqliteReaders is the size of an SQLite file database's reader pool.
+const sqliteReaders = 4
+
+// Reader is where reads that need no transaction may go. For an SQLite file
+// it is a pool of read-only connections beside the one writer connection:
+// in WAL mode readers never wait for the writer, so a passkey sign-in's
+// lookups do not queue behind other sign-ins' commits. It sees what has
+// been committed (not a transaction in progress, not a temporary table of
+// the writer's). For the other databases, and SQLite in memory, it is db.
+func (db *DB) Reader() Querier {
+	if db.reader != nil {
+		return db.reader
+	}
+	return db
 }
 
 // Querier is what a DB, an *sqlx.DB, an *sqlx.Tx and an *sqlx.Conn have in
@@ -116,7 +134,13 @@ func (db *DB) Dialect() Dialect { return db.dialect }
 func (db *DB) Describe() string { return db.target.desc }
 
 // Close closes the pool.
-func (db *DB) Close() error { return db.DB.Close() }
+func (db *DB) Close() error {
+	if db.reader != nil {
+		db.reader.Close()
+	}
+	db.stmts.close()
+	return db.DB.Close()
+}
 
 // InTx runs fn in a transaction and commits it when fn returns nil. It rolls
 // back when fn returns an error (which it returns) or panics (and then
@@ -131,6 +155,7 @@ func (db *DB) InTxOpts(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
+	defer db.beginCaching(ctx, tx)() // runs after the rollback below
 	committed := false
 	defer func() {
 		if committed {
@@ -196,17 +221,29 @@ func (db *DB) WithLockTimeout(ctx context.Context, timeout time.Duration, fn fun
 // Exec runs a statement with ? placeholders on q (a DB, transaction or
 // connection), rebinding it for the dialect.
 func Exec(ctx context.Context, q Querier, query string, args ...any) (sql.Result, error) {
-	return q.ExecContext(ctx, q.Rebind(query), args...)
+	query = q.Rebind(query)
+	if st := prepared(ctx, q, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return q.ExecContext(ctx, query, args...)
 }
 
 // Get scans the one row of a query with ? placeholders into dest (a scalar
 // or a struct with db tags); sql.ErrNoRows when there is none.
 func Get(ctx context.Context, q Querier, dest any, query string, args ...any) error {
-	return sqlx.GetContext(ctx, q, dest, q.Rebind(query), args...)
+	query = q.Rebind(query)
+	if st := prepared(ctx, q, query); st != nil {
+		return st.GetContext(ctx, dest, args...)
+	}
+	return sqlx.GetContext(ctx, q, dest, query, args...)
 }
 
 // Select scans every row of a query with ? placeholders into dest, a
 // pointer to a slice.
 func Select(ctx context.Context, q Querier, dest any, query string, args ...any) error {
-	return sqlx.SelectContext(ctx, q, dest, q.Rebind(query), args...)
+	query = q.Rebind(query)
+	if st := prepared(ctx, q, query); st != nil {
+		return st.SelectContext(ctx, dest, args...)
+	}
+	return sqlx.SelectContext(ctx, q, dest, query, args...)
 }
