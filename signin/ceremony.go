@@ -93,7 +93,8 @@ func (c *Core) peekCeremony(ctx context.Context, id, kind string) (*Ceremony, er
 		Data       string        `db:"session_data"`
 		CreatedAt  time.Time     `db:"created_at"`
 	}
-	err := store.Get(ctx, c.db, &row, "SELECT "+c.Cols("", "kind", "identity_id", "session_data", "created_at")+" FROM "+c.n.Ceremonies+" WHERE "+c.open(), hash, kind, c.now())
+	// On the reader pool (SQLite): begin committed the row.
+	err := store.Get(ctx, c.db.Reader(), &row, "SELECT "+c.Cols("", "kind", "identity_id", "session_data", "created_at")+" FROM "+c.n.Ceremonies+" WHERE "+c.open(), hash, kind, c.now())
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrCeremonyGone
 	}

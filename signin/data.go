@@ -138,7 +138,8 @@ func (c *Core) SelectIdentities() string {
 // IdentityWhere reads the first identity matching where; nil when none.
 func (c *Core) IdentityWhere(ctx context.Context, where string, args ...any) (*Identity, error) {
 	var it Identity
-	err := store.Get(ctx, c.db, &it, c.SelectIdentities()+" WHERE "+where, args...)
+	// Committed state is what a sign-in reads: the reader pool (SQLite).
+	err := store.Get(ctx, c.db.Reader(), &it, c.SelectIdentities()+" WHERE "+where, args...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -219,7 +220,8 @@ func (cr *Credential) WebAuthn() (webauthn.Credential, error) {
 // CredentialsWhere reads the passkeys matching where, by ID.
 func (c *Core) CredentialsWhere(ctx context.Context, where string, args ...any) ([]*Credential, error) {
 	var out []*Credential
-	err := store.Select(ctx, c.db, &out, "SELECT "+c.Cols("", credentialCols...)+" FROM "+c.n.Credentials+" WHERE "+where+" ORDER BY "+c.q("id"), args...)
+	// Committed state is what a sign-in reads: the reader pool (SQLite).
+	err := store.Select(ctx, c.db.Reader(), &out, "SELECT "+c.Cols("", credentialCols...)+" FROM "+c.n.Credentials+" WHERE "+where+" ORDER BY "+c.q("id"), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read passkeys: %w", err)
 	}
