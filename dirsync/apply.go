@@ -33,7 +33,7 @@ func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *directory.Cur
 	batch := make([]Change, 0, size)
 	i := 0
 	t0 := time.Now()
-	defer func() { s.dbTime += time.Since(t0) }()
+	defer func() { s.addDBTime(time.Since(t0)) }()
 	batches := 0
 	run := func(last bool) error {
 		batches++

@@ -55,15 +55,60 @@ func (d dbState) identities(ctx context.Context, ids []string) (map[string]*iden
 		for _, id := range ids[start:end] {
 			args = append(args, id)
 		}
-		var rows []*identityRow
-		q := selectIdentities(s.n) + " WHERE " + s.n.Dialect.Quote("directory_id") + " IN (" + placeholders(len(args)) + ")"
-		if err := store.Select(ctx, s.db, &rows, q, args...); err != nil {
-			return nil, fmt.Errorf("read identities: %w", err)
+		rows, err := d.query(ctx, selectIdentities(s.n)+" WHERE "+s.n.Dialect.Quote("directory_id")+" IN ("+placeholders(len(args))+")", args...)
+		if err != nil {
+			return nil, err
 		}
 		for _, r := range rows {
-			r.UserKey = schema.NormKey(r.UserKey)
 			out[r.DirectoryID] = r
 		}
+	}
+	return out, nil
+}
+
+// identitiesByRowID loads the stored identities with these row IDs, by id.
+func (d dbState) identitiesByRowID(ctx context.Context, ids []int64) ([]*identityRow, error) {
+	s := d.s
+	var out []*identityRow
+	for start := 0; start < len(ids); start += maxInList {
+		chunk := ids[start:min(start+maxInList, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := d.query(ctx, selectIdentities(s.n)+" WHERE "+s.n.Dialect.Quote("id")+" IN ("+placeholders(len(args))+") ORDER BY "+s.n.Dialect.Quote("id"), args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rows...)
+	}
+	return out, nil
+}
+
+// query runs a SELECT of identityColumns and scans the rows (by hand: the
+// sync reads every stored identity at least once a full run, and sqlx's
+// reflection was a good part of that).
+func (d dbState) query(ctx context.Context, q string, args ...any) ([]*identityRow, error) {
+	s := d.s
+	t0 := time.Now()
+	defer func() { s.addDBTime(time.Since(t0)) }()
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("read identities: %w", err)
+	}
+	defer rows.Close()
+	var out []*identityRow
+	for rows.Next() {
+		r := new(identityRow)
+		if err := rows.Scan(&r.ID, &r.DirectoryID, &r.DN, &r.Username, &r.Email, &r.DisplayName, &r.Department, &r.State, &r.StateReason,
+			&r.UserKey, &r.LinkState, &r.LinkDetail); err != nil {
+			return nil, fmt.Errorf("read identities: %w", err)
+		}
+		r.UserKey = schema.NormKey(r.UserKey)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read identities: %w", err)
 	}
 	return out, nil
 }
@@ -72,11 +117,9 @@ func (d dbState) identities(ctx context.Context, ids []string) (map[string]*iden
 // parameters, PostgreSQL and MySQL 65535).
 const maxInList = 1000
 
-// eachIdentity streams the stored identities f selects in pages by id, so
-// memory holds one page.
-func (d dbState) eachIdentity(ctx context.Context, f identityFilter, fn func(rows []*identityRow) error) error {
-	s := d.s
-	q := s.n.Column
+// where is the condition of an identity filter (no user input in it).
+func (d dbState) where(f identityFilter) string {
+	q := d.s.n.Column
 	var conds []string
 	if f.notDeleted {
 		conds = append(conds, q("state")+" <> '"+schema.StateDeleted+"'")
@@ -84,32 +127,64 @@ func (d dbState) eachIdentity(ctx context.Context, f identityFilter, fn func(row
 	if f.unlinked {
 		conds = append(conds, q("link_state")+" <> '"+schema.LinkManual+"' AND "+q("user_key")+" IS NULL")
 	}
-	where := strings.Join(conds, " AND ")
+	if len(conds) == 0 {
+		return ""
+	}
+	return " AND (" + strings.Join(conds, " AND ") + ")"
+}
+
+// eachIdentity streams the stored identities f selects in pages by id, so
+// memory holds one page.
+func (d dbState) eachIdentity(ctx context.Context, f identityFilter, fn func(rows []*identityRow) error) error {
+	s := d.s
 	var last int64 = -1 << 62
 	for {
-		var rows []*identityRow
-		q := selectIdentities(s.n) + " WHERE " + s.n.Dialect.Quote("id") + " > ?"
-		if where != "" {
-			q += " AND (" + where + ")"
-		}
-		q += " ORDER BY " + s.n.Dialect.Quote("id") + " LIMIT " + fmt.Sprint(maxInList)
-		t0 := time.Now()
-		err := store.Select(ctx, s.db, &rows, q, last)
-		s.dbTime += time.Since(t0)
+		q := selectIdentities(s.n) + " WHERE " + s.n.Dialect.Quote("id") + " > ?" + d.where(f) +
+			" ORDER BY " + s.n.Dialect.Quote("id") + " LIMIT " + fmt.Sprint(maxInList)
+		rows, err := d.query(ctx, q, last)
 		if err != nil {
-			return fmt.Errorf("read identities: %w", err)
+			return err
 		}
 		if len(rows) == 0 {
 			return nil
-		}
-		for _, r := range rows {
-			r.UserKey = schema.NormKey(r.UserKey)
 		}
 		if err := fn(rows); err != nil {
 			return err
 		}
 		last = rows[len(rows)-1].ID
 		if len(rows) < maxInList {
+			return nil
+		}
+	}
+}
+
+// idPage is how many row IDs eachIdentityID reads at a time.
+const idPage = 20000
+
+// eachIdentityID streams the row IDs of the stored identities f selects,
+// in order: the deletion pass of a full run reads every stored identity's
+// ID, and the whole row only of those the read did not see.
+func (d dbState) eachIdentityID(ctx context.Context, f identityFilter, fn func(ids []int64) error) error {
+	s := d.s
+	var last int64 = -1 << 62
+	for {
+		q := "SELECT " + s.n.Dialect.Quote("id") + " FROM " + s.n.Identities + " WHERE " + s.n.Dialect.Quote("id") + " > ?" + d.where(f) +
+			" ORDER BY " + s.n.Dialect.Quote("id") + " LIMIT " + fmt.Sprint(idPage)
+		var ids []int64
+		t0 := time.Now()
+		err := store.Select(ctx, s.db, &ids, q, last)
+		s.addDBTime(time.Since(t0))
+		if err != nil {
+			return fmt.Errorf("read identities: %w", err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		if err := fn(ids); err != nil {
+			return err
+		}
+		last = ids[len(ids)-1]
+		if len(ids) < idPage {
 			return nil
 		}
 	}

@@ -139,7 +139,7 @@ func (d dbState) usersBy(ctx context.Context, col string, values []string) (map[
 	seen := map[string]bool{}
 	collect := func(q string, args []any) error {
 		t0 := time.Now()
-		defer func() { s.dbTime += time.Since(t0) }()
+		defer func() { s.addDBTime(time.Since(t0)) }()
 		rows, err := s.db.QueryxContext(ctx, s.db.Rebind(q), args...)
 		if err != nil {
 			return fmt.Errorf("match against %s: %w", s.n.Users, err)
@@ -241,7 +241,7 @@ func (d dbState) keyOwners(ctx context.Context, keys []any) (map[string]string, 
 			" WHERE " + s.n.Dialect.Quote("user_key") + " IN (" + placeholders(len(chunk)) + ")"
 		t0 := time.Now()
 		err := store.Select(ctx, s.db, &rows, q, chunk...)
-		s.dbTime += time.Since(t0)
+		s.addDBTime(time.Since(t0))
 		if err != nil {
 			return nil, fmt.Errorf("read linked identities: %w", err)
 		}
@@ -262,7 +262,7 @@ func (s *Syncer) checkNeverLink(ctx context.Context) error {
 	var n int
 	t0 := time.Now()
 	err := store.Get(ctx, s.db, &n, "SELECT COUNT(*) FROM "+s.n.Users+" WHERE ("+cond+")")
-	s.dbTime += time.Since(t0)
+	s.addDBTime(time.Since(t0))
 	if err != nil {
 		return fmt.Errorf("users_table.never_link: the database refuses the condition %q on %s: %w", cond, s.n.Users, err)
 	}
@@ -284,7 +284,7 @@ func (d dbState) neverLinked(ctx context.Context, keys []any) (map[string]bool, 
 		q := "SELECT " + s.n.UserKey + " FROM " + s.n.Users + " WHERE " + s.n.UserKey + " IN (" + placeholders(len(chunk)) + ") AND (" + cond + ")"
 		t0 := time.Now()
 		err := store.Select(ctx, s.db, &got, q, chunk...)
-		s.dbTime += time.Since(t0)
+		s.addDBTime(time.Since(t0))
 		if err != nil {
 			return nil, fmt.Errorf("users_table.never_link (%s) against %s: %w", cond, s.n.Users, err)
 		}
@@ -322,7 +322,7 @@ func (s *Syncer) caseInsensitive(ctx context.Context, col string) (bool, error) 
 	}
 	t0 := time.Now()
 	cols, err := s.n.Dialect.Columns(ctx, s.db, s.cfg.UsersTable.Schema, s.cfg.UsersTable.Name)
-	s.dbTime += time.Since(t0)
+	s.addDBTime(time.Since(t0))
 	if err != nil {
 		return false, fmt.Errorf("read the collation of %s.%s: %w", s.n.Users, name, err)
 	}

@@ -27,10 +27,9 @@ type planner struct {
 	now   time.Time
 	log   *slog.Logger
 
-	// touched: directory IDs seen in this run, with how (seenUpsert,
-	// seenPresent, seenGone). For a full read it is the whole scope: IDs
-	// only, the one thing that grows with the directory.
-	touched map[string]uint8
+	// seen: what this run has seen of the directory, and how (seenUpsert,
+	// seenPresent, seenGone): bits per stored row, a hash per new one.
+	seen *seen
 	// claims: the candidate links of the run, decided once it is read.
 	claims *claims
 	// createHead and createRow are the INSERT of a new identity (head +
@@ -40,7 +39,6 @@ type planner struct {
 	createParams          int
 
 	upserted, presents int
-	pages              int
 	invalidCount       int
 	deletes, disables  int
 	linked             int
@@ -51,7 +49,7 @@ type planner struct {
 
 // newPlanner starts the diff of run runID over cur (nil: the database).
 func (s *Syncer) newPlanner(runID int64, cur state) (*planner, error) {
-	p := &planner{s: s, state: cur, runID: runID, now: s.now().UTC(), log: s.log, touched: map[string]uint8{}}
+	p := &planner{s: s, state: cur, runID: runID, now: s.now().UTC(), log: s.log, seen: newSeen()}
 	var err error
 	if p.plan, err = newPlan(s.batchSize()); err != nil {
 		return nil, err
@@ -110,9 +108,15 @@ const (
 	seenGone
 )
 
-func (p *planner) Present(_ context.Context, ids []string) error {
-	for _, id := range ids {
-		p.touched[id] |= seenPresent
+func (p *planner) Present(ctx context.Context, ids []string) error {
+	t0 := time.Now()
+	cur, err := p.cur().identities(ctx, ids)
+	p.s.addDBTime(time.Since(t0))
+	if err != nil {
+		return err
+	}
+	for _, row := range cur {
+		p.seen.mark(row.ID, seenPresent)
 	}
 	p.presents += len(ids)
 	return nil
@@ -120,23 +124,31 @@ func (p *planner) Present(_ context.Context, ids []string) error {
 
 func (p *planner) Upsert(ctx context.Context, page []directory.Identity) error {
 	ids := make([]string, 0, len(page))
-	keep := page[:0:0]
 	for _, it := range page {
-		if p.touched[it.DirectoryID]&seenUpsert != 0 {
-			p.Invalid(it.DN, fmt.Errorf("%s %s is also the ID of another entry in scope: the stable ID attribute must be unique", p.s.mapper.IDAttribute(), it.DirectoryID))
-			continue
-		}
-		p.touched[it.DirectoryID] |= seenUpsert
 		ids = append(ids, it.DirectoryID)
-		keep = append(keep, it)
 	}
-	p.upserted += len(keep)
 	t0 := time.Now()
 	cur, err := p.cur().identities(ctx, ids)
-	p.s.dbTime += time.Since(t0)
+	p.s.addDBTime(time.Since(t0))
 	if err != nil {
 		return err
 	}
+	keep := page[:0:0]
+	for _, it := range page {
+		first := true
+		if row := cur[it.DirectoryID]; row != nil {
+			first = !p.seen.has(row.ID, seenUpsert)
+			p.seen.mark(row.ID, seenUpsert)
+		} else {
+			first = p.seen.addFresh(it.DirectoryID)
+		}
+		if !first {
+			p.Invalid(it.DN, fmt.Errorf("%s %s is also the ID of another entry in scope: the stable ID attribute must be unique", p.s.mapper.IDAttribute(), it.DirectoryID))
+			continue
+		}
+		keep = append(keep, it)
+	}
+	p.upserted += len(keep)
 	var toLink []linkInput
 	var linkRows []*identityRow // nil for a new identity
 	var linkIdentities []directory.Identity
@@ -163,30 +175,25 @@ func (p *planner) Upsert(ctx context.Context, page []directory.Identity) error {
 			return err
 		}
 	}
-	p.pages++
-	if p.s.hookPage != nil {
-		p.s.hookPage(p.pages)
-	}
 	return nil
 }
 
 func (p *planner) Gone(ctx context.Context, ids []string, reason string) error {
-	var fresh []string
-	for _, id := range ids {
-		// An ID upserted or reported present in this read is in scope.
-		if p.touched[id]&(seenUpsert|seenPresent) == 0 {
-			p.touched[id] |= seenGone
-			fresh = append(fresh, id)
-		}
-	}
 	t0 := time.Now()
-	cur, err := p.cur().identities(context.WithoutCancel(ctx), fresh)
-	p.s.dbTime += time.Since(t0)
+	cur, err := p.cur().identities(context.WithoutCancel(ctx), ids)
+	p.s.addDBTime(time.Since(t0))
 	if err != nil {
 		return err
 	}
-	for _, id := range fresh {
-		if row := cur[id]; row != nil && row.State != schema.StateDeleted {
+	for _, id := range ids {
+		row := cur[id]
+		// An ID upserted or reported present in this read is in scope;
+		// one not stored has nothing to delete.
+		if row == nil || p.seen.has(row.ID, seenUpsert|seenPresent|seenGone) {
+			continue
+		}
+		p.seen.mark(row.ID, seenGone)
+		if row.State != schema.StateDeleted {
 			if err := p.markDeleted(row, reason); err != nil {
 				return err
 			}

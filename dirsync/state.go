@@ -13,6 +13,11 @@ type state interface {
 	// eachIdentity calls fn with every stored identity that f selects, a
 	// page at a time, by id.
 	eachIdentity(ctx context.Context, f identityFilter, fn func(rows []*identityRow) error) error
+	// eachIdentityID is eachIdentity with the row IDs only.
+	eachIdentityID(ctx context.Context, f identityFilter, fn func(ids []int64) error) error
+	// identitiesByRowID returns the stored identities with these row IDs,
+	// by id.
+	identitiesByRowID(ctx context.Context, ids []int64) ([]*identityRow, error)
 	// usersBy returns the keys of the users rows whose column (the
 	// quoted users_table.email or .username) equals one of the lower-case
 	// values, case-insensitively, by lower-case value, keys sorted.

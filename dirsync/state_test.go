@@ -65,6 +65,27 @@ func (m *memState) eachIdentity(_ context.Context, f identityFilter, fn func([]*
 	return nil
 }
 
+func (m *memState) eachIdentityID(ctx context.Context, f identityFilter, fn func([]int64) error) error {
+	return m.eachIdentity(ctx, f, func(rows []*identityRow) error {
+		ids := make([]int64, len(rows))
+		for i, r := range rows {
+			ids[i] = r.ID
+		}
+		return fn(ids)
+	})
+}
+
+func (m *memState) identitiesByRowID(_ context.Context, ids []int64) ([]*identityRow, error) {
+	var out []*identityRow
+	for _, r := range m.stored {
+		if slices.Contains(ids, r.ID) {
+			c := *r
+			out = append(out, &c)
+		}
+	}
+	return out, nil
+}
+
 func (m *memState) usersBy(_ context.Context, col string, values []string) (map[string][]any, error) {
 	out := map[string][]any{}
 	for _, u := range m.users {

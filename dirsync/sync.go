@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/passbridge/passbridge/audit"
@@ -47,14 +48,16 @@ type Syncer struct {
 	now       func() time.Time
 	scopeOpts directory.ScopeOptions
 
-	dbTime time.Duration // accumulated during a run
+	// dbTime is the time spent in the database during a run, in
+	// nanoseconds: the diff adds to it from its own goroutine.
+	dbTime atomic.Int64
 
 	// ci caches caseInsensitive per users column (MySQL).
 	ciMu sync.Mutex
 	ci   map[string]bool
 
-	// Test hooks: after each page of upserts is planned, before each
-	// batch is applied.
+	// Test hooks: after each page of upserts is handed to the diff (in the
+	// reader's goroutine), before each batch is applied.
 	hookPage  func(page int)
 	hookBatch func(batch int) error
 }
@@ -78,6 +81,9 @@ func NewSyncer(cfg *config.Config, db *store.DB, log *slog.Logger) (*Syncer, err
 		n: schema.NamesFor(cfg), BatchSize: 1000, now: time.Now,
 	}, nil
 }
+
+// addDBTime counts d as time spent in the database.
+func (s *Syncer) addDBTime(d time.Duration) { s.dbTime.Add(int64(d)) }
 
 // batchSize is BatchSize, or 1000 when it is not set.
 func (s *Syncer) batchSize() int {
@@ -175,7 +181,7 @@ const cursorName = "directory"
 func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err error) {
 	// Configure.
 	start := s.now()
-	s.dbTime = 0
+	s.dbTime.Store(0)
 	if opts.Trigger == "" {
 		opts.Trigger = "api"
 	}
@@ -222,8 +228,14 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	if err != nil {
 		return sum, err
 	}
-	out, err := conn.Read(ctx, directory.ReadRequest{Dir: s.cfg.Directory, Mapper: s.mapper, Scope: scope, Out: p, Log: s.log, Now: s.now, Prev: prev, Full: opts.Full})
-	ldapTime = time.Since(t0) - s.dbTime
+	// The diff runs beside the read (pipe): ldap_ms is the time the read
+	// took less the time it waited for the diff.
+	diff := newPipe(p)
+	out, err := conn.Read(ctx, directory.ReadRequest{Dir: s.cfg.Directory, Mapper: s.mapper, Scope: scope, Out: diff, Log: s.log, Now: s.now, Prev: prev, Full: opts.Full})
+	if derr := diff.close(); err == nil && derr != nil {
+		err = derr
+	}
+	ldapTime = time.Since(t0) - diff.waited
 	if err != nil {
 		return sum, fmt.Errorf("read the directory: %w", err)
 	}
@@ -277,11 +289,20 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *directory.Read
 			s.log.Warn("some entries in scope could not be read: identities missing from this read are NOT marked deleted this run",
 				"invalid", p.invalidCount)
 		} else {
-			err := p.cur().eachIdentity(ctx, identityFilter{notDeleted: true}, func(rows []*identityRow) error {
-				for _, row := range rows {
-					if _, ok := p.touched[row.DirectoryID]; ok {
-						continue
+			// Every stored identity's row ID, and the whole row of those
+			// the read did not see.
+			err := p.cur().eachIdentityID(ctx, identityFilter{notDeleted: true}, func(ids []int64) error {
+				var unseen []int64
+				for _, id := range ids {
+					if !p.seen.has(id, seenUpsert|seenPresent|seenGone) {
+						unseen = append(unseen, id)
 					}
+				}
+				rows, err := p.cur().identitiesByRowID(ctx, unseen)
+				if err != nil {
+					return err
+				}
+				for _, row := range rows {
 					if err := p.markDeleted(row, "no longer in the directory, or out of scope"); err != nil {
 						return err
 					}
@@ -299,7 +320,7 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *directory.Read
 		var in []linkInput
 		var pending []*identityRow
 		for _, row := range rows {
-			if p.touched[row.DirectoryID]&(seenUpsert|seenGone) != 0 {
+			if p.seen.has(row.ID, seenUpsert|seenGone) {
 				continue // matched already in this run, or just deleted
 			}
 			in = append(in, linkInput{DirectoryID: row.DirectoryID, Username: row.Username, Email: row.Email.String})
@@ -339,7 +360,7 @@ func (s *Syncer) guard(ctx context.Context, p *planner, out *directory.ReadOutco
 	var active int
 	t0 := time.Now()
 	err := store.Get(ctx, s.db, &active, "SELECT COUNT(*) FROM "+s.n.Identities+" WHERE "+s.n.Dialect.Quote("state")+" = ?", schema.StateActive)
-	s.dbTime += time.Since(t0)
+	s.addDBTime(time.Since(t0))
 	if err != nil {
 		return fmt.Errorf("count active identities: %w", err)
 	}
@@ -372,7 +393,7 @@ func (s *Syncer) startRun(ctx context.Context, sum *Summary) (int64, error) {
 	q := s.n.Dialect.Quote
 	node, _ := os.Hostname()
 	t0 := time.Now()
-	defer func() { s.dbTime += time.Since(t0) }()
+	defer func() { s.addDBTime(time.Since(t0)) }()
 	if !sum.DryRun {
 		closed, err := closeAbandoned(ctx, s.db, s.n, s.now().UTC(), node)
 		if err != nil {
@@ -442,7 +463,7 @@ func (s *Syncer) finishRun(ctx context.Context, sum *Summary, start time.Time, l
 	t0 := time.Now()
 	q := s.n.Dialect.Quote
 	sum.LDAPMillis = max(ldapTime, 0).Milliseconds()
-	sum.DBMillis = s.dbTime.Milliseconds()
+	sum.DBMillis = time.Duration(s.dbTime.Load()).Milliseconds()
 	sum.TotalMillis = total.Milliseconds()
 	if total > 0 {
 		sum.EntriesPerSecond = float64(int64(float64(sum.Entries)/total.Seconds()*10)) / 10
@@ -521,7 +542,7 @@ func (s *Syncer) loadCursor(ctx context.Context) (*directory.Cursor, error) {
 	var raw string
 	t0 := time.Now()
 	err := store.Get(ctx, s.db, &raw, "SELECT "+s.n.Dialect.Quote("cursor")+" FROM "+s.n.SyncState+" WHERE "+s.n.Dialect.Quote("name")+" = ?", cursorName)
-	s.dbTime += time.Since(t0)
+	s.addDBTime(time.Since(t0))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
