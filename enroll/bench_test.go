@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -32,7 +33,16 @@ const benchDuration = 10 * time.Second
 // two cores in both cases.
 //
 //	go test -run '^$' -bench PasskeySignIn -benchtime 1x ./enroll/
+//
+// PASSBRIDGE_BENCH_ONLY=sqlite (or postgres) runs the portal on that
+// database alone, so that a -cpuprofile holds the portal's samples only.
 func BenchmarkPasskeySignIn(b *testing.B) {
+	if d := os.Getenv("PASSBRIDGE_BENCH_ONLY"); d != "" {
+		// One database alone, no library run: for a profile of the portal.
+		r := benchPortal(b, d)
+		b.Logf("portal on %s, %d clients: %.0f ceremonies/s, p50 %s, p99 %s, %d errors", d, benchClients, r.rate, r.p50, r.p99, r.errors)
+		return
+	}
 	lib := benchLibrary(b)
 	b.Logf("go-webauthn in process (library limit): %.0f ceremonies/s, p50 %s, p99 %s", lib.rate, lib.p50, lib.p99)
 	b.ReportMetric(lib.rate, "lib-ceremonies/s")
