@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/passbridge/passbridge/store"
 )
@@ -66,8 +67,12 @@ func (c *Core) BeginCeremony(ctx context.Context, kind string, identityID *int64
 	if identityID != nil {
 		ident = *identityID
 	}
-	_, err = store.Exec(ctx, c.db, "INSERT INTO "+c.n.Ceremonies+" ("+c.Cols("", "id", "kind", "identity_id", "session_data", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?, ?)",
-		hash, kind, ident, string(raw), now, now.Add(c.cfg.Portal.CeremonyTimeout.D()))
+	// Shared with other requests' sign-in writes on SQLite (group commit).
+	err = c.db.InTxShared(ctx, func(tx *sqlx.Tx) error {
+		_, err := store.Exec(ctx, tx, "INSERT INTO "+c.n.Ceremonies+" ("+c.Cols("", "id", "kind", "identity_id", "session_data", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?, ?)",
+			hash, kind, ident, string(raw), now, now.Add(c.cfg.Portal.CeremonyTimeout.D()))
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("store ceremony: %w", err)
 	}

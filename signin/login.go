@@ -224,7 +224,9 @@ func (c *Core) Commit(ctx context.Context, l *Login, ev string, write func(tx *s
 	wc := l.Verified
 	e := l.assertion.event(ev, l.Identity.Username, "", map[string]any{"passkey_id": l.Credential.ID})
 	e.Success = true
-	err = c.db.InTx(ctx, func(tx *sqlx.Tx) error {
+	// On SQLite the transaction may be shared with other sign-ins' (group
+	// commit: store.InTxShared); this one's rows are still all or none.
+	err = c.db.InTxShared(ctx, func(tx *sqlx.Tx) error {
 		if err := c.claimIn(ctx, tx, l.Ceremony, ResultSucceeded); err != nil {
 			return err
 		}

@@ -62,6 +62,7 @@ func Open(ctx context.Context, cfg config.Database, log *slog.Logger) (*DB, erro
 	db := &DB{DB: sqlx.NewDb(sqlDB, d.DriverName()), dialect: d, target: t, log: log}
 	if d.kind == SQLite {
 		db.stmts = newStmtCache()
+		db.group = &groupCommit{}
 		if !t.memory {
 			// Readers beside the one writer: see Reader.
 			sep := "?"

@@ -98,8 +98,9 @@ type DB struct {
 	dialect Dialect
 	target  target
 	log     *slog.Logger
-	stmts   *stmtCache // SQLite only: see stmtcache.go
-	reader  *DB        // SQLite files only: see Reader
+	stmts   *stmtCache   // SQLite only: see stmtcache.go
+	reader  *DB          // SQLite files only: see Reader
+	group   *groupCommit // SQLite only: see InTxShared
 }
 
 // sqliteReaders is the size of an SQLite file database's reader pool.

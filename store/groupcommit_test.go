@@ -1,0 +1,121 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// TestGroupCommit runs many concurrent InTxShared transactions on SQLite:
+// they share commits, and each member's rows are written all or none, by
+// its own outcome.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, newConfig(t, SQLite))
+	if _, err := Exec(ctx, db, "CREATE TABLE t (v TEXT PRIMARY KEY, part INTEGER NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("refused")
+	const workers, each = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				v := fmt.Sprintf("w%02d-%02d", w, i)
+				err := db.InTxShared(ctx, func(tx *sqlx.Tx) error {
+					// Two rows a member; a refused member's first row must
+					// not survive its refusal.
+					for part := range 2 {
+						if _, err := Exec(ctx, tx, "INSERT INTO t (v, part) VALUES (?, ?)", v, part); err != nil && part == 0 {
+							return err
+						}
+						if i%7 == 3 {
+							return refused
+						}
+						v += "+"
+					}
+					return nil
+				})
+				if want := error(nil); i%7 == 3 {
+					want = refused
+					if !errors.Is(err, want) {
+						errs <- fmt.Errorf("%s: %v, want %v", v, err, want)
+					}
+				} else if err != nil {
+					errs <- fmt.Errorf("%s: %w", v, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var n, bad int
+	if err := Get(ctx, db, &n, "SELECT COUNT(*) FROM t"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Get(ctx, db, &bad, "SELECT COUNT(*) FROM t WHERE CAST(substr(v, 5, 2) AS INTEGER) % 7 = 3"); err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	for i := range each {
+		if i%7 != 3 {
+			kept++
+		}
+	}
+	if n != workers*kept*2 || bad != 0 {
+		t.Errorf("%d rows (want %d), %d of refused members (want 0)", n, workers*kept*2, bad)
+	}
+	if c := db.group.commits; c >= workers*each {
+		t.Errorf("%d commits for %d transactions: none shared", c, workers*each)
+	} else {
+		t.Logf("%d transactions in %d commits", workers*each, c)
+	}
+
+	// A member whose context ended before its turn is skipped.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := db.InTxShared(done, func(tx *sqlx.Tx) error {
+		_, err := Exec(ctx, tx, "INSERT INTO t (v, part) VALUES ('cancelled', 0)")
+		return err
+	}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled member: %v", err)
+	}
+
+	// A member that panics panics in its own goroutine; the group goes on.
+	func() {
+		defer func() {
+			if r := recover(); r != "member panic" {
+				t.Errorf("recovered %v", r)
+			}
+		}()
+		_ = db.InTxShared(ctx, func(tx *sqlx.Tx) error {
+			if _, err := Exec(ctx, tx, "INSERT INTO t (v, part) VALUES ('panicked', 0)"); err != nil {
+				return err
+			}
+			panic("member panic")
+		})
+	}()
+	if err := db.InTxShared(ctx, func(tx *sqlx.Tx) error {
+		_, err := Exec(ctx, tx, "INSERT INTO t (v, part) VALUES ('after', 0)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	if err := Select(ctx, db, &left, "SELECT v FROM t WHERE v IN ('cancelled', 'panicked', 'after') ORDER BY v"); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(left) != "[after]" {
+		t.Errorf("rows %v, want [after]", left)
+	}
+}
