@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -388,5 +389,37 @@ func TestOIDCClients(t *testing.T) {
 	if _, err := Load(write(t, strings.Replace(validYAML, "origins: [https://passkeys.corp.example]", "origins: [https://passkeys.corp.example]\n  related_origins: [https://erp.other.example]", 1)+
 		"oidc: {clients: [{id: erp, public: true, origins: [https://erp.other.example]}]}\n"), nil); err != nil {
 		t.Errorf("a related origin as a client's origin: %v", err)
+	}
+}
+
+// TestBadValueNamesLine: a value of the wrong shape (a duration, a
+// threshold) is an error that names the file and the line, and every such
+// value is reported, not only the first.
+func TestBadValueNamesLine(t *testing.T) {
+	body := validYAML + "  session_lifetime: soon\n  rate_limits:\n    password_window: -5m\n"
+	body = strings.Replace(body, "  max_deletions: 25\n", "  max_deletions: lots\n", 1)
+	_, err := Load(write(t, body), nil)
+	if err == nil {
+		t.Fatal("bad values accepted")
+	}
+	lines := strings.Split(body, "\n")
+	lineOf := func(prefix string) int {
+		for i, l := range lines {
+			if strings.HasPrefix(l, prefix) {
+				return i + 1
+			}
+		}
+		t.Fatalf("no line %q", prefix)
+		return 0
+	}
+	for _, want := range []string{
+		fmt.Sprintf("passbridge.yaml:%d: ", lineOf("  max_deletions: lots")),
+		fmt.Sprintf("passbridge.yaml:%d: ", lineOf("  session_lifetime: soon")),
+		fmt.Sprintf("passbridge.yaml:%d: ", lineOf("    password_window: -5m")),
+		`"soon"`, `"lots"`, `"-5m"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error lacks %q:\n%v", want, err)
+		}
 	}
 }

@@ -20,13 +20,21 @@ func (d Duration) String() string { return time.Duration(d).String() }
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := parseDuration(n.Value)
 	if err != nil {
-		return err
+		return valueError(n, err)
 	}
 	*d = v
 	return nil
 }
 
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// valueError is a value of the wrong shape as a YAML type error, which the
+// decoder collects with the others and which decodeStrict prints with the
+// file and the line (a plain error would stop the decoding at the first
+// bad value, without saying where it is).
+func valueError(n *yaml.Node, err error) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
+}
 
 func parseDuration(s string) (Duration, error) {
 	v, err := time.ParseDuration(strings.TrimSpace(s))
@@ -98,7 +106,7 @@ func (t Threshold) String() string {
 func (t *Threshold) UnmarshalYAML(n *yaml.Node) error {
 	v, err := parseThreshold(n.Value)
 	if err != nil {
-		return err
+		return valueError(n, err)
 	}
 	*t = v
 	return nil
