@@ -255,6 +255,11 @@ type proxyConn struct {
 	client, server net.Conn
 	once           sync.Once
 	done           chan struct{}
+	// mute is set before a CutAfter chunk is forwarded: from then on
+	// nothing more is forwarded either way, so the answer to that chunk
+	// cannot slip through before the cut (the peer can answer as soon as
+	// it has the chunk).
+	mute atomic.Bool
 }
 
 func (c *proxyConn) close(reset bool) {
@@ -328,6 +333,13 @@ func (p *Proxy) pump(c *proxyConn, dir Direction, from, to net.Conn, count *atom
 				case <-c.done:
 					return
 				}
+			}
+			if action == CutAfter {
+				c.mute.Store(true)
+			} else if c.mute.Load() {
+				// Swallowed: the cut that follows closes both sides (closing
+				// here would let the client go on before the cut).
+				continue
 			}
 			if _, werr := to.Write(chunk); werr != nil {
 				return
