@@ -2,8 +2,6 @@ package enroll
 
 import (
 	"context"
-	"crypto/rand"
-	"fmt"
 	"strings"
 	"time"
 
@@ -73,57 +71,13 @@ func (s *data) identityByID(ctx context.Context, id int64) (*identity, error) {
 
 // activeCredentials are the passkeys of a users row that are not revoked.
 func (s *data) activeCredentials(ctx context.Context, userKey any) ([]*credential, error) {
-	return s.core.CredentialsWhere(ctx, s.q("user_key")+" = ? AND "+s.q("revoked_at")+" IS NULL", userKey)
-}
-
-// userHandle is the WebAuthn user handle of a users row: the one its
-// passkeys already carry (so a new passkey on the same authenticator
-// replaces the old one there instead of piling up), else a new random one.
-// It is random, never derived from the username or key, as the
-// specification asks: it carries no personal data.
-func (s *data) userHandle(ctx context.Context, userKey any) ([]byte, error) {
-	var handles [][]byte
-	err := store.Select(ctx, s.db, &handles, "SELECT "+s.q("user_handle")+" FROM "+s.n.Credentials+" WHERE "+s.q("user_key")+" = ? ORDER BY "+s.q("id")+" LIMIT 1", userKey)
-	if err != nil {
-		return nil, fmt.Errorf("read user handle: %w", err)
-	}
-	if len(handles) == 1 && len(handles[0]) > 0 {
-		return handles[0], nil
-	}
-	h := make([]byte, 32)
-	if _, err := rand.Read(h); err != nil {
-		return nil, err
-	}
-	return h, nil
+	return s.core.ActiveCredentials(ctx, userKey)
 }
 
 // setPasskeyState keeps users.<prefix>passkey_state right for the
-// application: 'enrolled' while the row has an active passkey, NULL
-// otherwise. It runs inside the transaction that changed the passkeys.
+// application; it runs inside the transaction that changed the passkeys.
 func (s *data) setPasskeyState(ctx context.Context, tx store.Querier, userKey any) error {
-	var n int
-	if err := store.Get(ctx, tx, &n, "SELECT COUNT(*) FROM "+s.n.Credentials+" WHERE "+s.q("user_key")+" = ? AND "+s.q("revoked_at")+" IS NULL", userKey); err != nil {
-		return fmt.Errorf("count passkeys: %w", err)
-	}
-	var state any
-	if n > 0 {
-		state = passkeyEnrolled
-	}
-	if _, err := store.Exec(ctx, tx, "UPDATE "+s.n.Users+" SET "+s.n.PasskeyState+" = ? WHERE "+s.n.UserKey+" = ?", state, userKey); err != nil {
-		return fmt.Errorf("update the users row's passkey state: %w", err)
-	}
-	return nil
-}
-
-// passkeyEnrolled is the value of users.<prefix>passkey_state for a row with
-// at least one active passkey.
-const passkeyEnrolled = "enrolled"
-
-func nullStr(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
+	return s.core.SetPasskeyState(ctx, tx, userKey)
 }
 
 // clip cuts s to at most n bytes on a rune boundary.

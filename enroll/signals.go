@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/passbridge/passbridge/signin"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -45,5 +46,5 @@ func (p *Portal) signals(ctx context.Context, it *identity, active []*credential
 		ids = append(ids, base64.RawURLEncoding.EncodeToString(c.CredentialID))
 	}
 	return &signalsView{RPID: p.cfg.Portal.RPID, UserID: base64.RawURLEncoding.EncodeToString(handles[0]),
-		Credentials: strings.Join(ids, ","), Name: accountName(it), DisplayName: it.Name()}, nil
+		Credentials: strings.Join(ids, ","), Name: signin.AccountName(it), DisplayName: it.Name()}, nil
 }

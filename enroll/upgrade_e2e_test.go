@@ -16,6 +16,7 @@ import (
 
 	"github.com/passbridge/passbridge/enroll/adoption"
 	"github.com/passbridge/passbridge/schema"
+	"github.com/passbridge/passbridge/signin"
 )
 
 // recorder is a script that runs before the portal's in every page: it
@@ -114,7 +115,7 @@ func TestE2EUpgrade(t *testing.T) {
 	if !slices.Equal(creates, []string{"conditional"}) {
 		t.Fatalf("create calls %v, want one with mediation conditional", creates)
 	}
-	if e.activePasskeys(ann) != 1 || e.passkeyState(ann) != passkeyEnrolled {
+	if e.activePasskeys(ann) != 1 || e.passkeyState(ann) != signin.PasskeyEnrolled {
 		t.Fatalf("ann has %d passkeys", e.activePasskeys(ann))
 	}
 	n := schema.NamesFor(e.cfg)
