@@ -77,9 +77,9 @@ func ComputeFunnel(ctx context.Context, db *store.DB, cfg *config.Config, c *Cam
 		Began     int          `db:"began"`
 	}
 	began := "(SELECT COUNT(*) FROM " + t.n.Ceremonies + " x WHERE x." + t.q("identity_id") + " = r." + t.q("identity_id") +
-		" AND x." + t.q("kind") + " IN (?, ?) AND x." + t.q("created_at") + " >= r." + t.q("added_at") + ")"
+		" AND x." + t.q("kind") + " IN (?, ?, ?) AND x." + t.q("created_at") + " >= r." + t.q("added_at") + ")"
 	if err := store.Select(ctx, db, &recs, "SELECT "+t.cols("r", "id", "state", "invited_at", "opened_at", "enrolled_at")+", "+began+" AS "+t.q("began")+
-		" FROM "+t.recipients+" r WHERE r."+t.q("campaign_id")+" = ?", KindRegistration, KindUpgrade, c.ID); err != nil {
+		" FROM "+t.recipients+" r WHERE r."+t.q("campaign_id")+" = ?", KindRegistration, KindUpgrade, KindAppRegistration, c.ID); err != nil {
 		return nil, fmt.Errorf("campaign %q: read the funnel: %w", c.Name, err)
 	}
 	var msgs []struct {
@@ -188,11 +188,13 @@ func ComputeFunnel(ctx context.Context, db *store.DB, cfg *config.Config, c *Cam
 	return f, nil
 }
 
-// Ceremony kinds the funnel's "began" counts: the portal's registrations
-// and its automatic upgrades after a password sign-in.
+// Ceremony kinds the funnel's "began" counts: the portal's registrations,
+// its automatic upgrades after a password sign-in, and the invitations
+// after a password sign-in to an application.
 const (
-	KindRegistration = "registration"
-	KindUpgrade      = "upgrade"
+	KindRegistration    = "registration"
+	KindUpgrade         = "upgrade"
+	KindAppRegistration = "app_registration"
 )
 
 // maxMetricCampaigns bounds the campaign label: the newest campaigns that

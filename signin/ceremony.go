@@ -29,6 +29,10 @@ const (
 	KindRegistration = "registration"
 	KindLogin        = "login"     // the portal's passkey sign-in
 	KindAppLogin     = "app_login" // an application's (OIDC or assertion API)
+	// KindAppRegistration is a first passkey added on the invitation that
+	// follows a password sign-in to an application: its own kind, counted
+	// as its own registration method in the adoption figures.
+	KindAppRegistration = "app_registration"
 )
 
 // Ceremony results.

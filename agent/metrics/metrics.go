@@ -360,7 +360,7 @@ var (
 	adoptionRecoveriesDesc = prometheus.NewDesc(Namespace+"_adoption_recoveries",
 		"Successful account recoveries in the last 30 days, by path (email, totp, link).", []string{"path"}, nil)
 	adoptionRegMethodsDesc = prometheus.NewDesc(Namespace+"_adoption_registrations_by_method",
-		"Passkeys added in the last 30 days, by method (portal: the button; upgrade: the automatic upgrade after a password sign-in).", []string{"method"}, nil)
+		"Passkeys added in the last 30 days, by method (portal: the button; upgrade: the automatic upgrade after a password sign-in; app: the invitation after a password sign-in to an application).", []string{"method"}, nil)
 	adoptionSignInsDesc = prometheus.NewDesc(Namespace+"_adoption_signins",
 		"Successful portal sign-ins in the last 30 days, by method (password, passkey, link, recovery).", []string{"method"}, nil)
 )
@@ -368,7 +368,7 @@ var (
 // Label values always exported, so a dashboard sees 0 rather than nothing.
 var (
 	recoveryPaths  = []string{"email", "totp", "link"}
-	regMethods     = []string{"portal", "upgrade"}
+	regMethods     = []string{"portal", "upgrade", "app"}
 	signInMethods  = []string{"password", "passkey", "link", "recovery"}
 	registrationQs = []struct {
 		label string

@@ -77,9 +77,12 @@ var RecoveryPaths = []string{"email", "totp", "link"}
 const (
 	kindRegistration = "registration"
 	kindUpgrade      = "upgrade" // the automatic passkey upgrade after a password sign-in
-	resultSucceeded  = "succeeded"
-	resultCancelled  = "cancelled"
-	resultClaimed    = "claimed"
+	// kindAppRegistration is a first passkey added on the invitation
+	// that follows a password sign-in to an application (signin.KindAppRegistration).
+	kindAppRegistration = "app_registration"
+	resultSucceeded     = "succeeded"
+	resultCancelled     = "cancelled"
+	resultClaimed       = "claimed"
 )
 
 // Report is the adoption of passkeys at Now, over the Window before it.
@@ -111,6 +114,12 @@ type Report struct {
 	// registration method, outside Registration and Abandonment (a
 	// password manager that declines silently abandons nothing).
 	Upgrades int
+	// AppRegistrations counts the passkeys added in the window on the
+	// invitation that follows a password sign-in to an application (the
+	// OpenID Connect login page of a client with password_fallback): their
+	// own method too, outside Registration and Abandonment (declining the
+	// invitation abandons nothing).
+	AppRegistrations int
 	// Abandonment is over the registration ceremonies begun in the window
 	// that are over (finished, or expired unfinished).
 	Abandonment Abandonment
@@ -380,14 +389,20 @@ func (q *reader) registration(ctx context.Context, r *Report) error {
 		ds = append(ds, max(row.Finished.Sub(row.Begun), 0))
 	}
 	r.Registration = timing(ds)
-	return store.Get(ctx, q.db, &r.Upgrades, "SELECT COUNT(*) FROM "+q.n.Ceremonies+
-		" WHERE "+q.c("kind")+" = ? AND "+q.c("result")+" = ? AND "+q.c("finished_at")+" >= ? AND "+q.c("finished_at")+" <= ?",
-		kindUpgrade, resultSucceeded, r.Since, r.Now)
+	for kind, n := range map[string]*int{kindUpgrade: &r.Upgrades, kindAppRegistration: &r.AppRegistrations} {
+		if err := store.Get(ctx, q.db, n, "SELECT COUNT(*) FROM "+q.n.Ceremonies+
+			" WHERE "+q.c("kind")+" = ? AND "+q.c("result")+" = ? AND "+q.c("finished_at")+" >= ? AND "+q.c("finished_at")+" <= ?",
+			kind, resultSucceeded, r.Since, r.Now); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RegistrationMethods are the ways a passkey is added, as Report and the
-// metrics count them: the portal's button and the automatic upgrade.
-var RegistrationMethods = []string{"portal", "upgrade"}
+// metrics count them: the portal's button, the automatic upgrade, and the
+// invitation after a password sign-in to an application.
+var RegistrationMethods = []string{"portal", "upgrade", "app"}
 
 // Summarize is the count, median and 90th percentile of durations, as the
 // adoption figures compute them (enrollment campaigns use it for their
@@ -591,7 +606,7 @@ func (r *Report) Metrics() Gauges {
 		CeremoniesAbandoned: r.Abandonment.Abandoned,
 		SignIns:             r.SignIns,
 		Recoveries:          r.Recoveries,
-		RegistrationMethods: map[string]int{"portal": r.Registration.Count, "upgrade": r.Upgrades},
+		RegistrationMethods: map[string]int{"portal": r.Registration.Count, "upgrade": r.Upgrades, "app": r.AppRegistrations},
 	}
 	for _, g := range r.ByDepartment {
 		s.Departments = append(s.Departments, DepartmentGauges{Name: g.Name, InScope: g.InScope, Enrolled: g.Enrolled})
@@ -624,7 +639,8 @@ type Gauges struct {
 	Recoveries map[string]int
 	SignIns    map[string]int
 	// RegistrationMethods counts the passkeys added in the window by how:
-	// portal (the button) and upgrade (the automatic upgrade after a
+	// portal (the button), app (the invitation after a password sign-in
+	// to an application) and upgrade (the automatic upgrade after a
 	// password sign-in).
 	RegistrationMethods map[string]int
 }

@@ -208,6 +208,11 @@ func script(t *testing.T, db *store.DB, cfg *config.Config) {
 	// (never finished): its own method, no abandonment.
 	f.ceremony("upgrade", day(18, 8, 0, 0), 2*time.Second, "succeeded")
 	f.ceremony("upgrade", day(18, 9, 0, 0), -1, "")
+	// The invitation after a password sign-in to an application: two
+	// added, one begun and cancelled; its own method, no abandonment.
+	f.ceremony("app_registration", day(19, 8, 0, 0), 5*time.Second, "succeeded")
+	f.ceremony("app_registration", day(19, 9, 0, 0), 7*time.Second, "succeeded")
+	f.ceremony("app_registration", day(19, 10, 0, 0), 2*time.Second, "cancelled")
 	// Not over: still open; being finished right now.
 	f.ceremony("registration", now.Add(-time.Minute), -1, "")
 	f.ceremony("registration", now.Add(-30*time.Second), 29*time.Second, "claimed")
@@ -323,7 +328,7 @@ func TestCompute(t *testing.T) {
 				CeremoniesOver: 8, CeremoniesAbandoned: 2,
 				SignIns:             map[string]int{"password": 3, "passkey": 5, "link": 1, "recovery": 1},
 				Recoveries:          map[string]int{"email": 2, "totp": 1, "link": 0},
-				RegistrationMethods: map[string]int{"portal": 5, "upgrade": 1},
+				RegistrationMethods: map[string]int{"portal": 5, "upgrade": 1, "app": 2},
 			}
 			if !reflect.DeepEqual(s, wantSnap) {
 				t.Errorf("snapshot:\n got %+v\nwant %+v", s, wantSnap)
