@@ -2,6 +2,7 @@ package enroll
 
 import (
 	"context"
+	"maps"
 
 	"github.com/labstack/echo/v4"
 
@@ -17,7 +18,7 @@ const (
 	evSignInLimited  = "signin.limited"      // a password check refused by the rate limit
 	evSignOut        = "signout"             //
 	evCloneWarning   = signin.EvCloneWarning // a sign counter went backwards: sign-in refused
-	evRegistered     = "passkey.register"    // success false: refused by policy or failed
+	evRegistered     = signin.EvRegistered   // success false: refused by policy or failed
 	evRenamed        = "passkey.rename"      //
 	evDeleted        = "passkey.delete"      //
 	evLinkIssued     = "link.issue"          // detail.kind, detail.expires_at
@@ -52,11 +53,16 @@ func (p *Portal) audit(c echo.Context, e event) {
 }
 
 // event completes an audit event of a portal request with the client's
-// address and user agent, and the signed-in user as actor unless the event
-// names one.
+// address and user agent, the request's own audit detail (CheckPassword),
+// and the signed-in user as actor unless the event names one.
 func (p *Portal) event(c echo.Context, e event) event {
 	e.IP = c.RealIP()
 	e.UA = c.Request().UserAgent()
+	if extra, ok := c.Get(ctxAuditDetail).(map[string]any); ok {
+		d := maps.Clone(extra)
+		maps.Copy(d, e.Detail) // the event's own keys win
+		e.Detail = d
+	}
 	if e.Actor == "" {
 		if s := currentSession(c); s != nil {
 			e.Actor = s.who()

@@ -413,16 +413,22 @@ func maskEmail(a string) string {
 // account; after a recovery it says so. Best effort: the passkey is stored
 // already, a mail failure is logged and audited.
 func (p *Portal) notifyPasskeyAdded(c echo.Context, it *identity, s *session, name string, revoked int) {
+	how := "after you signed in to the passkey portal"
+	if s.data.Method == methodRecovery {
+		how = "through a recovery (" + map[string]string{recoveryEmail: "password and emailed code", recoveryTOTP: "password and authenticator app code", recoveryLink: "a recovery link from IT"}[s.data.Recovery] + ")"
+	}
+	p.mailPasskeyAdded(c, it, name, how, revoked)
+}
+
+// mailPasskeyAdded sends the notice of a passkey added how (the end of
+// the sentence "a passkey was added to your account ...").
+func (p *Portal) mailPasskeyAdded(c echo.Context, it *identity, name, how string, revoked int) {
 	if p.mail == nil {
 		return
 	}
 	to := it.Email.String
 	if to == "" {
 		return
-	}
-	how := "after you signed in to the passkey portal"
-	if s.data.Method == methodRecovery {
-		how = "through a recovery (" + map[string]string{recoveryEmail: "password and emailed code", recoveryTOTP: "password and authenticator app code", recoveryLink: "a recovery link from IT"}[s.data.Recovery] + ")"
 	}
 	text := fmt.Sprintf("Hello %s,\n\na passkey, %q, was added to your account %s on %s, from %s.\n", it.Name(), name, how, p.data.now().Format("2 Jan 2006 15:04 UTC"), c.RealIP())
 	if revoked > 0 {
