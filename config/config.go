@@ -262,6 +262,13 @@ type Client struct {
 	// Subject is what sub carries: user_key (the users row's key, the
 	// default) or directory_id (the directory's stable ID).
 	Subject string `yaml:"subject"`
+	// PasswordFallback offers the directory password on the OpenID
+	// Connect login page (off by default: passkeys only), to a user whose
+	// users.<prefix>password_policy allows it, within the portal's
+	// password rate limits; a user without a passkey is then invited to
+	// add one before going back to the application. The ID token's amr
+	// says pwd.
+	PasswordFallback bool `yaml:"password_fallback"`
 }
 
 // Migrate controls `passbridge migrate`.

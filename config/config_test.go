@@ -341,6 +341,7 @@ func TestOIDCClients(t *testing.T) {
       redirect_uris: [http://localhost:5173/callback]
       origins: [https://spa.passkeys.corp.example]
       subject: directory_id
+      password_fallback: true
 `)
 	cfg, err := Load(p, nil)
 	if err != nil {
@@ -355,6 +356,11 @@ func TestOIDCClients(t *testing.T) {
 	}
 	if strings.Contains(string(out), "erp-client-secret") || !strings.Contains(string(out), "secret: '********'") || !strings.Contains(string(out), "id: spa") {
 		t.Errorf("config check shows the clients wrong:\n%s", out)
+	}
+	// password_fallback is off unless a client turns it on, and config
+	// check shows it for every client.
+	if cfg.OIDC.Clients[0].PasswordFallback || !cfg.OIDC.Clients[1].PasswordFallback || strings.Count(string(out), "password_fallback: false") != 1 || strings.Count(string(out), "password_fallback: true") != 1 {
+		t.Errorf("password_fallback: %v, %v; config check:\n%s", cfg.OIDC.Clients[0].PasswordFallback, cfg.OIDC.Clients[1].PasswordFallback, out)
 	}
 
 	env := []string{`PASSBRIDGE_OIDC_CLIENTS=[{id: wiki, public: true, redirect_uris: ["https://wiki.corp.example/cb"]}]`}
@@ -378,6 +384,7 @@ func TestOIDCClients(t *testing.T) {
 		"oidc: {clients: [{id: erp, public: true, origins: [https://erp.other.example]}]}":                                                                        "only under that domain or when listed in portal.related_origins",
 		"oidc: {clients: [{id: a, public: true, origins: [https://a.passkeys.corp.example]}, {id: a, public: true, origins: [https://b.passkeys.corp.example]}]}": `oidc.clients[1].id: "a" is listed twice`,
 		"oidc: {clients: [{id: 'e r p', public: true, origins: [https://a.passkeys.corp.example]}]}":                                                              "oidc.clients[0].id: must be letters",
+		"oidc: {clients: [{id: erp, public: true, password_fallback: true, origins: [https://a.passkeys.corp.example]}]}":                                         "oidc.clients[0].password_fallback: applies to the OpenID Connect login page",
 		"oidc: {key_rotation: 10m}": "oidc.key_rotation: must be at least 1h",
 	} {
 		_, err := Load(write(t, validYAML+body+"\n"), nil)

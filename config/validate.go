@@ -595,6 +595,9 @@ func validateOIDC(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 		if c.Subject != "" {
 			oneOf(key("subject"), c.Subject, "user_key", "directory_id")
 		}
+		if c.PasswordFallback && len(c.RedirectURIs) == 0 {
+			bad(key("password_fallback"), "applies to the OpenID Connect login page: this client has no redirect_uris (the assertion API signs in with passkeys only)")
+		}
 	}
 }
 
