@@ -39,6 +39,10 @@ type Options struct {
 	DB   *store.DB
 	Core *signin.Core
 	Log  *slog.Logger
+	// Portal checks directory passwords for the clients with
+	// password_fallback (the portal's check and rate limits); nil only
+	// when no client has it.
+	Portal Portal
 }
 
 // Apps is the application sign-in of one configuration.
@@ -51,6 +55,8 @@ type Apps struct {
 	keys    *Keys
 	clients map[string]*config.Client
 	issuer  string
+	portal  Portal
+	csrf    echo.MiddlewareFunc
 	// provider is zitadel/oidc's OpenID Connect provider.
 	provider http.Handler
 }
@@ -68,10 +74,13 @@ func New(cfg *config.Config, opts Options) (*Apps, error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	var err error
-	a := &Apps{cfg: cfg, log: opts.Log, core: opts.Core, db: opts.DB, n: schema.NamesFor(cfg), clients: map[string]*config.Client{}}
+	a := &Apps{cfg: cfg, log: opts.Log, core: opts.Core, db: opts.DB, n: schema.NamesFor(cfg), clients: map[string]*config.Client{}, portal: opts.Portal}
 	for i := range cfg.OIDC.Clients {
 		c := &cfg.OIDC.Clients[i]
 		a.clients[c.ID] = c
+		if c.PasswordFallback && opts.Portal == nil {
+			return nil, fmt.Errorf("oidc.clients[%d].password_fallback: the password fallback needs the portal's password check", i)
+		}
 	}
 	a.issuer = strings.TrimRight(cfg.OIDC.Issuer, "/")
 	if a.issuer == "" {
@@ -80,6 +89,7 @@ func New(cfg *config.Config, opts Options) (*Apps, error) {
 	if a.issuer == "" {
 		a.issuer = strings.TrimRight(cfg.Portal.Origins[0], "/")
 	}
+	a.csrf = a.newCSRF()
 	lifetime := max(cfg.OIDC.TokenLifetime.D(), cfg.OIDC.AssertionLifetime.D())
 	a.keys = NewKeys(opts.DB, a.n, cfg.OIDC.KeyRotation.D(), lifetime, opts.Core.Now)
 	if a.provider, err = a.newProvider(); err != nil {

@@ -1,6 +1,7 @@
 package appsignin
 
 import (
+	"context"
 	"crypto/rand"
 	"embed"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
+	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/enroll"
 	"github.com/passbridge/passbridge/signin"
 	"github.com/passbridge/passbridge/store"
@@ -28,7 +30,8 @@ import (
 // under /oidc/. Only the authorization code flow is offered (PKCE S256
 // required of public clients), refresh tokens are not issued, and the
 // employee signs in on passbridge's own login page (/oidc/login) with a
-// passkey, through the sign-in core. The browser that signed in gets a
+// passkey, through the sign-in core (or, for a client with
+// password_fallback, with the directory password: password.go). The browser that signed in gets a
 // cookie that the authorization callback requires, so that a login page
 // opened from someone else's authorization request cannot hand its code to
 // whoever started that request.
@@ -99,10 +102,16 @@ func (a *Apps) mountOIDC(e *echo.Echo) {
 		e.Any(path, h)
 	}
 	e.GET(callbackPath, h, a.sameBrowser)
-	e.GET(loginPath, a.loginPage)
+	e.GET(loginPath, a.loginPage, a.csrf)
 	e.GET(loginPath+"/signed-out", a.signedOut)
 	e.POST(loginPath+"/begin", a.loginBegin)
 	e.POST(loginPath+"/finish", a.loginFinish)
+	// The password fallback: formOnly reads the form before the CSRF
+	// check does.
+	e.POST(passwordPath, a.loginPassword, formOnly, a.csrf)
+	e.GET(invitePath, a.invitePage, a.csrf)
+	e.POST(invitePath+"/begin", a.inviteBegin, a.csrf)
+	e.POST(invitePath+"/finish", a.inviteFinish, a.csrf)
 	e.GET("/oidc/static/login.js", func(c echo.Context) error {
 		b, _ := loginFiles.ReadFile("static/login.js")
 		c.Response().Header().Set("Cache-Control", "max-age=300")
@@ -110,19 +119,58 @@ func (a *Apps) mountOIDC(e *echo.Echo) {
 	})
 }
 
-// pageHeaders are the login page's security headers: the portal's.
-func (a *Apps) pageHeaders(c echo.Context) {
-	enroll.PageHeaders(c.Response().Header(), strings.HasPrefix(a.issuer, "https://"))
-	c.Response().Header().Set("Cache-Control", "no-store")
+// pageHeaders are the login page's security headers: the portal's, but
+// forms may also be sent on to formTo (Chromium applies form-action to the
+// redirects that follow a form's post: the password form's ends at the
+// application's redirect URI).
+func (a *Apps) pageHeaders(c echo.Context, formTo string) {
+	h := c.Response().Header()
+	enroll.PageHeaders(h, strings.HasPrefix(a.issuer, "https://"))
+	if formTo != "" {
+		h.Set("Content-Security-Policy", strings.Replace(h.Get("Content-Security-Policy"), "form-action 'self'", "form-action 'self' "+formTo, 1))
+	}
+	h.Set("Cache-Control", "no-store")
 }
 
 type loginView struct {
 	Title, Client, Request, Error, RPName string
+	// Password offers the password form (the client's password_fallback);
+	// Username is what was typed in it.
+	Password bool
+	Username string
+	// Invite is the request whose user is invited to add a passkey after
+	// a password sign-in; Continue goes on to the application.
+	Invite, Continue string
+	// CSRF is the token of the password form and the invitation's calls.
+	CSRF string
+	// formTo is the origin of the request's redirect URI.
+	formTo string
+}
+
+// loginView is the login page of an authorization request.
+func (a *Apps) loginView(r *authRequest, cl *config.Client) loginView {
+	name := clientName(cl)
+	v := loginView{Title: "Sign in to " + name, Client: name, Request: r.ID, Password: a.offersPassword(cl)}
+	if u, err := url.Parse(r.Req.RedirectURI); err == nil && v.Password {
+		v.formTo = u.Scheme + "://" + u.Host
+	}
+	return v
+}
+
+// clientName is how the login page names an application.
+func clientName(cl *config.Client) string {
+	if cl.Name != "" {
+		return cl.Name
+	}
+	return cl.ID
 }
 
 func (a *Apps) render(c echo.Context, status int, v loginView) error {
-	a.pageHeaders(c)
+	a.pageHeaders(c, v.formTo)
 	v.RPName = a.cfg.Portal.RPName
+	if t, ok := c.Get(ctxCSRF).(string); ok {
+		v.CSRF = t
+	}
 	var b strings.Builder
 	if err := loginPage.Execute(&b, v); err != nil {
 		return err
@@ -140,12 +188,7 @@ func (a *Apps) loginPage(c echo.Context) error {
 	if err != nil {
 		return a.render(c, http.StatusBadRequest, loginView{Title: "Sign-in expired", Error: errRequestGone.Message})
 	}
-	cl := a.clients[r.Req.ClientID]
-	name := cl.Name
-	if name == "" {
-		name = cl.ID
-	}
-	return a.render(c, http.StatusOK, loginView{Title: "Sign in to " + name, Client: name, Request: id})
+	return a.render(c, http.StatusOK, a.loginView(r, a.clients[r.Req.ClientID]))
 }
 
 func (a *Apps) signedOut(c echo.Context) error {
@@ -203,25 +246,39 @@ func (a *Apps) loginFinish(c echo.Context) error {
 		return appError(c, err)
 	}
 	browser, browserHash := signin.NewSecret()
-	q := st.q
 	err = a.core.Commit(ctx, l, EvAppSignIn, func(tx *sqlx.Tx) error {
-		res, err := store.Exec(ctx, tx, "UPDATE "+st.requests()+" SET "+q("identity_id")+" = ?, "+q("subject")+" = ?, "+q("amr")+" = ?, "+q("auth_time")+" = ?, "+q("browser_hash")+" = ? WHERE "+
-			q("id")+" = ? AND "+q("subject")+" IS NULL AND "+q("expires_at")+" > ?",
-			l.Identity.ID, subject(cl, l.Identity), strings.Join(amr(l.Credential), " "), a.core.Now(), browserHash, signin.HashSecret(req.Request), a.core.Now())
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return errRequestGone
-		}
-		return nil
+		return st.signedIn(ctx, tx, req.Request, cl, l.Identity, amr(l.Credential), browserHash)
 	})
 	if err != nil {
 		return appError(c, err)
 	}
-	c.SetCookie(&http.Cookie{Name: loginCookie, Value: browser, Path: "/oidc/", HttpOnly: true, SameSite: http.SameSiteLaxMode,
+	a.setBrowser(c, browser)
+	return c.JSON(http.StatusOK, map[string]any{"redirect": a.continueURL(req.Request)})
+}
+
+// signedIn completes a pending authorization request in tx with who signed
+// in and how (amr), and the hash of the cookie of the browser that did;
+// errRequestGone when it is done or expired.
+func (s *storage) signedIn(ctx context.Context, tx *sqlx.Tx, id string, cl *config.Client, it *signin.Identity, amr []string, browserHash string) error {
+	q := s.q
+	now := s.a.core.Now()
+	res, err := store.Exec(ctx, tx, "UPDATE "+s.requests()+" SET "+q("identity_id")+" = ?, "+q("subject")+" = ?, "+q("amr")+" = ?, "+q("auth_time")+" = ?, "+q("browser_hash")+" = ? WHERE "+
+		q("id")+" = ? AND "+q("subject")+" IS NULL AND "+q("expires_at")+" > ?",
+		it.ID, subject(cl, it), strings.Join(amr, " "), now, browserHash, signin.HashSecret(id), now)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return errRequestGone
+	}
+	return nil
+}
+
+// setBrowser gives the browser that signed in for a request the cookie
+// that the callback and the invitation require.
+func (a *Apps) setBrowser(c echo.Context, value string) {
+	c.SetCookie(&http.Cookie{Name: loginCookie, Value: value, Path: "/oidc/", HttpOnly: true, SameSite: http.SameSiteLaxMode,
 		Secure: strings.HasPrefix(a.issuer, "https://"), Expires: time.Now().Add(authRequestLifetime)})
-	return c.JSON(http.StatusOK, map[string]any{"redirect": a.issuer + callbackPath + "?id=" + url.QueryEscape(req.Request)})
 }
 
 // sameBrowser lets the authorization callback through only in the browser

@@ -148,7 +148,7 @@ func runDaemon(ctx context.Context, g *globals, f *runFlags) error {
 		if err != nil {
 			return err
 		}
-		apps, err := appsignin.New(cfg, appsignin.Options{DB: db, Core: core, Log: log.With("component", "apps")})
+		apps, err := appsignin.New(cfg, appsignin.Options{DB: db, Core: core, Log: log.With("component", "apps"), Portal: p})
 		if err != nil {
 			return err
 		}
