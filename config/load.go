@@ -62,7 +62,11 @@ func Default() Config {
 			ReadyMaxAge:   Duration(3 * 3600e9),
 			ShutdownGrace: Duration(30e9),
 		},
-		Migrate:  Migrate{Prefix: "passbridge_", LockTimeout: Duration(2e9), Retries: 10},
+		// A DDL statement waiting for its lock stalls the application's
+		// queries behind it: 200ms is the longest stall a migration may
+		// cause (migrate.DefaultLockTimeout), with enough retries to wait
+		// out a long transaction (see `passbridge migrate plan`).
+		Migrate:  Migrate{Prefix: "passbridge_", LockTimeout: Duration(200e6), Retries: 20},
 		Mail:     Mail{Security: "starttls", Timeout: Duration(10e9)},
 		Audit:    Audit{Retention: Duration(400 * 24 * 3600e9)},
 		OIDC:     OIDC{KeyRotation: Duration(30 * 24 * 3600e9), TokenLifetime: Duration(3600e9), AssertionLifetime: Duration(120e9)},

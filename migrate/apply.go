@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -126,15 +125,15 @@ func (m *migrator) session(ctx context.Context, fn func(conn *sql.Conn) error) e
 			return fmt.Errorf("%s: %w", q, err)
 		}
 	}
-	return fn(conn)
-}
-
-// lockTimeout is migrate.lock_timeout (2s when unset).
-func (m *migrator) lockTimeout() time.Duration {
-	if d := m.cfg.Migrate.LockTimeout.D(); d > 0 {
-		return d
+	if m.eng == MySQL && !m.opts.DryRun {
+		w, err := newWatchdog(ctx, m.db, conn)
+		if err != nil {
+			return err
+		}
+		m.watch = w
+		defer func() { w.close(); m.watch = nil }()
 	}
-	return 2 * time.Second
+	return fn(conn)
 }
 
 // sessionSQL bounds every lock wait of the migration's statements so that
@@ -307,51 +306,6 @@ func (m *migrator) applyStep(ctx context.Context, conn *sql.Conn, i int, s Step)
 	}
 }
 
-// backoff paces retries of lost lock races.
-type backoff struct {
-	m    *migrator
-	conn *sql.Conn // the session's, to read the catalog for a hint
-	next time.Duration
-}
-
-// failed decides after a failed attempt: nil to try again (after sleeping
-// with jitter), or the final error when err is not a lock race or
-// migrate.retries retries are spent.
-func (b *backoff) failed(ctx context.Context, err error, attempts int, s Step) error {
-	m := b.m
-	if !retryable(err) {
-		return fmt.Errorf("step %s: %w%s", s.ID(), err, m.rebuildHint(ctx, b.conn, err, s))
-	}
-	if attempts > m.cfg.Migrate.Retries {
-		return fmt.Errorf("step %s: gave up after %d attempts: %w\n%s", s.ID(), attempts, err, m.blockerHint())
-	}
-	if b.next == 0 {
-		b.next = 200 * time.Millisecond
-	}
-	wait := b.next/2 + rand.N(b.next) // jitter: two runs never retry in step
-	b.next = min(b.next*2, 10*time.Second)
-	m.log.Warn("step waited too long for a lock; retrying", "step", s.ID(), "attempt", attempts, "retry_in", wait.Round(time.Millisecond), "err", err)
-	fmt.Fprintf(m.out, "       %s: lock not granted within %s (attempt %d of %d), retrying in %s\n",
-		s.ID(), m.lockTimeout(), attempts, m.cfg.Migrate.Retries+1, wait.Round(time.Millisecond))
-	return sleep(ctx, wait)
-}
-
-// retry runs fn until it succeeds, fails for good, or migrate.retries
-// retries of a lock timeout (or deadlock, or busy database) are spent.
-func (m *migrator) retry(ctx context.Context, conn *sql.Conn, res *StepResult, s Step, fn func() error) error {
-	bo := &backoff{m: m, conn: conn}
-	for {
-		res.Attempts++
-		err := fn()
-		if err == nil {
-			return nil
-		}
-		if err := bo.failed(ctx, err, res.Attempts, s); err != nil {
-			return err
-		}
-	}
-}
-
 // run executes a pending step and records it: in one transaction when the
 // step allows, otherwise statement by statement and then the record (a
 // kill between the two is healed by the next run, which finds the object
@@ -365,7 +319,7 @@ func (m *migrator) run(ctx context.Context, conn *sql.Conn, i int, s Step) error
 		if err != nil {
 			return err
 		}
-		m.log.Info("password baseline taken", "rows", rows, "chunks", chunks, "took", time.Since(start).Round(time.Millisecond))
+		m.log.Info("password baseline taken", "rows", rows, "chunks", chunks, "took_ms", time.Since(start).Milliseconds())
 		m.hook("executed", i, s)
 		return m.hist.record(ctx, conn, s, time.Since(start), version())
 	}
@@ -428,7 +382,7 @@ func (m *migrator) execPatient(ctx context.Context, conn *sql.Conn, s Step, stmt
 
 func (m *migrator) execAll(ctx context.Context, q querier, stmts []string) error {
 	for _, st := range stmts {
-		if _, err := q.ExecContext(ctx, st); err != nil {
+		if err := m.exec(ctx, q, st); err != nil {
 			return err
 		}
 	}
@@ -446,10 +400,6 @@ func (m *migrator) progress(i int, s Step, res *StepResult) {
 	fmt.Fprintln(m.out, line)
 	m.log.Debug("step", "step", s.ID(), "action", res.Action, "attempts", res.Attempts)
 }
-
-// retryable reports a lost lock race: lock timeout, deadlock, serialization
-// failure, SQLite busy.
-func retryable(err error) bool { return store.IsRetryable(err) }
 
 // blockerHint tells a DBA how to find what holds the lock, and what to
 // run next: the command that failed, which continues where it stopped.

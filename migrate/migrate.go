@@ -62,6 +62,8 @@ type migrator struct {
 	// cmd is the command running (apply, rollback): what a failure
 	// advises to run again.
 	cmd string
+	// watch holds the session's lock waits to lock_timeout (MySQL).
+	watch *watchdog
 }
 
 func newMigrator(ctx context.Context, sdb *store.DB, cfg *config.Config, opts Options) (*migrator, error) {
@@ -123,6 +125,10 @@ type Plan struct {
 	// LockTimeout is migrate.lock_timeout; Retries migrate.retries.
 	LockTimeout string `json:"lock_timeout"`
 	Retries     int    `json:"retries"`
+	// LockDeadline is the most a step spends on lock waits and the pauses
+	// between its attempts before it stops; LockPolicy says it in words.
+	LockDeadline string `json:"lock_deadline"`
+	LockPolicy   string `json:"lock_policy"`
 	// Session is what apply sets on its connection before the first step.
 	Session []string `json:"session"`
 	// Notes are what a DBA should know before running the plan, one line
@@ -211,7 +217,8 @@ func (m *migrator) plan(ctx context.Context, q querier) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Engine: m.eng, Users: m.users, LockTimeout: m.lockTimeout().String(), Retries: m.cfg.Migrate.Retries, Session: m.sessionSQL(), Notes: m.notes()}
+	p := &Plan{Engine: m.eng, Users: m.users, LockTimeout: m.lockTimeout().String(), Retries: m.cfg.Migrate.Retries,
+		LockDeadline: m.lockDeadline().Round(time.Second).String(), LockPolicy: m.lockPolicy(), Session: m.sessionSQL(), Notes: m.notes()}
 	known := map[string]bool{}
 	for i, s := range m.steps {
 		st, detail := s.check(env)

@@ -221,7 +221,7 @@ func (p *planner) createTable(t schema.Table, bookkeeping bool) Step {
 		undoRisk += fmt.Sprintf("; also takes a brief ACCESS EXCLUSIVE lock on %s to remove the foreign key's triggers (bounded by lock_timeout)", p.users.Name)
 	}
 	if hasUserFK && p.eng == MySQL {
-		undoRisk += fmt.Sprintf("; also takes a brief metadata lock on %s (bounded by lock_wait_timeout)", p.users.Name)
+		undoRisk += fmt.Sprintf("; also takes a brief metadata lock on %s (bounded by lock_timeout)", p.users.Name)
 	}
 	s := &CreateTable{Table: t, expect: p.expectCols(t)}
 	s.stepBase = stepBase{
@@ -450,7 +450,7 @@ func (p *planner) indexStep(table, nameBase string, ix schema.Index, onUsers, bo
 	case p.eng == MySQL:
 		stmt = "ALTER TABLE " + tq + " ADD " + unique + "INDEX " + p.q(name) + " (" + cols + "), ALGORITHM=INPLACE, LOCK=NONE"
 		undo = "ALTER TABLE " + tq + " DROP INDEX " + p.q(name) + ", ALGORITHM=INPLACE, LOCK=NONE"
-		risk = fmt.Sprintf("ALGORITHM=INPLACE, LOCK=NONE: reads and writes go on while InnoDB builds the index from %s; brief exclusive metadata locks at start and end, bounded by lock_wait_timeout", rows)
+		risk = fmt.Sprintf("ALGORITHM=INPLACE, LOCK=NONE: reads and writes go on while InnoDB builds the index from %s; brief exclusive metadata locks at start and end, bounded by lock_timeout", rows)
 		undoRisk = "INPLACE, LOCK=NONE: a metadata-only change"
 		tx = false
 	default: // SQLite
@@ -517,8 +517,8 @@ func (p *planner) foreignKey(t schema.Table, fk schema.ForeignKey) []Step {
 	default: // MySQL
 		add.sql = []string{clause}
 		add.undo = []string{"ALTER TABLE " + child + " DROP FOREIGN KEY " + p.q(name)}
-		add.risk = fmt.Sprintf("copies %s (just created, so empty) to check its rows, holding a metadata lock on %s that makes its writers wait meanwhile (milliseconds); bounded by lock_wait_timeout", p.prefix+t.Name, refName)
-		add.undoRisk = fmt.Sprintf("a metadata lock on %s that makes its writers wait for a few milliseconds; bounded by lock_wait_timeout", refName)
+		add.risk = fmt.Sprintf("copies %s (just created, so empty) to check its rows, holding a metadata lock on %s that makes its writers wait meanwhile (milliseconds); bounded by lock_timeout", p.prefix+t.Name, refName)
+		add.undoRisk = fmt.Sprintf("a metadata lock on %s that makes its writers wait for a few milliseconds; bounded by lock_timeout", refName)
 		return []Step{add}
 	}
 }

@@ -39,7 +39,9 @@ func (p *Plan) WriteText(w io.Writer, prefix string) error {
 	for _, n := range p.Notes {
 		ew.printf("-- note: %s\n", n)
 	}
-	ew.printf("-- %d steps: %d applied, %d pending. lock_timeout %s, %d retries with backoff.\n", len(p.Steps), len(p.Steps)-pending, pending, p.LockTimeout, p.Retries)
+	ew.printf("-- %d steps: %d applied, %d pending. lock_timeout %s, %d retries, each step gives up after at most %s of lock waits and pauses.\n",
+		len(p.Steps), len(p.Steps)-pending, pending, p.LockTimeout, p.Retries, p.LockDeadline)
+	ew.printf("-- Locks: %s.\n", p.LockPolicy)
 	ew.printf("-- The password column is never altered. `passbridge migrate apply` runs exactly this and records\n")
 	ew.printf("-- each step in %s%s; steps run by hand are found and recorded by the next apply.\n\n", prefix, schema.HistoryTable)
 	ew.printf("-- apply's session settings:\n")

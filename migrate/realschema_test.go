@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -356,5 +357,77 @@ func TestStrictSQLMode(t *testing.T) {
 	var mode string
 	if err := db.QueryRowContext(ctx, "SELECT @@SESSION.sql_mode").Scan(&mode); err != nil || mode != mysql8Mode {
 		t.Fatalf("an application session's mode is %q (%v)", mode, err)
+	}
+}
+
+// TestLockWaitUnderASecond: MySQL counts lock_wait_timeout in whole
+// seconds, so behind an open reader the server alone would let a DDL
+// statement wait (and the application's writers queue behind it) for a
+// full second. The watchdog ends the statement at lock_timeout instead:
+// the step's attempts end with the watchdog's lockWaitError, not with the
+// server's 1205, and apply retries, then stops with the blocker query and
+// the advice to run apply again.
+func TestLockWaitUnderASecond(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := fixtureNamed(t, "wordpress")
+	cfg, db := load(t, f)
+	cfg.Migrate.LockTimeout = config.Duration(300 * time.Millisecond)
+	cfg.Migrate.Retries = 1
+	release := holdReader(t, db, cfg)
+	out := &testsrv.Buffer{}
+	_, err := Apply(ctx, db, cfg, Options{Out: out, chunk: testChunk})
+	release()
+	var lw *lockWaitError
+	if !errors.As(err, &lw) || !strings.Contains(lw.state, "metadata lock") || lw.waited < 300*time.Millisecond {
+		t.Fatalf("apply behind the reader was not ended by the watchdog at lock_timeout: %v", err)
+	}
+	if !strings.Contains(err.Error(), "gave up after 2 attempts") || !strings.Contains(err.Error(), "run `passbridge migrate apply` again") ||
+		!strings.Contains(out.String(), "lock not granted within 300ms (attempt 1 of 2)") {
+		t.Fatalf("apply's failure: %v\n%s", err, out.String())
+	}
+	// The session's next statements are not hit by a KILL QUERY meant
+	// for an earlier one: apply without the reader goes through.
+	if _, err := Apply(ctx, db, cfg, Options{chunk: testChunk}); err != nil {
+		t.Fatalf("apply without the reader: %v", err)
+	}
+	if v, err := Verify(ctx, db, cfg); err != nil || !v.OK {
+		t.Fatalf("verify: %+v %v", v, err)
+	}
+}
+
+// TestLockPolicyInPlan: the defaults keep a DDL's wait (the longest stall
+// it causes the application) at 200ms or less, with more retries and a
+// jittered, doubling pause; the plan prints the policy and the deadline
+// after which a step stops, computed here independently.
+func TestLockPolicyInPlan(t *testing.T) {
+	def := config.Default()
+	if lt := def.Migrate.LockTimeout.D(); lt <= 0 || lt > 200*time.Millisecond || def.Migrate.Retries < 20 {
+		t.Fatalf("defaults: lock_timeout %s, retries %d", lt, def.Migrate.Retries)
+	}
+	for _, name := range []string{"django", "wordpress"} {
+		f := fixtureNamed(t, name)
+		cfg, db := load(t, f)
+		cfg.Migrate = def.Migrate
+		p := mustPlan(t, db, cfg)
+		// 21 waits of 200ms; pauses of at most 400ms, 800ms, ... 6.4s,
+		// then 10s for the remaining 15.
+		want := 21*200*time.Millisecond + (400+800+1600+3200+6400)*time.Millisecond + 15*10*time.Second
+		var text strings.Builder
+		if err := p.WriteText(&text, cfg.Migrate.Prefix); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []string{"lock_timeout 200ms, 20 retries", "at most " + want.Round(time.Second).String() + " of lock waits and pauses",
+			"doubling from 200ms-400ms up to 5s-10s", "after 21 attempts"} {
+			if !strings.Contains(text.String(), w) {
+				t.Errorf("%s: plan text lacks %q:\n%s", name, w, text.String()[:min(3000, text.Len())])
+			}
+		}
+		if p.LockDeadline != want.Round(time.Second).String() {
+			t.Errorf("%s: lock_deadline %s, want %s", name, p.LockDeadline, want.Round(time.Second))
+		}
+		if f.engine == MySQL && !strings.Contains(p.LockPolicy, "KILL QUERY") {
+			t.Errorf("the MySQL plan does not say how a sub-second lock_timeout is held: %s", p.LockPolicy)
+		}
 	}
 }

@@ -92,9 +92,10 @@ func printResults(b *testing.B) {
 	b.Log(sb.String())
 }
 
-func runOnce(b *testing.B, eng, variant string) result {
-	ctx := context.Background()
-	d := config.Database{Driver: eng, ConnectTimeout: config.Duration(time.Minute), MaxOpenConns: 8}
+// openFresh makes a fresh database on the engine's test server (MariaDB
+// tuned for a large table) and opens it with a pool of conns.
+func openFresh(b *testing.B, eng string, conns int) (config.Database, *store.DB) {
+	d := config.Database{Driver: eng, ConnectTimeout: config.Duration(time.Minute), MaxOpenConns: conns}
 	switch eng {
 	case "postgres":
 		d.DSN = config.Secret(testsrv.Postgres(b).NewDatabase(b))
@@ -103,14 +104,20 @@ func runOnce(b *testing.B, eng, variant string) result {
 		tuneMariaDB(b, m)
 		d.DSN = config.Secret(m.NewDatabase(b))
 	}
-	db, err := store.Open(ctx, d, nil)
+	db, err := store.Open(context.Background(), d, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
+	return d, db
+}
+
+func runOnce(b *testing.B, eng, variant string) result {
+	ctx := context.Background()
+	d, db := openFresh(b, eng, 8)
 	defer db.Close()
 	b.StopTimer()
 	start := time.Now()
-	load(b, db, eng)
+	load(b, db, eng, rows)
 	b.Logf("%s: loaded %d rows in %s", eng, rows, time.Since(start).Round(time.Millisecond))
 
 	cfg := config.Default()
@@ -127,7 +134,7 @@ func runOnce(b *testing.B, eng, variant string) result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		lat, werr = writer(ctx, db, eng, stop, started)
+		lat, werr = writer(ctx, db, eng, rows, stop, started)
 	}()
 	<-started
 	time.Sleep(time.Second) // the writer is in its loop before the migration starts
@@ -237,9 +244,10 @@ func tuneMariaDB(b *testing.B, m *testsrv.MDB) {
 	}
 }
 
-// load creates a users table like an application's and fills it in the
-// database itself (generate_series / the sequence engine), not row by row.
-func load(b *testing.B, db *store.DB, eng string) {
+// load creates a users table like an application's with n rows, filled in
+// the database itself (generate_series / the sequence engine), not row by
+// row.
+func load(b *testing.B, db *store.DB, eng string, rows int) {
 	ctx := context.Background()
 	var stmts []string
 	if eng == "postgres" {
@@ -295,8 +303,8 @@ type sample struct {
 	d  time.Duration
 }
 
-// writer updates random rows until stop.
-func writer(ctx context.Context, db *store.DB, eng string, stop <-chan struct{}, started chan<- struct{}) ([]sample, error) {
+// writer updates random rows of a table of n rows until stop.
+func writer(ctx context.Context, db *store.DB, eng string, rows int, stop <-chan struct{}, started chan<- struct{}) ([]sample, error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return nil, err

@@ -98,11 +98,13 @@ func newMigrateApplyCmd(g *globals) *cobra.Command {
 		Short: "Apply the pending steps online (idempotent; run again to finish a killed run)",
 		Long: `Apply the plan: first a baseline of the password column (row count, a checksum
 per key range, a fingerprint per row), then each pending step, in order. Each
-step checks the catalog before it acts, runs under migrate.lock_timeout
-(PostgreSQL lock_timeout, MySQL lock_wait_timeout) and is retried with backoff
-up to migrate.retries times when it cannot get its lock; it is recorded with the
-checksum of its SQL in <prefix>schema_history. PostgreSQL indexes are built
-CONCURRENTLY, MySQL columns are added with ALGORITHM=INSTANT and indexes with
+step checks the catalog before it acts, waits at most migrate.lock_timeout
+(default 200ms: the longest the application stalls behind it) for its lock and
+is retried with a jittered, doubling backoff up to migrate.retries (default 20)
+times when it cannot get it; plan prints the deadline that makes. Each step is
+recorded with the checksum of its SQL in <prefix>schema_history. PostgreSQL
+indexes are built CONCURRENTLY, MySQL columns are added with ALGORITHM=INSTANT
+(one online rebuild where the table rules INSTANT out) and indexes with
 ALGORITHM=INPLACE, LOCK=NONE.
 
 With --dry-run, print the SQL that would run and change nothing.`,
