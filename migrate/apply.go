@@ -99,14 +99,13 @@ func (r *Report) stopped(res *StepResult, s Step, rest []Step) {
 }
 
 // session runs fn on one dedicated connection that holds the migration
-// lock and whose lock waits are bounded by migrate.lock_timeout.
+// lock and whose lock waits are bounded by migrate.lock_timeout. The
+// connection answers a ping first (store.LiveConn): after a cut, the pool
+// may hold dead ones. The lock is the session's own, so that a statement
+// the server still runs for a run that was cut or killed keeps it, and
+// the next run waits for that statement instead of racing it.
 func (m *migrator) session(ctx context.Context, fn func(conn *sql.Conn) error) error {
-	lock, err := m.lock(ctx)
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	conn, err := m.db.Conn(ctx)
+	conn, err := m.sdb.LiveConn(ctx)
 	if err != nil {
 		return fmt.Errorf("get a connection: %w", err)
 	}
@@ -116,6 +115,11 @@ func (m *migrator) session(ctx context.Context, fn func(conn *sql.Conn) error) e
 		conn.Raw(func(any) error { return driver.ErrBadConn })
 		conn.Close()
 	}()
+	lock, err := m.lock(ctx, conn)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 
 	for _, q := range m.sessionSQL() {
 		if _, err := conn.ExecContext(ctx, q); err != nil {
@@ -126,7 +130,7 @@ func (m *migrator) session(ctx context.Context, fn func(conn *sql.Conn) error) e
 		}
 	}
 	if m.eng == MySQL && !m.opts.DryRun {
-		w, err := newWatchdog(ctx, m.db, conn)
+		w, err := newWatchdog(ctx, m.sdb, conn)
 		if err != nil {
 			return err
 		}
@@ -180,11 +184,11 @@ func (m *migrator) printSessionSQL() {
 // lock, MySQL GET_LOCK, an flock beside an SQLite file) so that two runs
 // never interleave. A run killed in the middle of a long statement keeps
 // it until the server ends that statement: wait for it rather than fail.
-func (m *migrator) lock(ctx context.Context) (*store.Lock, error) {
+func (m *migrator) lock(ctx context.Context, conn *sql.Conn) (*store.Lock, error) {
 	name := "migrate:" + m.users.Schema + ":" + m.cfg.Migrate.Prefix
 	waited := false
 	for {
-		l, ok, err := m.sdb.TryLock(ctx, name)
+		l, ok, err := m.sdb.TryLockOn(ctx, conn, name)
 		if err != nil {
 			return nil, fmt.Errorf("take the migration lock: %w", err)
 		}

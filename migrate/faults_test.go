@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/url"
 	"strings"
@@ -129,4 +130,70 @@ func dsnHostPort(t *testing.T, dsn string) string {
 		t.Fatalf("DSN without tcp(host:port)")
 	}
 	return dsn[i+len("@tcp(") : j]
+}
+
+// TestFaultSecondApplySamePool: a process that runs apply again after a
+// cut connection, on the same pool (the demo, a test, a daemon that
+// migrates at start and retries), must not start its session or take its
+// lock on a connection the cut left dead in the pool: the second apply
+// finishes the job. The cut comes at a real mid-point (after the users
+// column's DDL, before its history row), and the retry follows at once,
+// well inside the second during which the drivers trust an idle
+// connection without a ping.
+func TestFaultSecondApplySamePool(t *testing.T) {
+	for _, name := range []string{"django", "wordpress"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			f := fixtureNamed(t, name)
+			cfg, direct := load(t, f)
+			before := readPasswords(t, direct, cfg)
+			proxy := testsrv.StartProxy(t, dsnHostPort(t, cfg.Database.DSN.Reveal()))
+			pcfg := *cfg
+			pcfg.Database.DSN = config.Secret(proxy.RewriteDSN(cfg.Database.DSN.Reveal()))
+			db := openDB(t, pcfg.Database) // one pool for both applies
+
+			// The pool's idle connections were in use a moment before the
+			// cut, as in a busy process whose other goroutines take and
+			// return them: pgx hands a connection out again without a
+			// ping within a second of its last use.
+			busy := func() {
+				var conns []*sql.Conn
+				for range 4 {
+					c, err := db.Conn(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					conns = append(conns, c)
+				}
+				for _, c := range conns {
+					if err := c.PingContext(ctx); err != nil {
+						t.Fatal(err)
+					}
+					c.Close()
+				}
+			}
+			p := mustPlan(t, direct, cfg)
+			col := stepIndex(t, p, "add-column", "passkey_state")
+			opts := Options{chunk: testChunk, hook: func(point string, i int, s Step) {
+				if point == "executed" && i == col {
+					busy() // new connections, then the same ones again:
+					busy() // each handed out (and reset) a moment ago
+					proxy.Cut()
+				}
+			}}
+			if _, err := Apply(ctx, db, &pcfg, opts); err == nil || proxy.Cuts() == 0 {
+				t.Fatalf("the cut apply: %v (cuts %d)", err, proxy.Cuts())
+			}
+			rep, err := Apply(ctx, db, &pcfg, Options{chunk: testChunk})
+			if err != nil {
+				t.Fatalf("the second apply on the same pool: %v", err)
+			}
+			t.Logf("the second apply: %v", actions(rep))
+			if v, err := Verify(ctx, direct, cfg); err != nil || !v.OK {
+				t.Fatalf("verify: %+v %v", v, err)
+			}
+			samePasswords(t, "after the second apply", before, readPasswords(t, direct, cfg))
+		})
+	}
 }

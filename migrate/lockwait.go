@@ -175,12 +175,12 @@ type watchdog struct {
 
 // newWatchdog sets a watchdog on the session conn, on a connection of
 // its own from db.
-func newWatchdog(ctx context.Context, db *sql.DB, sess *sql.Conn) (*watchdog, error) {
+func newWatchdog(ctx context.Context, db *store.DB, sess *sql.Conn) (*watchdog, error) {
 	w := &watchdog{sess: sess, poll: 20 * time.Millisecond}
 	if err := sess.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&w.id); err != nil {
 		return nil, fmt.Errorf("read the session's connection id: %w", err)
 	}
-	mon, err := db.Conn(ctx)
+	mon, err := db.LiveConn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("get a connection for the lock-wait watchdog: %w", err)
 	}

@@ -52,31 +52,79 @@ func (db *DB) TryLock(ctx context.Context, name string) (lock *Lock, ok bool, er
 		return &Lock{name: name, dialect: db.dialect, release: release}, true, nil
 	}
 
-	conn, err := db.Conn(ctx)
+	conn, err := db.LiveConn(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("lock %q: get a connection: %w", name, err)
 	}
+	l, ok, err := db.tryLockOn(ctx, conn, name)
+	switch {
+	case err != nil:
+		discard(conn)
+	case !ok:
+		conn.Close()
+	}
+	return l, ok, err
+}
+
+// TryLockOn is TryLock on a connection the caller holds (from LiveConn):
+// the server keeps the lock for that session, so it lasts as long as the
+// session does, a statement the server still runs after its client is
+// gone included. Unlock releases it and closes conn. When ok is false,
+// conn stays the caller's. On SQLite, conn plays no part.
+func (db *DB) TryLockOn(ctx context.Context, conn *sql.Conn, name string) (lock *Lock, ok bool, err error) {
+	if name == "" {
+		return nil, false, errors.New("lock name is empty")
+	}
+	if db.dialect.kind == SQLite {
+		return db.TryLock(ctx, name)
+	}
+	return db.tryLockOn(ctx, conn, name)
+}
+
+func (db *DB) tryLockOn(ctx context.Context, conn *sql.Conn, name string) (*Lock, bool, error) {
 	key, err := db.dialect.lockKey(ctx, conn, name)
 	if err != nil {
-		conn.Close()
 		return nil, false, fmt.Errorf("lock %q: %w", name, err)
 	}
 	var got sql.NullBool
 	if err := conn.QueryRowContext(ctx, db.dialect.tryLockSQL(), key).Scan(&got); err != nil {
-		discard(conn)
 		return nil, false, fmt.Errorf("lock %q: %w", name, err)
 	}
 	if !got.Valid {
 		// MySQL's GET_LOCK answers NULL on an error (such as the
 		// session being killed) rather than "held elsewhere".
-		discard(conn)
 		return nil, false, fmt.Errorf("lock %q: the server could not take the lock", name)
 	}
 	if !got.Bool {
-		conn.Close()
 		return nil, false, nil
 	}
 	return &Lock{name: name, dialect: db.dialect, conn: conn, key: key}, true, nil
+}
+
+// LiveConn is a dedicated connection of the pool that answers a ping. A
+// pooled connection whose server went away (a cut network, a failover, a
+// restart) is not always noticed when it is handed out: pgx pings an idle
+// connection only after a second, and database/sql retries a bad
+// connection for statements on the pool but not for a Conn, whose first
+// statement would then fail. So each candidate is pinged, and a dead one
+// closed and the next tried, up to the pool's size (then a new one).
+func (db *DB) LiveConn(ctx context.Context) (*sql.Conn, error) {
+	tries := max(db.Stats().MaxOpenConnections, 10) + 1
+	var last error
+	for range tries {
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if last = conn.PingContext(ctx); last == nil {
+			return conn, nil
+		}
+		discard(conn)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return nil, fmt.Errorf("no connection of the pool answers: %w", last)
 }
 
 // Name is the lock's name.

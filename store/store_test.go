@@ -941,3 +941,65 @@ func TestDatabaseTimestampsAreUTC(t *testing.T) {
 		}
 	})
 }
+
+// TestLiveConnAfterCut: after a network cut, the pool still holds the
+// connections that were in use a moment before, and pgx hands such a one
+// out again without a ping: a dedicated connection's first statement
+// would fail ("driver: bad connection"). LiveConn and TryLock (which
+// takes its connection through it) get one that answers.
+func TestLiveConnAfterCut(t *testing.T) {
+	for _, k := range []Kind{Postgres, MySQL} {
+		t.Run(string(k), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			cfg := newConfig(t, k)
+			addr := ""
+			if k == Postgres {
+				pg := testsrv.Postgres(t)
+				addr = net.JoinHostPort(pg.Host, fmt.Sprint(pg.Port))
+			} else {
+				m := testsrv.MariaDB(t)
+				addr = net.JoinHostPort(m.Host, fmt.Sprint(m.Port))
+			}
+			proxy := testsrv.StartProxy(t, addr)
+			cfg.DSN = config.Secret(proxy.RewriteDSN(cfg.DSN.Reveal()))
+			db := open(t, cfg)
+			// Four connections handed out twice a moment before the cut.
+			for range 2 {
+				var conns []*sql.Conn
+				for range 4 {
+					c, err := db.Conn(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					conns = append(conns, c)
+				}
+				for _, c := range conns {
+					if err := c.PingContext(ctx); err != nil {
+						t.Fatal(err)
+					}
+					c.Close()
+				}
+			}
+			if proxy.Cut() < 4 {
+				t.Fatal("the cut found fewer than four connections")
+			}
+			for i := range 3 {
+				c, err := db.LiveConn(ctx)
+				if err != nil {
+					t.Fatalf("LiveConn %d: %v", i, err)
+				}
+				defer c.Close()
+				if _, err := c.ExecContext(ctx, "SELECT 1"); err != nil {
+					t.Fatalf("LiveConn %d gave a dead connection: %v", i, err)
+				}
+			}
+			proxy.Cut()
+			l, ok, err := db.TryLock(ctx, "after-the-cut")
+			if err != nil || !ok {
+				t.Fatalf("TryLock after the cut: %v %v", ok, err)
+			}
+			l.Unlock()
+		})
+	}
+}
