@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/passbridge/passbridge/config"
@@ -120,14 +121,17 @@ func EnsureApplied(ctx context.Context, db *store.DB, cfg *config.Config, log *s
 	return nil
 }
 
-// Pending returns the steps not applied yet: `passbridge run` refuses to
-// start while there are any (see PendingError).
+// Pending returns the steps not applied yet that the rest of passbridge
+// needs: `passbridge run` refuses to start while there are any (see
+// PendingError). The users table's ANALYZE is not among them: an install
+// from before that step runs as it did until the next apply takes the
+// statistics (status and plan list it as pending).
 func Pending(ctx context.Context, db *store.DB, cfg *config.Config) ([]Step, error) {
 	p, err := NewPlan(ctx, db, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return p.Pending(), nil
+	return slices.DeleteFunc(p.Pending(), func(s Step) bool { return s.Kind() == "analyze" }), nil
 }
 
 // PendingError is what `passbridge run` reports for a database with

@@ -53,6 +53,7 @@ const (
 	ActionWithDrop = "removed with its table"
 	ActionLeft     = "left alone (not passbridge's)"
 	ActionWouldRm  = "would remove"
+	ActionNothing  = "nothing to undo"
 	// ActionFailed is the step a run stopped at; ActionNotReached the
 	// steps after it, which the run did not look at.
 	ActionFailed     = "failed"
@@ -350,11 +351,44 @@ func (m *migrator) run(ctx context.Context, conn *sql.Conn, i int, s Step) error
 		}
 		return tx.Commit()
 	}
-	if err := m.execAll(ctx, conn, s.SQL()); err != nil {
+	if _, ok := s.(*AnalyzeUsers); ok && m.eng == MySQL {
+		if err := m.analyzeTable(ctx, conn, s.SQL()[0]); err != nil {
+			return err
+		}
+	} else if err := m.execAll(ctx, conn, s.SQL()); err != nil {
 		return err
 	}
 	m.hook("executed", i, s)
 	return m.hist.record(ctx, conn, s, time.Since(start), version())
+}
+
+// analyzeTable runs MySQL's ANALYZE TABLE, which reports a failure as a
+// row of its result (Msg_type error), not as an SQL error.
+func (m *migrator) analyzeTable(ctx context.Context, conn *sql.Conn, stmt string) error {
+	return m.watched(ctx, conn, func() error {
+		rows, err := conn.QueryContext(ctx, stmt)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var msgs []string
+		for rows.Next() {
+			var table, op, typ, text sql.NullString
+			if err := rows.Scan(&table, &op, &typ, &text); err != nil {
+				return err
+			}
+			if strings.EqualFold(typ.String, "error") {
+				msgs = append(msgs, text.String)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(msgs) > 0 {
+			return fmt.Errorf("%s: %s", stmt, strings.Join(msgs, "; "))
+		}
+		return nil
+	})
 }
 
 // setPatience lifts lock_timeout for a statement whose lock waits block

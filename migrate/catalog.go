@@ -41,6 +41,7 @@ type catIndex struct {
 	unique      bool
 	valid       bool // false: INVALID (PostgreSQL) — a killed or failed CONCURRENTLY build
 	building    bool // a CREATE INDEX on it is running right now (PostgreSQL)
+	analyzed    bool // has statistics (PostgreSQL pg_stats: an expression index after ANALYZE)
 	cols        []string
 	def         string
 }
@@ -168,7 +169,8 @@ func (c *catalog) loadPostgres(ctx context.Context, q querier, prefix string) er
 				WHERE p.index_relid = x.indexrelid AND p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())),
 			pg_get_indexdef(x.indexrelid),
 			array_to_string(ARRAY(SELECT pg_get_indexdef(x.indexrelid, k + 1, true) FROM generate_subscripts(x.indkey, 1) k
-				WHERE k < x.indnkeyatts ORDER BY k), chr(31))
+				WHERE k < x.indnkeyatts ORDER BY k), chr(31)),
+			EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = i.relname)
 		FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
 		JOIN pg_namespace n ON n.oid = i.relnamespace
 		WHERE n.nspname = $1 AND (starts_with(i.relname, $2) OR starts_with(t.relname, $2) OR t.relname = $3)`, c.schema, prefix, c.users)
@@ -178,7 +180,7 @@ func (c *catalog) loadPostgres(ctx context.Context, q querier, prefix string) er
 	for rows.Next() {
 		var ix catIndex
 		var cols string
-		if err := rows.Scan(&ix.name, &ix.table, &ix.unique, &ix.valid, &ix.building, &ix.def, &cols); err != nil {
+		if err := rows.Scan(&ix.name, &ix.table, &ix.unique, &ix.valid, &ix.building, &ix.def, &cols, &ix.analyzed); err != nil {
 			rows.Close()
 			return err
 		}

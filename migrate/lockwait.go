@@ -145,12 +145,20 @@ func (e *lockWaitError) Unwrap() error { return e.err }
 // exec runs one statement of a step. On MySQL, the session's statements
 // run under the watchdog, which holds their lock waits to lock_timeout.
 func (m *migrator) exec(ctx context.Context, q querier, stmt string) error {
-	w := m.watch
-	if w == nil || q != querier(w.sess) {
+	return m.watched(ctx, q, func() error {
 		_, err := q.ExecContext(ctx, stmt)
 		return err
+	})
+}
+
+// watched runs fn, a statement on q, under the watchdog when q is the
+// MySQL session.
+func (m *migrator) watched(ctx context.Context, q querier, fn func() error) error {
+	w := m.watch
+	if w == nil || q != querier(w.sess) {
+		return fn()
 	}
-	return w.exec(ctx, stmt, m.lockTimeout())
+	return w.run(ctx, m.lockTimeout(), fn)
 }
 
 // watchdog ends a MySQL statement of the session that has waited
@@ -209,8 +217,8 @@ func waiting(state string) bool {
 	return strings.HasPrefix(s, "waiting for") && (strings.Contains(s, "lock") || strings.Contains(s, "flush"))
 }
 
-// exec runs stmt on the session while watching it.
-func (w *watchdog) exec(ctx context.Context, stmt string, timeout time.Duration) error {
+// run runs fn, a statement on the session, while watching it.
+func (w *watchdog) run(ctx context.Context, timeout time.Duration, fn func() error) error {
 	done := make(chan struct{})
 	killed := make(chan *lockWaitError, 1)
 	stopped := make(chan struct{})
@@ -218,7 +226,7 @@ func (w *watchdog) exec(ctx context.Context, stmt string, timeout time.Duration)
 		defer close(stopped)
 		killed <- w.watch(ctx, done, timeout)
 	}()
-	_, err := w.sess.ExecContext(ctx, stmt)
+	err := fn()
 	close(done)
 	<-stopped
 	kill := <-killed

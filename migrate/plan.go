@@ -87,7 +87,11 @@ func (p *planner) buildSteps() ([]Step, error) {
 			steps = append(steps, p.addUserColumn(c))
 		}
 	}
-	steps = append(steps, p.userLookupIndexes()...)
+	lookups := p.userLookupIndexes()
+	steps = append(steps, lookups...)
+	if len(lookups) > 0 && p.eng != SQLite {
+		steps = append(steps, p.analyzeUsers(lookups))
+	}
 
 	for _, t := range schema.Tables {
 		steps = append(steps, p.createTable(t, false))
@@ -521,6 +525,30 @@ func (p *planner) foreignKey(t schema.Table, fk schema.ForeignKey) []Step {
 		add.undoRisk = fmt.Sprintf("a metadata lock on %s that makes its writers wait for a few milliseconds; bounded by lock_timeout", refName)
 		return []Step{add}
 	}
+}
+
+// analyzeUsers gathers the users table's statistics after its lookup
+// indexes are built (see AnalyzeUsers).
+func (p *planner) analyzeUsers(lookups []Step) Step {
+	s := &AnalyzeUsers{users: p.users.Name}
+	for _, l := range lookups {
+		s.indexes = append(s.indexes, l.Object())
+	}
+	stmt, risk := "ANALYZE "+p.usersQ(), ""
+	switch p.eng {
+	case Postgres:
+		risk = fmt.Sprintf("reads a sample of %s (300 x default_statistics_target rows) so that the planner has statistics for the lookup indexes' expressions; "+
+			"SHARE UPDATE EXCLUSIVE on %s: reads and writes go on; bounded by lock_timeout", p.users.Name, p.users.Name)
+	case MySQL:
+		stmt = "ANALYZE TABLE " + p.usersQ()
+		risk = fmt.Sprintf("InnoDB re-samples the index statistics of %s (innodb_stats_persistent_sample_pages per index); reads and writes go on; a brief metadata lock bounded by lock_timeout", p.users.Name)
+	}
+	s.stepBase = stepBase{
+		id: "analyze " + p.users.Name, kind: "analyze", object: p.users.Name,
+		sql: []string{stmt}, risk: risk, undoRisk: "nothing to undo: statistics only",
+		tx: p.eng == Postgres,
+	}
+	return s
 }
 
 func (p *planner) takeBaseline() Step {

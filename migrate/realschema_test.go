@@ -3,6 +3,7 @@ package migrate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -430,4 +431,101 @@ func TestLockPolicyInPlan(t *testing.T) {
 			t.Errorf("the MySQL plan does not say how a sub-second lock_timeout is held: %s", p.LockPolicy)
 		}
 	}
+}
+
+// TestAnalyzeAfterLookupIndexes: once the users table's lookup indexes
+// exist, apply gathers its statistics (PostgreSQL: for the lower(email)
+// expression, which the planner otherwise guesses) in a step of its own,
+// recorded in the history. An install from before that step sees it
+// pending, no drift in the steps it applied (their SQL and checksums are
+// unchanged), and `passbridge run` does not wait for it.
+func TestAnalyzeAfterLookupIndexes(t *testing.T) {
+	ctx := context.Background()
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		cfg, db := load(t, fixtureNamed(t, "django"))
+		p := mustPlan(t, db, cfg)
+		a := stepIndex(t, p, "analyze", "auth_user")
+		if p.Steps[a-1].Kind != "create-index" || !strings.Contains(p.Steps[a-1].Object, "_user_") || p.Steps[a].SQL[0] != `ANALYZE "auth_user"` {
+			t.Fatalf("the analyze step: %+v after %s", p.Steps[a], p.Steps[a-1].ID)
+		}
+		if _, err := Apply(ctx, db, cfg, Options{chunk: testChunk}); err != nil {
+			t.Fatal(err)
+		}
+		var stats int
+		if err := db.QueryRowContext(ctx, "SELECT count(*) FROM pg_stats WHERE tablename IN ('passbridge_user_email', 'passbridge_user_username')").Scan(&stats); err != nil || stats != 2 {
+			t.Fatalf("statistics of the lookup indexes' expressions after apply: %d (%v)", stats, err)
+		}
+		// An install from before the step: no history row, no statistics.
+		mustExec(t, db, "DELETE FROM "+schema.NamesFor(cfg).History+" WHERE step_id = 'analyze auth_user'")
+		admin := openDB(t, config.Database{Driver: "postgres", DSN: config.Secret(superuserDSN(t, db)), ConnectTimeout: config.Duration(time.Minute)})
+		mustExec(t, admin, "DELETE FROM pg_statistic WHERE starelid IN ('passbridge_user_email'::regclass, 'passbridge_user_username'::regclass)")
+		checkOldInstall(t, db, cfg, "analyze auth_user")
+	})
+	t.Run("mysql", func(t *testing.T) {
+		t.Parallel()
+		d := newDatabase(t, MySQL)
+		db := openDB(t, d)
+		mustExec(t, db, "CREATE TABLE members (id int PRIMARY KEY, login varchar(40) NOT NULL, mail varchar(100) NOT NULL, pw varchar(60)) ENGINE=InnoDB")
+		for i := range 20 {
+			mustExec(t, db, "INSERT INTO members VALUES (?, ?, ?, '$2y$10$x')", i, fmt.Sprint("user", i), fmt.Sprint("User", i, "@corp.example"))
+		}
+		cfg := testConfig(d, config.UsersTable{Name: "members", Key: "id", Username: "login", Email: "mail", Password: "pw"})
+		p := mustPlan(t, db, cfg)
+		a := stepIndex(t, p, "analyze", "members")
+		if p.Steps[a].SQL[0] != "ANALYZE TABLE `members`" {
+			t.Fatalf("the analyze step: %+v", p.Steps[a])
+		}
+		rep, err := Apply(ctx, db, cfg, Options{chunk: testChunk})
+		if err != nil || rep.Steps[a].Action != ActionApplied {
+			t.Fatalf("apply: %v %+v", err, rep.Steps[a])
+		}
+		mustExec(t, db, "DELETE FROM "+schema.NamesFor(cfg).History+" WHERE step_id = 'analyze members'")
+		checkOldInstall(t, db, cfg, "analyze members")
+	})
+}
+
+// checkOldInstall: every step but the analyze one applied with its
+// recorded checksum, the analyze step pending and not a reason for `run`
+// to wait; apply then runs only it; rollback has nothing to undo for it.
+func checkOldInstall(t *testing.T, db *store.DB, cfg *config.Config, id string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := Status(ctx, db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Steps {
+		switch {
+		case s.ID == id && s.State != StatePending:
+			t.Fatalf("%s: %s, want pending", s.ID, s.State)
+		case s.ID != id && (s.State != StateApplied || s.Drift != "" || s.Recorded == nil || s.Recorded.Checksum != s.Checksum):
+			t.Fatalf("%s: %s, drift %q", s.ID, s.State, s.Drift)
+		}
+	}
+	if pend, err := Pending(ctx, db, cfg); err != nil || len(pend) != 0 {
+		t.Fatalf("run would wait for %v (%v)", pend, err)
+	}
+	rep, err := Apply(ctx, db, cfg, Options{chunk: testChunk})
+	if a := actions(rep); err != nil || a[ActionApplied] != 1 || a[ActionSkipped] != len(st.Steps)-1 {
+		t.Fatalf("apply on the old install: %v %v", a, err)
+	}
+	if st, err := Status(ctx, db, cfg); err != nil || len(st.Pending()) != 0 || len(st.Drift()) != 0 {
+		t.Fatalf("status after apply: %v", err)
+	}
+	rep, err = Rollback(ctx, db, cfg, Options{Force: true, ExportPath: t.TempDir() + "/x.json"})
+	if err != nil || actions(rep)[ActionNothing] != 1 {
+		t.Fatalf("rollback: %v %v", actions(rep), err)
+	}
+}
+
+// superuserDSN is the PostgreSQL superuser's DSN for db's database (to
+// remove statistics, as an install from before ANALYZE lacks them).
+func superuserDSN(t *testing.T, db *store.DB) string {
+	t.Helper()
+	var name string
+	if err := db.QueryRowContext(context.Background(), "SELECT current_database()").Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	return testsrv.Postgres(t).DSN(name)
 }

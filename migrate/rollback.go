@@ -164,6 +164,11 @@ func (m *migrator) undoStep(ctx context.Context, conn *sql.Conn, i int, s Step) 
 			if err := forget(conn); err != nil {
 				return res, err
 			}
+		case s.Kind() == "analyze":
+			res.Action = ActionNothing
+			if err := forget(conn); err != nil {
+				return res, err
+			}
 		case ownerGoes || len(s.Undo()) == 0:
 			res.Action = ActionWithDrop
 			if m.opts.DryRun {

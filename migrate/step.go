@@ -371,6 +371,37 @@ func (s *ValidateForeignKey) check(env *checkEnv) (State, string) {
 	return StateApplied, ""
 }
 
+// AnalyzeUsers gathers the users table's statistics once its lookup
+// indexes exist: PostgreSQL estimates a lookup on lower(email) from the
+// statistics of the expression index, which only ANALYZE makes (before,
+// it guesses a large part of the table and may scan it); MySQL re-samples
+// the index statistics. A step of its own, recorded in the history, so
+// that the index steps' SQL (and the checksums that existing installs
+// recorded) stay as they were.
+type AnalyzeUsers struct {
+	stepBase
+	users string
+	// indexes are passbridge's lookup indexes on users (PostgreSQL: found
+	// applied when each has statistics).
+	indexes []string
+}
+
+func (s *AnalyzeUsers) check(env *checkEnv) (State, string) {
+	if _, ok, _ := s.recorded(env.history); ok {
+		return StateApplied, ""
+	}
+	if env.cat.eng != Postgres {
+		return StatePending, "" // nothing in MySQL's catalog says ANALYZE ran
+	}
+	for _, name := range s.indexes {
+		ix, _ := env.cat.index(name, s.users)
+		if ix == nil || !ix.analyzed {
+			return StatePending, ""
+		}
+	}
+	return StateApplied, ""
+}
+
 // TakeBaseline records the password column's baseline (row count, a
 // checksum per key range, a fingerprint per row) before anything touches
 // the users table, so that verify can prove the hashes are unchanged.
