@@ -11,7 +11,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -685,6 +688,68 @@ func TestSQLiteLockFileSeenByOtherOpenFiles(t *testing.T) {
 	if p := sqliteLockPath(dbPath, "../../etc/passwd"); filepath.Dir(p) != filepath.Dir(dbPath) {
 		t.Errorf("lock name escaped the database directory: %s", p)
 	}
+}
+
+// TestSQLiteLockFileRemoved: Unlock removes the lock file, and taking and
+// releasing the lock from many open files at once (as processes would)
+// never lets two of them hold it, although each release unlinks the file
+// that the others may have open: a holder whose file was unlinked under it
+// must notice and take the lock again on the file now at the path.
+func TestSQLiteLockFileRemoved(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "app.db")
+	db := open(t, config.Database{Driver: "sqlite", DSN: config.Secret(dbPath)})
+	l, ok, err := db.TryLock(context.Background(), "migrate:main:passbridge_")
+	if err != nil || !ok {
+		t.Fatalf("TryLock: %v %v", ok, err)
+	}
+	lockFile := sqliteLockPath(dbPath, "migrate:main:passbridge_")
+	if _, err := os.Stat(lockFile); err != nil {
+		t.Fatalf("while held: %v", err)
+	}
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(lockFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after Unlock the lock file is still there (%v)", err)
+	}
+
+	path := filepath.Join(t.TempDir(), "race.lock")
+	var holders, taken atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 1000 {
+				release, ok, err := flockTry(path)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !ok {
+					continue
+				}
+				if n := holders.Add(1); n != 1 {
+					t.Errorf("%d holders of one lock at once", n)
+				}
+				taken.Add(1)
+				runtime.Gosched() // let the others open the file meanwhile
+				holders.Add(-1)
+				if err := release(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if taken.Load() == 0 {
+		t.Fatal("nobody ever got the lock")
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after the last release the lock file is still there (%v)", err)
+	}
+	t.Logf("taken %d times", taken.Load())
 }
 
 func TestWithLockTimeout(t *testing.T) {
