@@ -185,6 +185,13 @@ func (p *Plan) Drift() []StepStatus {
 	return out
 }
 
+// Current reports whether the database is as the plan wants it: every
+// step applied, no drift, and no history row that no step knows (what
+// `status --exit-code` tells a script).
+func (p *Plan) Current() bool {
+	return len(p.Pending()) == 0 && len(p.Drift()) == 0 && len(p.Unknown) == 0
+}
+
 // collisions returns the error for steps blocked by foreign objects.
 func (p *Plan) collisions(prefix string) error {
 	var items []string

@@ -15,9 +15,10 @@ import (
 	"github.com/passbridge/passbridge/store"
 )
 
-// Exit codes of `passbridge migrate verify`.
+// Exit codes of `passbridge migrate verify` and `status --exit-code`.
 const (
 	exitVerifyFailed = 2 // a violation: schema not as planned, or a password hash changed
+	exitNotCurrent   = 1 // status --exit-code: a step pending, or drift
 )
 
 func newMigrateCmd(g *globals) *cobra.Command {
@@ -147,13 +148,19 @@ func progressWriter(g *globals, cmd *cobra.Command) io.Writer {
 }
 
 func newMigrateStatusCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var exitCode bool
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show applied and pending steps and any drift",
 		Long: `Show every step of the plan with its state and when it was applied, and the
 drift between the history and the database: a step recorded as applied whose
 object is missing or INVALID, a step applied with SQL that differs from this
-version's plan, history rows no step knows. -o json prints it as data.`,
+version's plan, history rows no step knows. -o json prints it as data.
+
+With --exit-code (for scripts and CI), exit 1 when any step is pending or
+there is drift, 0 when everything is applied as planned; the output is the
+same. An error (no database, a bad configuration) exits 1 too, with a
+message on stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -166,9 +173,17 @@ version's plan, history rows no step knows. -o json prints it as data.`,
 			if err != nil {
 				return err
 			}
-			return g.printData(cmd.OutOrStdout(), p, p.WriteStatus)
+			if err := g.printData(cmd.OutOrStdout(), p, p.WriteStatus); err != nil {
+				return err
+			}
+			if exitCode && !p.Current() {
+				return exitError{code: exitNotCurrent}
+			}
+			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&exitCode, "exit-code", false, "exit 1 when a step is pending or there is drift")
+	return cmd
 }
 
 func newMigrateVerifyCmd(g *globals) *cobra.Command {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -65,7 +66,12 @@ migrate: {prefix: pb_, lock_timeout: 1s, retries: 2}
 		return out.String(), 0
 	}
 
-	out, code := run("migrate", "plan")
+	// status --exit-code: 1 while anything is pending, for scripts.
+	out, code := run("migrate", "status", "--exit-code")
+	if code != 1 || !strings.Contains(out, "pending") {
+		t.Fatalf("status --exit-code with everything pending (exit %d):\n%s", code, out)
+	}
+	out, code = run("migrate", "plan")
 	if code != 0 || !strings.Contains(out, `ALTER TABLE "user" ADD COLUMN "pb_passkey_state" TEXT;`) || !strings.Contains(out, "(pending)") {
 		t.Fatalf("plan (exit %d):\n%s", code, out)
 	}
@@ -95,6 +101,36 @@ migrate: {prefix: pb_, lock_timeout: 1s, retries: 2}
 	out, code = run("migrate", "verify")
 	if code != 0 || !strings.Contains(out, "verify: OK") {
 		t.Fatalf("verify (exit %d):\n%s", code, out)
+	}
+	out, code = run("migrate", "status", "--exit-code")
+	if code != 0 || !strings.Contains(out, "no drift") {
+		t.Fatalf("status --exit-code with everything applied (exit %d):\n%s", code, out)
+	}
+	// Drift: an index recorded as applied, dropped by hand.
+	if _, err := raw.Exec(`DROP INDEX pb_user_email`); err != nil {
+		t.Fatal(err)
+	}
+	out, code = run("migrate", "status", "--exit-code", "-o", "json")
+	type stepDrift struct {
+		ID    string `json:"id"`
+		Drift string `json:"drift"`
+	}
+	var drifted struct {
+		Steps []stepDrift `json:"steps"`
+	}
+	if code != 1 || json.Unmarshal([]byte(out), &drifted) != nil || !slices.ContainsFunc(drifted.Steps, func(s stepDrift) bool {
+		return s.ID == "create-index pb_user_email" && s.Drift != ""
+	}) {
+		t.Fatalf("status --exit-code -o json with drift (exit %d):\n%s", code, out)
+	}
+	if out, code = run("migrate", "status"); code != 0 {
+		t.Fatalf("status without --exit-code exits 0 whatever the state (exit %d):\n%s", code, out)
+	}
+	if out, code = run("migrate", "apply"); code != 0 {
+		t.Fatalf("apply after the drift (exit %d):\n%s", code, out)
+	}
+	if out, code = run("migrate", "status", "--exit-code"); code != 0 {
+		t.Fatalf("status --exit-code once apply made the index again (exit %d):\n%s", code, out)
 	}
 
 	// A changed hash: verify names the row and exits 2.
@@ -135,5 +171,8 @@ migrate: {prefix: pb_, lock_timeout: 1s, retries: 2}
 	out, code = run("migrate", "status")
 	if code != 0 || !strings.Contains(out, "0 applied") {
 		t.Fatalf("status after rollback (exit %d):\n%s", code, out)
+	}
+	if out, code = run("migrate", "status", "--exit-code"); code != 1 {
+		t.Fatalf("status --exit-code after rollback (exit %d):\n%s", code, out)
 	}
 }
