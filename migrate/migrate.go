@@ -64,6 +64,9 @@ type migrator struct {
 	cmd string
 	// watch holds the session's lock waits to lock_timeout (MySQL).
 	watch *watchdog
+	// skipped and warnings are the planner's, for the plan's heading.
+	skipped  []SkippedStep
+	warnings []string
 }
 
 func newMigrator(ctx context.Context, sdb *store.DB, cfg *config.Config, opts Options) (*migrator, error) {
@@ -101,7 +104,7 @@ func newMigrator(ctx context.Context, sdb *store.DB, cfg *config.Config, opts Op
 	if m.bl == nil { // no password column: nothing to baseline
 		steps = slices.DeleteFunc(steps, func(s Step) bool { return s.Kind() == "take-baseline" })
 	}
-	m.steps = steps
+	m.steps, m.skipped, m.warnings = steps, p.skipped, p.warnings
 	return m, nil
 }
 
@@ -133,11 +136,26 @@ type Plan struct {
 	Session []string `json:"session"`
 	// Notes are what a DBA should know before running the plan, one line
 	// each: what the catalog showed that changes how the steps run.
-	Notes []string     `json:"notes,omitempty"`
-	Steps []StepStatus `json:"steps"`
+	Notes []string `json:"notes,omitempty"`
+	// Warnings are what will be slow or wrong after the migration and
+	// that passbridge cannot fix, one line each.
+	Warnings []string `json:"warnings,omitempty"`
+	// Skipped are the steps left out of the plan because the table
+	// already has what they would add.
+	Skipped []SkippedStep `json:"skipped,omitempty"`
+	Steps   []StepStatus  `json:"steps"`
 	// Unknown are history rows that match no step of this plan (a step of
 	// another passbridge version, or another prefix's change).
 	Unknown []HistoryEntry `json:"unknown_history,omitempty"`
+}
+
+// SkippedStep is a step the plan leaves out: an existing index of the
+// application already serves the lookup it would index.
+type SkippedStep struct {
+	ID       string `json:"id"`
+	Column   string `json:"column"`
+	ServedBy string `json:"served_by"`
+	Reason   string `json:"reason"`
 }
 
 // StepStatus is a step of a plan and where it stands.
@@ -225,7 +243,8 @@ func (m *migrator) plan(ctx context.Context, q querier) (*Plan, error) {
 		return nil, err
 	}
 	p := &Plan{Engine: m.eng, Users: m.users, LockTimeout: m.lockTimeout().String(), Retries: m.cfg.Migrate.Retries,
-		LockDeadline: m.lockDeadline().Round(time.Second).String(), LockPolicy: m.lockPolicy(), Session: m.sessionSQL(), Notes: m.notes()}
+		LockDeadline: m.lockDeadline().Round(time.Second).String(), LockPolicy: m.lockPolicy(), Session: m.sessionSQL(), Notes: m.notes(),
+		Warnings: m.warnings, Skipped: m.skipped}
 	known := map[string]bool{}
 	for i, s := range m.steps {
 		st, detail := s.check(env)

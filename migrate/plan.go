@@ -57,6 +57,12 @@ type planner struct {
 	// is the resolved one (for the catalog).
 	schema string
 	bl     *baseliner
+
+	// skipped and warnings are what buildSteps found for the plan's
+	// heading: the lookup index steps left out because an existing index
+	// serves the lookup, and the lookups no index can serve.
+	skipped  []SkippedStep
+	warnings []string
 }
 
 // buildSteps returns the whole plan in order. It fails, before anything is
@@ -358,12 +364,23 @@ func (p *planner) rebuildCost() string {
 // match on, unless an existing index already serves that lookup.
 func (p *planner) userLookupIndexes() []Step {
 	var steps []Step
+	warned := map[string]bool{}
 	for _, role := range []struct{ role, col string }{{"email", p.ut.Email}, {"username", p.ut.Username}} {
-		if role.col == "" || role.col == p.users.Key.Name {
+		if role.col == "" {
 			continue
 		}
 		col, _ := p.users.Column(role.col)
-		if p.lookupServed(col, schema.IndexName(p.prefix, "user", role.role)) {
+		if w := p.caseSensitiveLookup(col); w != "" && !warned[col.Name] {
+			warned[col.Name] = true
+			p.warnings = append(p.warnings, w)
+		}
+		if role.col == p.users.Key.Name {
+			continue
+		}
+		name := schema.IndexName(p.prefix, "user", role.role)
+		if ix := p.lookupServed(col, name); ix != nil {
+			p.skipped = append(p.skipped, SkippedStep{ID: "create-index " + name, Column: col.Name, ServedBy: ix.Name,
+				Reason: fmt.Sprintf("the existing index %s (%s) already serves case-insensitive lookups on %s.%s", ix.Name, strings.Join(ix.Columns, ", "), p.users.Name, col.Name)})
 			continue
 		}
 		key := p.q(col.Name)
@@ -381,12 +398,13 @@ func (p *planner) userLookupIndexes() []Step {
 	return steps
 }
 
-// lookupServed reports whether an existing valid index has the lookup as
-// its first key: lower(col) on PostgreSQL and SQLite (or a NOCASE column
-// on SQLite), the column itself on MySQL, whose usual collations are
-// case-insensitive.
-func (p *planner) lookupServed(col ColumnInfo, ours string) bool {
-	for _, ix := range p.users.Indexes {
+// lookupServed returns the existing valid index that has the lookup as
+// its first key, or nil: lower(col) on PostgreSQL and SQLite (or a NOCASE
+// column on SQLite), the column itself on MySQL, whose usual collations
+// are case-insensitive.
+func (p *planner) lookupServed(col ColumnInfo, ours string) *IndexInfo {
+	for i := range p.users.Indexes {
+		ix := &p.users.Indexes[i]
 		// passbridge's own index serves it too, but must stay in the plan
 		// (for status, verify and rollback).
 		if ix.Name == ours || !ix.Valid || ix.Partial || ix.Type != "" || len(ix.Columns) == 0 {
@@ -396,18 +414,37 @@ func (p *planner) lookupServed(col ColumnInfo, ours string) bool {
 		switch p.eng {
 		case Postgres, SQLite:
 			if first == normTerm("lower("+col.Name+")") {
-				return true
+				return ix
 			}
 			if p.eng == SQLite && strings.EqualFold(ix.Columns[0], col.Name) && strings.Contains(strings.ToLower(ix.Definition), "nocase") {
-				return true
+				return ix
 			}
 		case MySQL:
 			if first == normTerm(col.Name) && (strings.HasSuffix(strings.ToLower(col.Collation), "_ci") || col.Collation == "") {
-				return true
+				return ix
 			}
 		}
 	}
-	return false
+	return nil
+}
+
+// caseSensitiveLookup is the plan's warning for a column that directory
+// sync matches on without regard to case but that compares with case on
+// MySQL (a _bin or _cs collation, or a binary string): sync then asks for
+// LOWER(col), which no index on the column serves, and MariaDB indexes no
+// expression, so those matches scan the table. "" when lookups on col are
+// indexed (PostgreSQL and SQLite index lower(col)).
+func (p *planner) caseSensitiveLookup(col ColumnInfo) string {
+	if p.eng != MySQL || strings.HasSuffix(strings.ToLower(col.Collation), "_ci") {
+		return ""
+	}
+	how := "the case-sensitive collation " + col.Collation
+	if col.Collation == "" {
+		how = "no collation (" + col.Type + ": bytes, compared with case)"
+	}
+	return fmt.Sprintf("%s.%s has %s: directory sync matches on it without regard to case (LOWER(%s)), which no index on it serves, so those matches scan the table (%s) on every sync; an index on it serves exact matches only. "+
+		"A case-insensitive collation on the column (if the application allows it) makes them index lookups",
+		p.users.Name, col.Name, how, col.Name, approxRows(p.users.Rows))
 }
 
 func (p *planner) createIndex(t schema.Table, ix schema.Index, bookkeeping bool) Step {

@@ -39,6 +39,12 @@ func (p *Plan) WriteText(w io.Writer, prefix string) error {
 	for _, n := range p.Notes {
 		ew.printf("-- note: %s\n", n)
 	}
+	for _, n := range p.Warnings {
+		ew.printf("-- warning: %s\n", n)
+	}
+	for _, s := range p.Skipped {
+		ew.printf("-- skipped: %s: %s\n", s.ID, s.Reason)
+	}
 	ew.printf("-- %d steps: %d applied, %d pending. lock_timeout %s, %d retries, each step gives up after at most %s of lock waits and pauses.\n",
 		len(p.Steps), len(p.Steps)-pending, pending, p.LockTimeout, p.Retries, p.LockDeadline)
 	ew.printf("-- Locks: %s.\n", p.LockPolicy)
