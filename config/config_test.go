@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -427,6 +428,39 @@ func TestBadValueNamesLine(t *testing.T) {
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+// TestMatchFollowsTheUsersTable: a users table without an e-mail column
+// (users_table.email: "") needs no directory.match written, for migrate
+// (which does not read the directory) nor for the commands that match,
+// whose default rules keep the columns the table has; a rule written by
+// hand on a missing column is an error for those commands only.
+func TestMatchFollowsTheUsersTable(t *testing.T) {
+	noEmail := strings.Replace(validYAML, "  key: id\n", "  key: id\n  username: login\n  email: \"\"\n", 1)
+	for _, cmd := range []Command{ForMigrate, ForSync, ForRun} {
+		cfg, err := LoadFor(cmd, write(t, noEmail), nil)
+		if err != nil {
+			t.Fatalf("%s with no e-mail column and no directory.match: %v", cmd.Name, err)
+		}
+		if !slices.Equal(cfg.Directory.Match, []string{"username"}) {
+			t.Errorf("%s: match %v, want [username]", cmd.Name, cfg.Directory.Match)
+		}
+	}
+	cfg, err := LoadFor(ForSync, write(t, validYAML), nil)
+	if err != nil || !slices.Equal(cfg.Directory.Match, []string{"email", "username"}) {
+		t.Fatalf("a table with both columns: match %v, %v", cfg.Directory.Match, err)
+	}
+
+	byHand := strings.Replace(noEmail, "  max_deletions: 25\n", "  max_deletions: 25\n  match: [email]\n", 1)
+	if _, err := LoadFor(ForMigrate, write(t, byHand), nil); err != nil {
+		t.Fatalf("migrate does not read directory.match: %v", err)
+	}
+	for _, cmd := range []Command{ForSync, ForRun} {
+		_, err := LoadFor(cmd, write(t, byHand), nil)
+		if err == nil || !strings.Contains(err.Error(), "directory.match[0]") || !strings.Contains(err.Error(), "users_table.email is empty") || !strings.Contains(err.Error(), cmd.Name) {
+			t.Errorf("%s with match: [email] written by hand on a table without one: %v", cmd.Name, err)
 		}
 	}
 }
