@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/store"
 )
 
 // What a DBA noticed on real schemas (issue 17, item 5): files left beside
@@ -23,15 +24,7 @@ func TestSQLiteLeavesNoLockFile(t *testing.T) {
 	dbPath := cfg.Database.DSN.Reveal()
 	before := readPasswords(t, db, cfg)
 	for _, op := range []string{"apply", "rollback", "apply"} {
-		var err error
-		if op == "apply" {
-			_, err = Apply(ctx, db, cfg, Options{chunk: testChunk})
-		} else {
-			_, err = Rollback(ctx, db, cfg, Options{})
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", op, err)
-		}
+		run(t, db, cfg, op)
 		left, err := filepath.Glob(dbPath + ".passbridge-*.lock")
 		if err != nil {
 			t.Fatal(err)
@@ -43,6 +36,20 @@ func TestSQLiteLeavesNoLockFile(t *testing.T) {
 	}
 	if v, err := Verify(ctx, db, cfg); err != nil || !v.OK {
 		t.Fatalf("verify: %+v %v", v, err)
+	}
+}
+
+// run runs apply or rollback, which must succeed.
+func run(t *testing.T, db *store.DB, cfg *config.Config, op string) {
+	t.Helper()
+	var err error
+	if op == "apply" {
+		_, err = Apply(context.Background(), db, cfg, Options{chunk: testChunk})
+	} else {
+		_, err = Rollback(context.Background(), db, cfg, Options{})
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", op, err)
 	}
 }
 
@@ -100,15 +107,7 @@ func TestPlanSaysWhichIndexesServe(t *testing.T) {
 			}
 		}
 
-		var err error
-		if op == "apply" {
-			_, err = Apply(ctx, db, cfg, Options{chunk: testChunk})
-		} else {
-			_, err = Rollback(ctx, db, cfg, Options{})
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", op, err)
-		}
+		run(t, db, cfg, op)
 		samePasswords(t, "after "+op, before, readPasswords(t, db, cfg))
 		u, err := Inspect(ctx, db, cfg.UsersTable)
 		if err != nil {

@@ -2,7 +2,6 @@ package migrate
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"net/url"
 	"strings"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/testsrv"
+	"github.com/passbridge/passbridge/store"
 )
 
 // TestFaultConnectionCutDuringApply cuts apply's database connections
@@ -26,12 +26,7 @@ func TestFaultConnectionCutDuringApply(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			f := fixtureNamed(t, name)
-			cfg, direct := load(t, f)
-			before := readPasswords(t, direct, cfg)
-			proxy := testsrv.StartProxy(t, dsnHostPort(t, cfg.Database.DSN.Reveal()))
-			pcfg := *cfg
-			pcfg.Database.DSN = config.Secret(proxy.RewriteDSN(cfg.Database.DSN.Reveal()))
+			f, cfg, direct, before, proxy, pcfg := loadBehindProxy(t, name)
 
 			p, err := NewPlan(ctx, direct, cfg)
 			if err != nil {
@@ -114,6 +109,21 @@ func TestFaultConnectionCutDuringApply(t *testing.T) {
 	}
 }
 
+// loadBehindProxy loads the fixture called name and returns, besides what
+// load does and the password hashes before anything ran, a TCP proxy to
+// its server that can cut connections and the configuration that goes
+// through it.
+func loadBehindProxy(t *testing.T, name string) (f fixture, cfg *config.Config, direct *store.DB, before map[string]*string, proxy *testsrv.Proxy, pcfg config.Config) {
+	t.Helper()
+	f = fixtureNamed(t, name)
+	cfg, direct = load(t, f)
+	before = readPasswords(t, direct, cfg)
+	proxy = testsrv.StartProxy(t, dsnHostPort(t, cfg.Database.DSN.Reveal()))
+	pcfg = *cfg
+	pcfg.Database.DSN = config.Secret(proxy.RewriteDSN(cfg.Database.DSN.Reveal()))
+	return f, cfg, direct, before, proxy, pcfg
+}
+
 // dsnHostPort is the server address of a postgres:// URL or a MySQL DSN.
 func dsnHostPort(t *testing.T, dsn string) string {
 	t.Helper()
@@ -145,34 +155,14 @@ func TestFaultSecondApplySamePool(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			f := fixtureNamed(t, name)
-			cfg, direct := load(t, f)
-			before := readPasswords(t, direct, cfg)
-			proxy := testsrv.StartProxy(t, dsnHostPort(t, cfg.Database.DSN.Reveal()))
-			pcfg := *cfg
-			pcfg.Database.DSN = config.Secret(proxy.RewriteDSN(cfg.Database.DSN.Reveal()))
+			_, cfg, direct, before, proxy, pcfg := loadBehindProxy(t, name)
 			db := openDB(t, pcfg.Database) // one pool for both applies
 
 			// The pool's idle connections were in use a moment before the
 			// cut, as in a busy process whose other goroutines take and
 			// return them: pgx hands a connection out again without a
 			// ping within a second of its last use.
-			busy := func() {
-				var conns []*sql.Conn
-				for range 4 {
-					c, err := db.Conn(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					conns = append(conns, c)
-				}
-				for _, c := range conns {
-					if err := c.PingContext(ctx); err != nil {
-						t.Fatal(err)
-					}
-					c.Close()
-				}
-			}
+			busy := func() { testsrv.Churn(t, db.DB.DB, 4) }
 			p := mustPlan(t, direct, cfg)
 			col := stepIndex(t, p, "add-column", "passkey_state")
 			opts := Options{chunk: testChunk, hook: func(point string, i int, s Step) {

@@ -1030,22 +1030,8 @@ func TestLiveConnAfterCut(t *testing.T) {
 			cfg.DSN = config.Secret(proxy.RewriteDSN(cfg.DSN.Reveal()))
 			db := open(t, cfg)
 			// Four connections handed out twice a moment before the cut.
-			for range 2 {
-				var conns []*sql.Conn
-				for range 4 {
-					c, err := db.Conn(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					conns = append(conns, c)
-				}
-				for _, c := range conns {
-					if err := c.PingContext(ctx); err != nil {
-						t.Fatal(err)
-					}
-					c.Close()
-				}
-			}
+			testsrv.Churn(t, db.DB.DB, 4)
+			testsrv.Churn(t, db.DB.DB, 4)
 			if proxy.Cut() < 4 {
 				t.Fatal("the cut found fewer than four connections")
 			}

@@ -53,25 +53,34 @@ var (
 // of the same change on each engine, each on a fresh 1M-row table with a
 // concurrent writer, and prints the figures side by side.
 func BenchmarkMigrateUnderLoad(b *testing.B) {
+	// "none" is the control: the same writer for the same time with no
+	// migration, to tell the machine's own noise from the migration's.
+	eachCase(b, runOnce, func(b *testing.B, r result) {
+		b.ReportMetric(float64(r.maxStall.Microseconds())/1000, "max-stall-ms")
+		b.ReportMetric(float64(r.p99.Microseconds())/1000, "p99-ms")
+		b.ReportMetric(r.total.Seconds(), "apply-s")
+		b.ReportMetric(float64(r.updates), "updates")
+	}, &resultsMu, &results)
+	printResults(b)
+}
+
+// eachCase runs a sub-benchmark per engine and migration (passbridge's
+// apply, the naive change, none: the control), each iteration one run,
+// reports its figures and keeps its result for the table.
+func eachCase[R any](b *testing.B, run func(b *testing.B, eng, variant string) R, report func(b *testing.B, r R), mu *sync.Mutex, keep *[]R) {
 	for _, eng := range []string{"postgres", "mysql"} {
-		// "none" is the control: the same writer for the same time with no
-		// migration, to tell the machine's own noise from the migration's.
 		for _, variant := range []string{"passbridge", "naive", "none"} {
 			b.Run(eng+"/"+variant, func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
-					r := runOnce(b, eng, variant)
-					b.ReportMetric(float64(r.maxStall.Microseconds())/1000, "max-stall-ms")
-					b.ReportMetric(float64(r.p99.Microseconds())/1000, "p99-ms")
-					b.ReportMetric(r.total.Seconds(), "apply-s")
-					b.ReportMetric(float64(r.updates), "updates")
-					resultsMu.Lock()
-					results = append(results, r)
-					resultsMu.Unlock()
+					r := run(b, eng, variant)
+					report(b, r)
+					mu.Lock()
+					*keep = append(*keep, r)
+					mu.Unlock()
 				}
 			})
 		}
 	}
-	printResults(b)
 }
 
 func printResults(b *testing.B) {

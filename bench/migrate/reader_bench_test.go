@@ -55,23 +55,13 @@ var (
 //
 //	go test -run '^$' -bench BenchmarkMigrateBehindReader -benchtime 1x ./bench/migrate/
 func BenchmarkMigrateBehindReader(b *testing.B) {
-	for _, eng := range []string{"postgres", "mysql"} {
-		// "none" is the control: the reader and the writers alone, to
-		// tell the machine's own stalls from the migration's.
-		for _, variant := range []string{"passbridge", "naive", "none"} {
-			b.Run(eng+"/"+variant, func(b *testing.B) {
-				for i := 0; i < b.N; i++ {
-					r := behindReader(b, eng, variant)
-					b.ReportMetric(float64(r.maxStall.Microseconds())/1000, "max-stall-ms")
-					b.ReportMetric(float64(r.blocked.Microseconds())/1000, "blocked-ms")
-					b.ReportMetric(float64(r.over), "over-timeout")
-					readerMu.Lock()
-					readerResults = append(readerResults, r)
-					readerMu.Unlock()
-				}
-			})
-		}
-	}
+	// "none" is the control: the reader and the writers alone, to tell
+	// the machine's own stalls from the migration's.
+	eachCase(b, behindReader, func(b *testing.B, r readerResult) {
+		b.ReportMetric(float64(r.maxStall.Microseconds())/1000, "max-stall-ms")
+		b.ReportMetric(float64(r.blocked.Microseconds())/1000, "blocked-ms")
+		b.ReportMetric(float64(r.over), "over-timeout")
+	}, &readerMu, &readerResults)
 	readerMu.Lock()
 	defer readerMu.Unlock()
 	if len(readerResults) == 0 {

@@ -2,6 +2,8 @@ package testsrv
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
 	"fmt"
 	"net"
 	"net/url"
@@ -353,5 +355,29 @@ func (p *Proxy) pump(c *proxyConn, dir Direction, from, to net.Conn, count *atom
 		if err != nil {
 			return // EOF or a reset: the other side is closed too
 		}
+	}
+}
+
+// Churn takes n connections of db's pool at once, pings each and returns
+// them to the pool: the pool of a busy process whose goroutines take and
+// return connections, as it is a moment before a cut. Drivers hand such a
+// connection out again without a ping (pgx within a second of its last
+// use), which is what a test of what follows a cut needs.
+func Churn(tb testing.TB, db *sql.DB, n int) {
+	tb.Helper()
+	ctx := context.Background()
+	var conns []*sql.Conn
+	for range n {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		if err := c.PingContext(ctx); err != nil {
+			tb.Fatal(err)
+		}
+		c.Close()
 	}
 }
