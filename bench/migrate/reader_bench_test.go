@@ -42,6 +42,12 @@ type readerResult struct {
 	blocked         time.Duration // wall time during which a writer was in an UPDATE longer than 100 ms
 	updates         int
 	attempts        int // attempts of the step that waited the most
+	// waits counts apply's lock waits that timed out; behindWait is the
+	// longest UPDATE that overlapped one of them: the stall a waiting DDL
+	// statement caused, told apart from the machine's own stalls (see the
+	// control) in the pauses between attempts and during other steps.
+	waits      int
+	behindWait time.Duration
 }
 
 var (
@@ -61,6 +67,7 @@ func BenchmarkMigrateBehindReader(b *testing.B) {
 		b.ReportMetric(float64(r.maxStall.Microseconds())/1000, "max-stall-ms")
 		b.ReportMetric(float64(r.blocked.Microseconds())/1000, "blocked-ms")
 		b.ReportMetric(float64(r.over), "over-timeout")
+		b.ReportMetric(float64(r.behindWait.Microseconds())/1000, "behind-wait-ms")
 	}, &readerMu, &readerResults)
 	readerMu.Lock()
 	defer readerMu.Unlock()
@@ -69,16 +76,17 @@ func BenchmarkMigrateBehindReader(b *testing.B) {
 	}
 	var sb strings.Builder
 	w := tabwriter.NewWriter(&sb, 2, 8, 2, ' ', 0)
-	fmt.Fprintf(w, "\nengine\tmigration\tlock_timeout, retries\tlongest writer stall\tupdates over lock_timeout+10%%\twall time with a writer stalled > 100 ms\tupdates\tattempts\ttotal\n")
+	fmt.Fprintf(w, "\nengine\tmigration\tlock_timeout, retries\tlongest writer stall\tlongest stall behind a lock wait (waits)\tupdates over lock_timeout+10%%\twall time with a writer stalled > 100 ms\tupdates\tattempts\ttotal\n")
 	for _, r := range readerResults {
-		lt := "-"
+		lt, bw := "-", "-"
 		if r.variant == "passbridge" {
 			lt = fmt.Sprintf("%s, %d", r.lockTimeout, r.retries)
+			bw = fmt.Sprintf("%s (%d)", r.behindWait.Round(time.Millisecond), r.waits)
 		}
 		if r.variant == "none" {
 			r.variant = "none (control: reader and writers alone)"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", r.engine, r.variant, lt, r.maxStall.Round(time.Millisecond),
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\n", r.engine, r.variant, lt, r.maxStall.Round(time.Millisecond), bw,
 			r.over, r.blocked.Round(time.Millisecond), r.updates, r.attempts, r.total.Round(10*time.Millisecond))
 	}
 	w.Flush()
@@ -170,6 +178,17 @@ func behindReader(b *testing.B, eng, variant string) readerResult {
 				}
 				if s.d > limit {
 					r.over++
+				}
+			}
+		}
+	}
+	waits := out.waits(lockTimeout)
+	r.waits = len(waits)
+	for _, lat := range lats {
+		for _, s := range lat {
+			for _, w := range waits {
+				if s.at.Before(w[1]) && s.at.Add(s.d).After(w[0]) {
+					r.behindWait = max(r.behindWait, s.d)
 				}
 			}
 		}
@@ -268,6 +287,19 @@ func (o *onLine) Write(p []byte) (int, error) {
 		o.fn()
 	}
 	return len(p), nil
+}
+
+// waits are the intervals during which one of apply's statements waited
+// for its lock and gave up: each "lock not granted within" line ends one,
+// which began lock_timeout before.
+func (o *onLine) waits(lockTimeout time.Duration) [][2]time.Time {
+	var out [][2]time.Time
+	for _, l := range o.lines {
+		if strings.Contains(l.text, "lock not granted within") {
+			out = append(out, [2]time.Time{l.at.Add(-lockTimeout), l.at})
+		}
+	}
+	return out
 }
 
 // before is the last progress line written before t, for the log.
