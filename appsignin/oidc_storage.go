@@ -151,7 +151,17 @@ func (s *storage) requestByID(ctx context.Context, id string) (*authRequest, err
 	if err != nil {
 		return nil, err
 	}
-	return row.authRequest(id)
+	r, err := row.authRequest(id)
+	if err != nil {
+		return nil, err
+	}
+	// A request of a client this replica does not have (removed from
+	// oidc.clients since, or a replica on another configuration) is gone:
+	// nothing can be signed in for it here.
+	if s.a.clients[r.Req.ClientID] == nil {
+		return nil, errNoRequest
+	}
+	return r, nil
 }
 
 // AuthRequestByCode claims an authorization code: it works once. A code
