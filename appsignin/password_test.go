@@ -92,6 +92,25 @@ func TestOIDCPasswordFallbackInBrowser(t *testing.T) {
 			if n := d.events(u, "app.signin", true, `"method":"passkey"`); n != 1 {
 				t.Errorf("%d app.signin events with method passkey, want 1", n)
 			}
+
+			// With a passkey and a policy that still allows the password,
+			// the password goes straight back to the application: the
+			// form's post ends at its redirect URI, which the login page's
+			// form-action allows.
+			run("sign in with the password again, with a passkey",
+				chromedp.Navigate(rp.URL+"/"),
+				chromedp.WaitVisible(chromedp.ID("password-form")),
+				chromedp.SetValue(chromedp.ID("username"), u.name),
+				chromedp.SetValue(chromedp.ID("password"), testsrv.DefaultUserPassword),
+				chromedp.Click(chromedp.CSS(`#password-form button[type=submit]`)),
+			)
+			got = claims()
+			if amr, _ := json.Marshal(got["amr"]); got["sub"] != key || string(amr) != `["pwd"]` {
+				t.Errorf("the second password sign-in: sub %v, amr %s; want %s and [\"pwd\"]", got["sub"], amr, key)
+			}
+			if n := d.events(u, "app.signin", true, `"method":"password"`); n != 2 || d.activePasskeys(u) != 1 {
+				t.Errorf("%d app.signin events with method password, %d passkeys; want 2 and 1", n, d.activePasskeys(u))
+			}
 		})
 	}
 }
