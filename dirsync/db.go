@@ -47,15 +47,10 @@ func placeholders(n int) string {
 
 // identities loads the stored identities with these IDs.
 func (d dbState) identities(ctx context.Context, ids []string) (map[string]*identityRow, error) {
-	s := d.s
 	out := make(map[string]*identityRow, len(ids))
 	for start := 0; start < len(ids); start += maxInList {
-		end := min(start+maxInList, len(ids))
-		args := make([]any, 0, end-start)
-		for _, id := range ids[start:end] {
-			args = append(args, id)
-		}
-		rows, err := d.query(ctx, selectIdentities(s.n)+" WHERE "+s.n.Dialect.Quote("directory_id")+" IN ("+placeholders(len(args))+")", args...)
+		q, args := d.byDirectoryID(ids[start:min(start+maxInList, len(ids))])
+		rows, err := d.query(ctx, q, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -64,6 +59,28 @@ func (d dbState) identities(ctx context.Context, ids []string) (map[string]*iden
 		}
 	}
 	return out, nil
+}
+
+// byDirectoryID is the query of the stored identities with these
+// directory IDs (at most maxInList).
+//
+// On PostgreSQL it is one probe of the directory_id index per ID (a
+// lateral subquery that cannot be flattened, as usersBy's): an IN list on
+// an identities table that has never been ANALYZEd (a new install right
+// after its first full sync, before autovacuum comes by) is estimated at
+// most of the table and run as a sequential scan, once per page of the
+// directory, which made a full sync grow with the square of its size.
+func (d dbState) byDirectoryID(ids []string) (string, []any) {
+	n := d.s.n
+	if n.Dialect.Kind() == store.Postgres {
+		return "SELECT i.* FROM unnest(CAST(? AS text[])) AS w(x) CROSS JOIN LATERAL (" + selectIdentities(n) + " WHERE " +
+			n.Dialect.Quote("directory_id") + " = w.x OFFSET 0) AS i", []any{ids}
+	}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return selectIdentities(d.s.n) + " WHERE " + d.s.n.Dialect.Quote("directory_id") + " IN (" + placeholders(len(args)) + ")", args
 }
 
 // identitiesByRowID loads the stored identities with these row IDs, by id.
