@@ -37,9 +37,10 @@ var Kinds = []string{KindCreate, KindUpdate, KindRename, KindMove, KindDisable, 
 // A dry run prints the changes; a real run executes exactly the statements
 // the plan holds: each change's SQL, except that consecutive creates,
 // grouped when the plan is made, run as the one multi-row INSERT the plan
-// built for them (their rows, with their Args, in order), and that a
-// provision whose INSERT the users table refuses runs its planned OnFail
-// instead.
+// built for them (their rows, with their Args, in order; on PostgreSQL the
+// same rows and columns are streamed with COPY, the creates of a
+// transaction in one), and that a provision whose INSERT the users table
+// refuses runs its planned OnFail instead.
 type Change struct {
 	Kind        string `json:"kind"`
 	DirectoryID string `json:"directory_id"`

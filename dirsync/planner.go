@@ -217,6 +217,11 @@ func (p *planner) decide(it directory.Identity, row *identityRow, res linkResult
 
 // changes ----------------------------------------------------------------
 
+// createColumns are the columns a create writes, in the order of its
+// arguments (the INSERT's, and the COPY's on PostgreSQL).
+var createColumns = []string{"directory_id", "dn", "username", "email", "display_name", "department", "state", "state_reason",
+	"state_changed_at", "user_key", "link_state", "link_detail", "seen_run_id", "first_seen_at", "last_seen_at", "updated_at"}
+
 func (p *planner) q(name string) string { return p.s.n.Dialect.Quote(name) }
 
 func (p *planner) create(it directory.Identity, res linkResult) error {
@@ -227,15 +232,13 @@ func (p *planner) create(it directory.Identity, res linkResult) error {
 		state, reason, changedAt = schema.StateDisabled, it.DisabledReason, p.now
 	}
 	if p.createHead == "" {
-		cols := []string{"directory_id", "dn", "username", "email", "display_name", "department", "state", "state_reason",
-			"state_changed_at", "user_key", "link_state", "link_detail", "seen_run_id", "first_seen_at", "last_seen_at", "updated_at"}
-		quoted := make([]string, len(cols))
-		for i, c := range cols {
+		quoted := make([]string, len(createColumns))
+		for i, c := range createColumns {
 			quoted[i] = p.q(c)
 		}
 		p.createHead = "INSERT INTO " + n.Identities + " (" + strings.Join(quoted, ", ") + ") VALUES "
-		p.createRow = "(" + placeholders(len(cols)) + ")"
-		p.createParams = len(cols)
+		p.createRow = "(" + placeholders(len(createColumns)) + ")"
+		p.createParams = len(createColumns)
 	}
 	var key any
 	if res.State == schema.LinkLinked {

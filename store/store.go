@@ -156,6 +156,11 @@ func (db *DB) InTxOpts(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
+	return db.runTx(ctx, tx, fn)
+}
+
+// runTx runs fn in tx, just begun, and commits or rolls back as InTx says.
+func (db *DB) runTx(ctx context.Context, tx *sqlx.Tx, fn func(tx *sqlx.Tx) error) (err error) {
 	defer db.beginCaching(ctx, tx)() // runs after the rollback below
 	committed := false
 	defer func() {
