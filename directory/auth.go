@@ -84,8 +84,18 @@ func (c *Client) LookupUser(ctx context.Context, username string) (*Identity, er
 	var clauses []string
 	name := username
 	if c.cfg.Kind == "ad" {
-		if i := strings.IndexByte(name, '\\'); i > 0 && strings.Count(name, `\`) == 1 {
-			name = name[i+1:] // DOMAIN\sAMAccountName
+		if i := strings.IndexByte(name, '\\'); i >= 0 && strings.Count(name, `\`) == 1 {
+			// DOMAIN\sAMAccountName: this domain's name, or nobody. Any
+			// prefix used to be dropped, which made OTHER\ada this
+			// domain's ada.
+			d, err := c.domainNames(ctx, conn)
+			if err != nil {
+				return nil, err
+			}
+			if !d.names(name[:i]) {
+				return nil, fmt.Errorf("%w: %q names another domain than %s (%s)", ErrInvalidCredentials, username, d.netbios, d.dns)
+			}
+			name = name[i+1:]
 		}
 		clauses = append(clauses, "(userPrincipalName="+ldap.EscapeFilter(username)+")")
 	}
@@ -146,4 +156,77 @@ func (c *Client) CheckPassword(ctx context.Context, dn, password string) error {
 func adPasswordExpired(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "data 532,") || strings.Contains(msg, "data 773,")
+}
+
+// adDomain is what an AD domain is called before the backslash of
+// DOMAIN\name: its NetBIOS name (CORP) and its DNS name (corp.example).
+type adDomain struct {
+	netbios, dns string
+}
+
+// names reports whether prefix is one of the domain's names (case does
+// not matter, as on Windows).
+func (d *adDomain) names(prefix string) bool {
+	return prefix != "" && (strings.EqualFold(prefix, d.netbios) || strings.EqualFold(prefix, d.dns))
+}
+
+// domainNames reads the names of the domain the DC serves, once per
+// client: the crossRef of its naming context in the configuration
+// partition holds nETBIOSName and dnsRoot (readable by any authenticated
+// account). When the service account cannot read it, the names are taken
+// from the naming context's DC= components (DC=corp,DC=example: CORP and
+// corp.example), which is what most domains are called, and a warning says
+// so.
+func (c *Client) domainNames(ctx context.Context, conn *Conn) (*adDomain, error) {
+	c.mu.Lock()
+	d := c.domain
+	c.mu.Unlock()
+	if d != nil {
+		return d, nil
+	}
+	root, err := conn.rootDSE(ctx, "defaultNamingContext", "configurationNamingContext")
+	if err != nil {
+		return nil, err
+	}
+	nc := root.GetEqualFoldAttributeValue("defaultNamingContext")
+	parsed, err := ldap.ParseDN(nc)
+	if err != nil || nc == "" {
+		return nil, fmt.Errorf("the root DSE of %s has no usable defaultNamingContext (%q): is this an AD domain controller?", conn.URL, nc)
+	}
+	var labels []string
+	for _, rdn := range parsed.RDNs {
+		for _, a := range rdn.Attributes {
+			if strings.EqualFold(a.Type, "DC") {
+				labels = append(labels, a.Value)
+			}
+		}
+	}
+	d = &adDomain{dns: strings.Join(labels, ".")}
+	if len(labels) > 0 {
+		d.netbios = strings.ToUpper(labels[0])
+	}
+	var ref *ldap.Entry
+	if cfgNC := root.GetEqualFoldAttributeValue("configurationNamingContext"); cfgNC != "" {
+		req := ldap.NewSearchRequest("CN=Partitions,"+cfgNC, ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 1, 0, false,
+			"(&(objectClass=crossRef)(nCName="+ldap.EscapeFilter(nc)+"))", []string{"nETBIOSName", "dnsRoot"}, nil)
+		err = conn.stream(ctx, req, 0, false, func(r result) error {
+			if r.entry != nil && ref == nil {
+				ref = r.entry
+			}
+			return nil
+		})
+	}
+	if ref != nil && ref.GetAttributeValue("nETBIOSName") != "" {
+		d.netbios = ref.GetAttributeValue("nETBIOSName")
+		if dns := ref.GetAttributeValue("dnsRoot"); dns != "" {
+			d.dns = dns
+		}
+	} else {
+		c.log.Warn("cannot read the domain's NetBIOS name from its crossRef in the configuration partition; DOMAIN\\name logins accept the name taken from the naming context",
+			"naming_context", nc, "netbios", d.netbios, "dns", d.dns, "err", err)
+	}
+	c.mu.Lock()
+	c.domain = d
+	c.mu.Unlock()
+	return d, nil
 }

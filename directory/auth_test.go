@@ -3,9 +3,11 @@ package directory
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/internal/testdir"
 	"github.com/passbridge/passbridge/internal/testsrv"
 )
 
@@ -33,7 +35,9 @@ func TestAuthenticate(t *testing.T) {
 			}
 			names := []string{"ada"}
 			if f.Kind() == "ad" {
-				names = append(names, "ada@corp.example", `CORP\ada`)
+				// The UPN, and DOMAIN\name with the domain's NetBIOS or
+				// DNS name, in any case.
+				names = append(names, "ada@corp.example", "ADA@CORP.EXAMPLE", `CORP\ada`, `corp\ada`, `corp.example\ada`)
 			}
 			for _, n := range names {
 				it, err := c.Authenticate(ctx, n, testsrv.DefaultUserPassword)
@@ -60,6 +64,41 @@ func TestAuthenticate(t *testing.T) {
 			refuse("ada*", testsrv.DefaultUserPassword, ErrInvalidCredentials)
 			refuse("*)(objectClass=*", testsrv.DefaultUserPassword, ErrInvalidCredentials)
 			refuse(`ada\2a`, testsrv.DefaultUserPassword, ErrInvalidCredentials)
+			// A DOMAIN\ prefix names this domain or nobody: another
+			// domain's ada is not this one.
+			refuse(`OTHER\ada`, testsrv.DefaultUserPassword, ErrInvalidCredentials)
+			refuse(`CORP.EXAMPLE.EVIL\ada`, testsrv.DefaultUserPassword, ErrInvalidCredentials)
+			refuse(`\ada`, testsrv.DefaultUserPassword, ErrInvalidCredentials)
 		})
+	}
+}
+
+// TestADDomainNames: the names a DOMAIN\ prefix may use come from the
+// domain's crossRef (nETBIOSName, dnsRoot), read by the service account
+// without falling back to a guess.
+func TestADDomainNames(t *testing.T) {
+	s := testsrv.SambaDC(t)
+	cfg := baseConfig(t, config.Database{}, "ad")
+	testdir.SambaConfig(s, cfg, s.BaseDN)
+	log, out := testdir.NewTestLog(t)
+	c, err := NewClient(cfg.Directory, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := c.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	d, err := c.domainNames(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.netbios != s.Domain || !strings.EqualFold(d.dns, s.DNSDomain) {
+		t.Fatalf("domain names %+v, want %s and %s", d, s.Domain, s.DNSDomain)
+	}
+	if strings.Contains(out.String(), "cannot read the domain's NetBIOS name") {
+		t.Errorf("fell back to the naming context:\n%s", out)
 	}
 }

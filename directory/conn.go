@@ -38,6 +38,8 @@ type Client struct {
 
 	mu        sync.Mutex
 	preferred int
+	// domain is the AD domain's names, read once (domainNames).
+	domain *adDomain
 }
 
 type server struct {

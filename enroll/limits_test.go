@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,4 +69,64 @@ func TestAddressLimitsIPv6(t *testing.T) {
 			t.Fatalf("5th recovery from the same /64: %d %s", r.status, strip(r.body))
 		}
 	})
+}
+
+// fullwidth spells s in fullwidth Latin letters and digits (ａｌｉｃｅ),
+// which LDAP's caseIgnoreMatch folds to the same value as s.
+func fullwidth(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+			b.WriteRune(r - 0x21 + 0xff01)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// TestRecoveryLimitPerAccount: the recovery budget belongs to the directory
+// account, not to a spelling of its name: five spellings the directory
+// resolves to one account (on AD the UPN and DOMAIN\name with the NetBIOS
+// or the DNS name; on OpenLDAP what caseIgnoreMatch folds together) share
+// portal.recovery.per_user, and a DOMAIN\ prefix naming another domain is
+// nobody.
+func TestRecoveryLimitPerAccount(t *testing.T) {
+	for _, dir := range []string{"openldap", "ad"} {
+		t.Run(dir, func(t *testing.T) {
+			e := newEnv(t, envOptions{dir: dir, mail: true, configure: func(cfg *config.Config) {
+				cfg.Portal.Recovery = config.Recovery{EmailCode: true, TOTP: true, Link: true,
+					CodeLifetime: config.Duration(10 * time.Minute), PerUser: 2, Window: config.Duration(time.Hour)}
+			}})
+			u := e.addUser("rspell", true)
+			e.sync()
+			spellings := []string{u.name, strings.ToUpper(u.name), fullwidth(u.name), fullwidth(u.name[:3]) + u.name[3:], strings.ToUpper(u.name[:1]) + u.name[1:]}
+			if dir == "ad" {
+				spellings = []string{u.name, strings.ToUpper(u.name) + "@CORP.EXAMPLE", `CORP\` + u.name, `corp.example\` + u.name, u.name + "@corp.example"}
+				// Another domain's account of that name is not this one,
+				// even with this one's password.
+				r := e.client().signIn(`OTHER\`+u.name, u.password)
+				if r.status != http.StatusUnauthorized {
+					t.Fatalf(`OTHER\%s with the right password: %d %s`, u.name, r.status, strip(r.body))
+				}
+			}
+			for i, name := range spellings {
+				r := e.client().form("/recover/totp", url.Values{"username": {name}, "password": {"wrong-" + name}, "code": {"123456"}})
+				want := http.StatusUnauthorized
+				if i >= 2 {
+					want = http.StatusTooManyRequests
+				}
+				if r.status != want {
+					t.Fatalf("recovery %d as %q: %d %s, want %d", i+1, name, r.status, strip(r.body), want)
+				}
+				if want == http.StatusTooManyRequests {
+					mustContain(t, name, strip(r.body), "Too many recovery attempts")
+				}
+			}
+			if n := e.auditCount(evRecoveryLimit, false, u.name); n != 3 {
+				t.Errorf("%d recovery.limited entries for %s, want 3 (audited under the account's name)", n, u.name)
+			}
+		})
+	}
 }

@@ -83,26 +83,39 @@ func (p *Portal) showRecover(c echo.Context) error {
 var errRecoveryFailed = &userError{Status: http.StatusUnauthorized, Code: "recovery_failed",
 	Message: "That did not work. Check your username, password and code, and try again."}
 
-// recoveryLimits counts one recovery attempt against the account and the
-// client address (portal.recovery.per_user per window, four times that per
-// address).
-func (p *Portal) recoveryLimits(c echo.Context, path, username string) *userError {
+// recoveryLimits counts one recovery attempt against the client address
+// (four times portal.recovery.per_user per window; an IPv6 client by its
+// /64), resolves the username (lookupAccount) and counts the attempt
+// against the directory account it names (portal.recovery.per_user in any
+// window): every spelling of one account shares one budget.
+func (p *Portal) recoveryLimits(c echo.Context, path, username, password string) (*account, *userError) {
 	ctx := c.Request().Context()
 	r := p.cfg.Portal.Recovery
-	ok, err := p.limits.Hit(ctx, "recovery:"+ratelimit.Address(c.RealIP()), 4*r.PerUser, r.Window.D())
-	if err == nil && ok {
-		_, ok, _, err = p.limits.Take(ctx, "recovery:"+strings.ToLower(username), r.PerUser, r.Window.D())
-	}
-	if err != nil {
-		p.log.Error("recovery rate limit", "err", err)
-		return &userError{Status: http.StatusInternalServerError, Code: "internal", Message: "Something went wrong on our side. Please try again in a moment."}
-	}
-	if !ok {
-		p.audit(c, event{Event: evRecoveryLimit, Target: username, Detail: map[string]any{"path": path}})
-		return &userError{Status: http.StatusTooManyRequests, Code: "limited",
+	limited := func(name string) (*account, *userError) {
+		p.audit(c, event{Event: evRecoveryLimit, Target: name, Detail: map[string]any{"path": path}})
+		return nil, &userError{Status: http.StatusTooManyRequests, Code: "limited",
 			Message: "Too many recovery attempts. Wait " + humanDuration(r.Window.D()) + " and try again, or ask IT for a recovery link."}
 	}
-	return nil
+	ok, err := p.limits.Hit(ctx, "recovery:"+ratelimit.Address(c.RealIP()), 4*r.PerUser, r.Window.D())
+	if err != nil {
+		p.log.Error("recovery rate limit", "err", err)
+		return nil, errInternal
+	}
+	if !ok {
+		return limited(username)
+	}
+	a, ue := p.lookupAccount(c, username, password, methodRecovery)
+	if ue != nil {
+		return nil, ue
+	}
+	if _, ok, _, err = p.limits.Take(ctx, "recovery:"+a.key(), r.PerUser, r.Window.D()); err != nil {
+		p.log.Error("recovery rate limit", "err", err)
+		return nil, errInternal
+	}
+	if !ok {
+		return limited(a.name())
+	}
+	return a, nil
 }
 
 // recoverFail renders the recovery page with a message and audits why.
@@ -124,10 +137,12 @@ func (p *Portal) recoverEmail(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	username := strings.TrimSpace(c.FormValue("username"))
-	if ue := p.recoveryLimits(c, recoveryEmail, username); ue != nil {
-		return p.recoverFail(c, recoveryEmail, username, "limited", ue)
+	password := c.FormValue("password")
+	a, ue := p.recoveryLimits(c, recoveryEmail, username, password)
+	if ue != nil {
+		return p.recoverFail(c, recoveryEmail, username, ue.Code, ue)
 	}
-	found, ue := p.checkPassword(c, username, c.FormValue("password"), methodRecovery)
+	found, ue := p.verifyPassword(c, a, password, methodRecovery)
 	if ue != nil {
 		return p.recoverFail(c, recoveryEmail, username, ue.Code, ue)
 	}
@@ -252,13 +267,15 @@ func (p *Portal) recoverTOTP(c echo.Context) error {
 	ctx := c.Request().Context()
 	username := strings.TrimSpace(c.FormValue("username"))
 	code := strings.Join(strings.Fields(c.FormValue("code")), "")
-	if ue := p.recoveryLimits(c, recoveryTOTP, username); ue != nil {
-		return p.recoverFail(c, recoveryTOTP, username, "limited", ue)
+	password := c.FormValue("password")
+	a, ue := p.recoveryLimits(c, recoveryTOTP, username, password)
+	if ue != nil {
+		return p.recoverFail(c, recoveryTOTP, username, ue.Code, ue)
 	}
 	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
 		return p.recoverFail(c, recoveryTOTP, username, "malformed code", &userError{Status: http.StatusBadRequest, Code: "code", Message: "The code of your authenticator app has six digits."})
 	}
-	found, ue := p.checkPassword(c, username, c.FormValue("password"), methodRecovery)
+	found, ue := p.verifyPassword(c, a, password, methodRecovery)
 	if ue != nil {
 		return p.recoverFail(c, recoveryTOTP, username, ue.Code, ue)
 	}

@@ -83,6 +83,49 @@ var (
 // and returns the directory entry. The same answer, with similar timing,
 // for an unknown user, a disabled one and a wrong password.
 func (p *Portal) checkPassword(c echo.Context, username, password, method string) (*directory.Identity, *userError) {
+	a, ue := p.lookupAccount(c, username, password, method)
+	if ue != nil {
+		return nil, ue
+	}
+	return p.verifyPassword(c, a, password, method)
+}
+
+// account is a username as the directory resolved it with the service
+// account, before any bind.
+type account struct {
+	typed string              // as the person typed it (trimmed)
+	found *directory.Identity // the entry; nil for nobody (unknown, ambiguous, another domain)
+	err   error               // why there is no usable entry (a credential error), nil if there is
+	ip    string              // the client's address, as the address limits count it
+}
+
+// key is what every per-account limit counts: the directory's stable ID,
+// so that every spelling the directory resolves to one account ("alice",
+// "CORP\alice", "alice@corp.example", "ａｌｉｃｅ") shares one budget.
+// Nobody is counted by the name as typed, lower-cased.
+func (a *account) key() string {
+	if a.found != nil {
+		return "id:" + a.found.DirectoryID
+	}
+	return "name:" + strings.ToLower(a.typed)
+}
+
+// name names the account in the audit trail: its directory username when
+// there is one, else what was typed.
+func (a *account) name() string {
+	if a.found != nil {
+		return a.found.Username
+	}
+	return a.typed
+}
+
+var errInternal = &userError{Status: http.StatusInternalServerError, Code: "internal", Message: "Something went wrong on our side. Please try again in a moment."}
+
+// lookupAccount checks the form, counts the attempt against the client
+// address (portal.rate_limits.password_per_ip) and resolves the username
+// in the directory. The lookup uses the service account: it counts
+// towards nobody's lockout.
+func (p *Portal) lookupAccount(c echo.Context, username, password, method string) (*account, *userError) {
 	ctx := c.Request().Context()
 	if username == "" || password == "" {
 		return nil, &userError{Status: http.StatusBadRequest, Code: "missing", Message: "Enter your username and your password."}
@@ -90,73 +133,74 @@ func (p *Portal) checkPassword(c echo.Context, username, password, method string
 	if len(username) > 256 || len(password) > 1024 || strings.IndexFunc(username, unicode.IsControl) >= 0 {
 		return nil, &userError{Status: http.StatusBadRequest, Code: "invalid", Message: "That username or password is too long or has characters that are not allowed."}
 	}
-	internal := func(err error) (*directory.Identity, *userError) {
-		p.log.Error("password check failed", "err", err)
-		return nil, &userError{Status: http.StatusInternalServerError, Code: "internal", Message: "Something went wrong on our side. Please try again in a moment."}
-	}
 	rl := p.cfg.Portal.RateLimits
-	window := rl.PasswordWindow.D()
 	// An IPv6 client counts by its /64, an IPv4 one by its address.
-	ip := ratelimit.Address(c.RealIP())
-	ok, err := p.limits.Hit(ctx, ip, rl.PasswordPerIP, window)
+	a := &account{typed: username, ip: ratelimit.Address(c.RealIP())}
+	ok, err := p.limits.Hit(ctx, a.ip, rl.PasswordPerIP, rl.PasswordWindow.D())
 	if err != nil {
-		return internal(err)
+		p.log.Error("password check failed", "err", err)
+		return nil, errInternal
 	}
 	if !ok {
 		p.audit(c, event{Event: evSignInLimited, Target: username, Detail: map[string]any{"method": method, "limit": "address"}})
 		return nil, &userError{Status: http.StatusTooManyRequests, Code: "limited", Message: "Too many sign-in attempts from your network. Wait a few minutes and try again, or sign in with a passkey."}
 	}
-
-	// The lookup uses the service account: it counts towards nobody's
-	// lockout. The limit is per directory account (by its stable ID), so
-	// that "alice", "CORP\alice" and "alice@corp.example" share one.
-	found, lookupErr := p.dir.LookupUser(ctx, username)
-	account := "name:" + strings.ToLower(username)
-	if found != nil {
-		account = "id:" + found.DirectoryID
-	}
-	if lookupErr != nil && !isCredentialError(lookupErr) {
-		_ = p.limits.Unhit(ctx, ip)
-		p.log.Warn("directory unavailable for a password check", "err", lookupErr)
+	a.found, a.err = p.dir.LookupUser(ctx, username)
+	if a.err != nil && !isCredentialError(a.err) {
+		_ = p.limits.Unhit(ctx, a.ip)
+		p.log.Warn("directory unavailable for a password check", "err", a.err)
 		return nil, errDirectoryDown
 	}
-	sl, ok, retry, err := p.limits.Take(ctx, account, rl.PasswordPerUser, window)
+	return a, nil
+}
+
+// verifyPassword checks the password of a looked-up account with a bind,
+// within the per-account limit (portal.rate_limits.password_per_user).
+func (p *Portal) verifyPassword(c echo.Context, a *account, password, method string) (*directory.Identity, *userError) {
+	ctx := c.Request().Context()
+	internal := func(err error) (*directory.Identity, *userError) {
+		p.log.Error("password check failed", "err", err)
+		return nil, errInternal
+	}
+	rl := p.cfg.Portal.RateLimits
+	window := rl.PasswordWindow.D()
+	sl, ok, retry, err := p.limits.Take(ctx, a.key(), rl.PasswordPerUser, window)
 	if err != nil {
 		return internal(err)
 	}
 	if !ok {
-		p.audit(c, event{Event: evSignInLimited, Target: username, Detail: map[string]any{"method": method, "limit": "account"}})
+		p.audit(c, event{Event: evSignInLimited, Target: a.name(), Detail: map[string]any{"method": method, "limit": "account"}})
 		wait := max(time.Until(retry).Round(time.Minute), time.Minute)
 		return nil, &userError{Status: http.StatusTooManyRequests, Code: "limited", Message: "Too many password attempts for this account. To keep it from being locked in the directory, the portal allows " +
 			plural(rl.PasswordPerUser, "attempt") + " every " + humanDuration(window) + ". Try again in about " + humanDuration(wait) + ", or ask IT for an enrollment link."}
 	}
 
 	var checkErr error
-	if lookupErr == nil {
-		checkErr = p.dir.CheckPassword(ctx, found.DN, password)
+	if a.err == nil {
+		checkErr = p.dir.CheckPassword(ctx, a.found.DN, password)
 	} else {
 		// Unknown, disabled or ambiguous: bind as a DN that does not
 		// exist, so that the answer takes as long as a wrong password
 		// and says the same. No account's lockout counter moves.
 		_ = p.dir.CheckPassword(ctx, "cn=passbridge-no-such-user,"+p.cfg.Directory.BaseDN, password)
-		checkErr = lookupErr
+		checkErr = a.err
 	}
 	switch {
 	case errors.Is(checkErr, directory.ErrPasswordExpired):
 		_ = p.limits.GiveBack(ctx, sl)
-		_ = p.limits.Unhit(ctx, ip)
-		p.audit(c, event{Event: evSignInFailed, Target: found.Username, Detail: map[string]any{"method": method, "reason": "password expired"}})
+		_ = p.limits.Unhit(ctx, a.ip)
+		p.audit(c, event{Event: evSignInFailed, Target: a.name(), Detail: map[string]any{"method": method, "reason": "password expired"}})
 		return nil, &userError{Status: http.StatusUnauthorized, Code: "expired", Message: "Your directory password has expired. Change it first (on a company computer, or wherever you usually change it), then come back here."}
 	case checkErr != nil && isCredentialError(checkErr):
 		reason := "wrong password"
-		if lookupErr != nil {
-			reason = strings.SplitN(lookupErr.Error(), ":", 2)[0]
+		if a.err != nil {
+			reason = strings.SplitN(a.err.Error(), ":", 2)[0]
 		}
-		p.audit(c, event{Event: evSignInFailed, Target: username, Detail: map[string]any{"method": method, "reason": reason}})
+		p.audit(c, event{Event: evSignInFailed, Target: a.name(), Detail: map[string]any{"method": method, "reason": reason}})
 		return nil, errWrongPassword
 	case checkErr != nil:
 		_ = p.limits.GiveBack(ctx, sl)
-		_ = p.limits.Unhit(ctx, ip)
+		_ = p.limits.Unhit(ctx, a.ip)
 		p.log.Warn("directory unavailable for a password check", "err", checkErr)
 		return nil, errDirectoryDown
 	}
@@ -164,10 +208,10 @@ func (p *Portal) checkPassword(c echo.Context, username, password, method string
 	if err := p.limits.GiveBack(ctx, sl); err != nil {
 		return internal(err)
 	}
-	if err := p.limits.Unhit(ctx, ip); err != nil {
+	if err := p.limits.Unhit(ctx, a.ip); err != nil {
 		return internal(err)
 	}
-	return found, nil
+	return a.found, nil
 }
 
 // signInIdentity opens a session for the stored identity of a directory
