@@ -28,7 +28,7 @@ const (
 )
 
 func (a *Agent) registerAdmin(e *echo.Echo) {
-	g := e.Group("/api/v1", requireToken(func() string { return a.config().Admin.Token.Reveal() }))
+	g := e.Group("/api/v1", a.requireToken)
 	g.POST("/sync", a.apiSync)
 	g.GET("/runs", a.apiRuns)
 	g.GET("/schedule", a.apiSchedule)

@@ -21,9 +21,12 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/passbridge/passbridge/admintoken"
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/audit"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/dirsync"
+	"github.com/passbridge/passbridge/ratelimit"
 	"github.com/passbridge/passbridge/store"
 )
 
@@ -42,6 +45,11 @@ type Database interface {
 	LastRuns(ctx context.Context) (map[string]time.Time, *dirsync.RunRecord, error)
 	// Snapshot reads the identity counts and last successes for /metrics.
 	Snapshot(ctx context.Context) (metrics.Snapshot, error)
+	// RateLimits are the limits every replica shares (wrong admin tokens
+	// per address).
+	RateLimits() *ratelimit.Limiter
+	// Audit appends an event to the audit trail.
+	Audit(ctx context.Context, e audit.Event) error
 }
 
 // Options are the daemon's dependencies.
@@ -86,6 +94,8 @@ type Agent struct {
 	cfgMu sync.RWMutex
 	cfg   *config.Config
 
+	tokens *admintoken.Guard
+
 	runner *Runner
 	sched  *scheduler
 	probes *probeCache
@@ -129,6 +139,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Agent, error) {
 		log: log, metrics: opts.Metrics, db: opts.DB, probe: opts.Probe, opts: opts,
 		node: opts.Node, cfg: cfg, probes: &probeCache{ttl: opts.ProbeTTL},
 	}
+	a.tokens = admintoken.New(a.tokenSettings, opts.DB.RateLimits(), opts.DB.Audit, log)
 	a.runCtx, a.cancelRun = context.WithCancel(context.Background())
 	a.runner = newRunner(&observedSyncer{a: a, s: syncer}, opts.DB, opts.DB, a.node, a.metrics, log)
 	a.sched = newScheduler(a.runCtx, a.runner, a.metrics, log)

@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/audit"
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/dirsync"
+	"github.com/passbridge/passbridge/ratelimit"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -16,15 +18,23 @@ import (
 // database through the store package, passbridge's tables by migrate's
 // names.
 type storeDatabase struct {
-	db    *store.DB
-	names schema.Names
-	q     func(string) string // quote a column name
+	db     *store.DB
+	names  schema.Names
+	q      func(string) string // quote a column name
+	limits *ratelimit.Limiter
 }
 
 // NewDatabase wraps the application database for the daemon.
 func NewDatabase(db *store.DB, cfg *config.Config) Database {
 	d := db.Dialect()
-	return &storeDatabase{db: db, names: schema.NamesFor(cfg), q: d.Quote}
+	n := schema.NamesFor(cfg)
+	return &storeDatabase{db: db, names: n, q: d.Quote, limits: ratelimit.New(db, n)}
+}
+
+func (s *storeDatabase) RateLimits() *ratelimit.Limiter { return s.limits }
+
+func (s *storeDatabase) Audit(ctx context.Context, e audit.Event) error {
+	return audit.Record(ctx, s.db, s.names, e)
 }
 
 func (s *storeDatabase) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }

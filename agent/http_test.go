@@ -13,14 +13,25 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/passbridge/passbridge/agent/metrics"
+	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/httpjson"
 )
 
-// adminEcho serves requireToken in front of a handler that echoes a JSON
-// body decoded strictly, as the admin API does.
-func adminEcho(token string) *echo.Echo {
+// adminEcho serves requireToken (of a daemon on a real database, whose
+// admin token is token) in front of a handler that echoes a JSON body
+// decoded strictly, as the admin API does. Wrong tokens are not limited
+// here (TestAdminTokenWrongLimited is about that).
+func adminEcho(t *testing.T, token string) *echo.Echo {
+	cfg := testConfig(t, newDatabase(t, onSQLite), nil, "")
+	cfg.Admin.Token = config.Secret(token)
+	cfg.Portal.RateLimits.PasswordPerUser = 100
+	db := openApp(t, cfg)
+	a, err := New(cfg, slog.New(slog.DiscardHandler), Options{DB: NewDatabase(db, cfg), NewSyncer: func(*config.Config) (Syncer, error) { return newGateSyncer(db, cfg, "n1"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := newEcho(slog.New(slog.DiscardHandler), metrics.New(), nil)
-	g := e.Group("/api/v1", requireToken(func() string { return token }))
+	g := e.Group("/api/v1", a.requireToken)
 	g.POST("/sync", func(c echo.Context) error {
 		var req SyncRequest
 		if err := httpjson.Decode(c.Response(), c.Request(), maxAPIBody, &req); err != nil {
@@ -66,7 +77,7 @@ func call(t *testing.T, h http.Handler, method, path, auth, body string) (int, A
 
 func TestAdminTokenRequired(t *testing.T) {
 	const tok = "0123456789abcdef0123456789abcdef"
-	e := adminEcho(tok)
+	e := adminEcho(t, tok)
 	cases := []struct {
 		name, auth string
 		want       int
@@ -95,7 +106,7 @@ func TestAdminTokenRequired(t *testing.T) {
 }
 
 func TestAdminAPIDisabledWithoutToken(t *testing.T) {
-	code, ae, _ := call(t, adminEcho(""), "POST", "/api/v1/sync", "Bearer anything-at-all-long-enough", `{}`)
+	code, ae, _ := call(t, adminEcho(t, ""), "POST", "/api/v1/sync", "Bearer anything-at-all-long-enough", `{}`)
 	if code != http.StatusForbidden || !strings.Contains(ae.Error, "admin API is disabled") || !strings.Contains(ae.Error, "admin.token") {
 		t.Fatalf("status %d %q", code, ae.Error)
 	}
@@ -103,7 +114,7 @@ func TestAdminAPIDisabledWithoutToken(t *testing.T) {
 
 func TestMalformedRequestsAre4xxNever500(t *testing.T) {
 	const tok = "0123456789abcdef0123456789abcdef"
-	e := adminEcho(tok)
+	e := adminEcho(t, tok)
 	for body, want := range map[string]int{
 		`{"full":`:                 400,
 		`{"full":"yes"}`:           400,

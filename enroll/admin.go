@@ -2,8 +2,6 @@ package enroll
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"html/template"
@@ -15,11 +13,11 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/labstack/echo/v4"
 
+	"github.com/passbridge/passbridge/admintoken"
 	"github.com/passbridge/passbridge/audit"
 	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/enroll/adoption"
 	identities "github.com/passbridge/passbridge/identity"
-	"github.com/passbridge/passbridge/ratelimit"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
@@ -30,16 +28,20 @@ import (
 // Bearer on GET requests, for scripts). Every route under /admin refuses
 // anyone else with 403; every change it makes is in the audit trail.
 
-// SyncControl is what the console asks of the daemon: the same code paths
-// as the admin API and `passbridge sync`. *agent.Agent is the real one.
+// SyncControl is what the console asks of the daemon: the sync, by the
+// same code paths as the admin API and `passbridge sync`, and the admin
+// token, which the daemon holds (a reload brings a new one to the console
+// and the API at once; wrong tokens count per address on both).
+// *agent.Agent is the real one.
 type SyncControl interface {
 	SyncNow(ctx context.Context, full, dryRun bool) (dirsync.SyncResponse, error)
 	RecentRuns(ctx context.Context, limit int) ([]dirsync.RunRecord, error)
 	ScheduleNow() dirsync.Schedule
+	AdminTokens() *admintoken.Guard
 }
 
-// SetSync gives the console the daemon's sync runner (the daemon is built
-// after the portal, which it mounts).
+// SetSync gives the console the daemon (the daemon is built after the
+// portal, which it mounts). Without it, the admin token opens nothing.
 func (p *Portal) SetSync(s SyncControl) { p.sync = s }
 
 // Admin audit events.
@@ -85,27 +87,42 @@ func (p *Portal) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 		if s := currentSession(c); s != nil && s.data.Admin {
 			return next(c)
 		}
-		if c.Request().Method == http.MethodGet && p.bearerIsAdmin(c) {
+		scheme, tok, ok := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
+		if c.Request().Method == http.MethodGet && ok && strings.EqualFold(scheme, "Bearer") {
+			if _, ue := p.checkAdminToken(c, strings.TrimSpace(tok), "/admin"); ue != nil {
+				if ue.Code == "limited" {
+					return ue
+				}
+				return errNotAdmin
+			}
 			return next(c)
 		}
 		return errNotAdmin
 	}
 }
 
-func (p *Portal) bearerIsAdmin(c echo.Context) bool {
-	scheme, tok, ok := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
-	return ok && strings.EqualFold(scheme, "Bearer") && p.tokenMatches(strings.TrimSpace(tok))
-}
-
-// tokenMatches compares with admin.token in constant time (digests, so the
-// length does not leak either).
-func (p *Portal) tokenMatches(got string) bool {
-	want := p.cfg.Admin.Token.Reveal()
-	if want == "" || got == "" {
-		return false
+// checkAdminToken checks a presented admin token with the daemon (the
+// current token, the per-address limit of wrong ones, the audit trail) and
+// returns the token's fingerprint for a session.
+func (p *Portal) checkAdminToken(c echo.Context, token, where string) (string, *userError) {
+	wrong := &userError{Status: http.StatusUnauthorized, Code: "wrong_token", Message: "That is not the admin token (admin.token_file)."}
+	if p.sync == nil {
+		return "", wrong
 	}
-	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
+	id, err := p.sync.AdminTokens().Check(c.Request().Context(), admintoken.Attempt{Token: token, Addr: c.RealIP(), UserAgent: c.Request().UserAgent(), Where: where})
+	var lim *admintoken.LimitedError
+	switch {
+	case err == nil:
+		return id, nil
+	case errors.As(err, &lim):
+		c.Response().Header().Set("Retry-After", strconv.Itoa(int(lim.Retry.Seconds())))
+		return "", &userError{Status: http.StatusTooManyRequests, Code: "limited",
+			Message: "Too many wrong admin tokens from your network. Wait " + humanDuration(lim.Window) + " and try again."}
+	case errors.Is(err, admintoken.ErrWrong), errors.Is(err, admintoken.ErrOff):
+		return "", wrong
+	}
+	p.log.Error("cannot check the admin token", "err", err)
+	return "", errInternal
 }
 
 func (p *Portal) showTokenSignIn(c echo.Context) error {
@@ -113,26 +130,13 @@ func (p *Portal) showTokenSignIn(c echo.Context) error {
 }
 
 // tokenSignIn opens a console session for the holder of the admin token,
-// within the password rate limits (per address).
+// bound to the token (a rotation ends it).
 func (p *Portal) tokenSignIn(c echo.Context) error {
-	ctx := c.Request().Context()
-	rl := p.cfg.Portal.RateLimits
-	ok, err := p.limits.Hit(ctx, "token:"+ratelimit.Address(c.RealIP()), rl.PasswordPerUser, rl.PasswordWindow.D())
-	if err != nil {
-		return err
+	id, ue := p.checkAdminToken(c, strings.TrimSpace(c.FormValue("token")), "/signin/admin-token")
+	if ue != nil {
+		return p.render(c, ue.Status, "admin_token", pageData{Title: "IT console: sign in with the admin token", Error: ue.Message})
 	}
-	again := func(status int, msg string) error {
-		return p.render(c, status, "admin_token", pageData{Title: "IT console: sign in with the admin token", Error: msg})
-	}
-	if !ok {
-		return again(http.StatusTooManyRequests, "Too many attempts. Wait a while and try again.")
-	}
-	if !p.tokenMatches(strings.TrimSpace(c.FormValue("token"))) {
-		p.audit(c, event{Event: evAdminSignIn, Actor: "admin-token", Target: "admin-token"})
-		return again(http.StatusUnauthorized, "That is not the admin token (admin.token_file).")
-	}
-	_ = p.limits.Unhit(ctx, "token:"+ratelimit.Address(c.RealIP()))
-	if err := p.createSession(c, nil, sessionData{Method: methodToken, Admin: true}); err != nil {
+	if err := p.createSession(c, nil, sessionData{Method: methodToken, Admin: true, TokenID: id}); err != nil {
 		return err
 	}
 	p.audit(c, event{Event: evAdminSignIn, Success: true, Actor: "admin-token", Target: "admin-token"})

@@ -46,6 +46,10 @@ func adminEnv(t *testing.T) (*env, *user) {
 // not an admin, and to a wrong token; a new route cannot be forgotten.
 func TestAdminRoutesRefused(t *testing.T) {
 	e, _ := adminEnv(t)
+	// The walk tries a wrong token on every GET route from one address:
+	// more than the per-address limit of wrong tokens, which is
+	// TestAdminTokenLimited's subject.
+	e.cfg.Portal.RateLimits.PasswordPerUser = 100
 	staff := e.addUser("staff", true)
 	e.sync()
 	employee := e.client()

@@ -48,6 +48,10 @@ type sessionData struct {
 	// link): a passkey added in it is mailed about and may revoke the old
 	// ones.
 	Recovery string `json:"recovery,omitempty"`
+	// TokenID is the fingerprint of the admin token a token session was
+	// opened with (admintoken.Guard.ID): once the daemon holds another
+	// token, the session has ended.
+	TokenID string `json:"token_id,omitempty"`
 }
 
 // session is a signed-in visitor: the session and the identity it belongs
@@ -158,6 +162,15 @@ func (p *Portal) loadSession(ctx context.Context, c echo.Context) (*session, err
 			return nil, nil
 		}
 	} else if !s.data.Admin {
+		return nil, nil
+	}
+	if s.data.Method == methodToken && (p.sync == nil || s.data.TokenID == "" || s.data.TokenID != p.sync.AdminTokens().ID()) {
+		// The admin token was rotated (or removed) since: the session
+		// ends with the token it was opened with.
+		if err := p.endSession(c, s); err != nil {
+			return nil, err
+		}
+		p.audit(c, event{Event: evSessionRefused, Actor: "admin-token", Target: "admin-token", Detail: map[string]any{"reason": "the admin token changed"}})
 		return nil, nil
 	}
 	return s, nil

@@ -160,6 +160,20 @@ func (l *Limiter) Hit(ctx context.Context, key string, limit int, window time.Du
 	return false, nil
 }
 
+// Exceeded reports whether key has used up limit in its current window,
+// without counting anything: for limits that count failures only (Hit
+// after a failure), checked before the attempt.
+func (l *Limiter) Exceeded(ctx context.Context, key string, limit int, window time.Duration) (bool, error) {
+	q := l.n.Column
+	var hits []int
+	err := store.Select(ctx, l.db, &hits, "SELECT "+q("hits")+" FROM "+l.n.RateLimits+" WHERE "+q("bucket")+" = ? AND "+q("window_start")+" > ?",
+		bucket("pw:ip:", key), l.now().Add(-window))
+	if err != nil {
+		return false, fmt.Errorf("rate limit: %w", err)
+	}
+	return len(hits) > 0 && hits[0] >= limit, nil
+}
+
 // Unhit takes back an attempt whose check succeeded.
 func (l *Limiter) Unhit(ctx context.Context, key string) error {
 	q := l.n.Column

@@ -71,6 +71,15 @@ func TestLimits(t *testing.T) {
 	if ok, _ := l.Hit(ctx, "2001:db8::/64", 2, time.Minute); ok {
 		t.Fatal("3rd hit allowed")
 	}
+	if over, err := l.Exceeded(ctx, "2001:db8::/64", 2, time.Minute); err != nil || !over {
+		t.Fatalf("Exceeded after 2 of 2: %v %v", over, err)
+	}
+	if over, _ := l.Exceeded(ctx, "2001:db8::/64", 3, time.Minute); over {
+		t.Fatal("Exceeded after 2 of 3")
+	}
+	if over, _ := l.Exceeded(ctx, "192.0.2.1", 1, time.Minute); over {
+		t.Fatal("Exceeded for a key never hit")
+	}
 	if err := l.Unhit(ctx, "2001:db8::/64"); err != nil {
 		t.Fatal(err)
 	}
