@@ -106,8 +106,13 @@ type Portal struct {
 	// domain whose pages run passkey sign-ins for it (WebAuthn related
 	// origin requests): listed at /.well-known/webauthn, accepted in
 	// assertions.
-	RelatedOrigins  []string `yaml:"related_origins"`
-	AdminGroup      string   `yaml:"admin_group"`
+	RelatedOrigins []string `yaml:"related_origins"`
+	AdminGroup     string   `yaml:"admin_group"`
+	// AdminGroupCache is how long an answer of the directory about
+	// membership in AdminGroup is reused (per user, per process) before it
+	// is asked again: admin rights lapse at most this long after someone
+	// leaves the group. 0 asks at every sign-in and admin request.
+	AdminGroupCache Duration `yaml:"admin_group_cache"`
 	TLSCertFile     string   `yaml:"tls_cert_file"`
 	TLSKeyFile      string   `yaml:"tls_key_file"`
 	SessionLifetime Duration `yaml:"session_lifetime"`

@@ -258,6 +258,7 @@ func TestPortalValidation(t *testing.T) {
 		{"too many attempts", "  rp_id: corp.example\n  origins: [https://corp.example]\n  rate_limits: {password_per_user: 0}\n", "portal.rate_limits.password_per_user: must be between 1 and 100"},
 		{"bad proxy", "  rp_id: corp.example\n  origins: [https://corp.example]\n  trusted_proxies: [lb.corp]\n", "portal.trusted_proxies[0]: expected an address or CIDR"},
 		{"unknown policy key", "  rp_id: corp.example\n  origins: [https://corp.example]\n  policy: {forbid_sync: true}\n", `unknown key "forbid_sync" in portal.policy`},
+		{"admin group cache too long", "  rp_id: corp.example\n  origins: [https://corp.example]\n  admin_group_cache: 2h\n", "portal.admin_group_cache: must be between 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := validYAML[:strings.Index(validYAML, "portal:\n")] + "portal:\n" + tc.portal

@@ -52,6 +52,7 @@ func Default() Config {
 			Listen:          ":8080",
 			RPName:          "passbridge",
 			SessionLifetime: Duration(8 * 3600e9),
+			AdminGroupCache: Duration(60e9),
 			LinkLifetime:    Duration(72 * 3600e9),
 			CeremonyTimeout: Duration(5 * 60e9),
 			Policy:          Policy{Attestation: "none", MaxPasskeys: 10},

@@ -374,6 +374,9 @@ func validatePortal(p Portal, bad badFunc, oneOf oneOfFunc) {
 	if p.RateLimits.PasswordWindow < Duration(time.Minute) {
 		bad("portal.rate_limits.password_window", "must be at least 1m, as long as the directory's lockout observation window (got %s)", p.RateLimits.PasswordWindow)
 	}
+	if p.AdminGroupCache < 0 || p.AdminGroupCache > Duration(time.Hour) {
+		bad("portal.admin_group_cache", "must be between 0 (ask the directory every time) and 1h: admin rights last this long after someone leaves portal.admin_group (got %s)", p.AdminGroupCache)
+	}
 	if p.SessionLifetime < Duration(time.Minute) {
 		bad("portal.session_lifetime", "must be at least 1m (got %s)", p.SessionLifetime)
 	}

@@ -54,6 +54,7 @@ const (
 	evAdminUnlink    = "admin.unlink"
 	evAdminSync      = "admin.sync"
 	evAdminExport    = "admin.audit_export"
+	evAdminEnded     = "session.admin_ended" // the admin part of a session ended: no longer in portal.admin_group
 )
 
 func (p *Portal) mountAdmin(e *echo.Echo, page []echo.MiddlewareFunc) {
@@ -81,10 +82,15 @@ var errNotAdmin = &userError{Status: http.StatusForbidden, Code: "not_admin",
 	Message: "This page is for IT administrators (members of the portal's admin group)."}
 
 // requireAdmin lets through admin sessions, and GET requests with the admin
-// token as a Bearer token.
+// token as a Bearer token. A directory admin's membership of
+// portal.admin_group is checked again (through the admin cache): once it
+// lapses, the admin part of the session ends.
 func (p *Portal) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if s := currentSession(c); s != nil && s.data.Admin {
+			if ue := p.stillAdmin(c, s); ue != nil {
+				return ue
+			}
 			return next(c)
 		}
 		scheme, tok, ok := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
@@ -99,6 +105,36 @@ func (p *Portal) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return errNotAdmin
 	}
+}
+
+// stillAdmin checks that an admin session's directory account is still in
+// portal.admin_group, and ends the admin part of the session when it is
+// not (the employee part stays). Token sessions are checked against the
+// token when they are loaded.
+func (p *Portal) stillAdmin(c echo.Context, s *session) *userError {
+	if s.identity == nil {
+		return nil
+	}
+	ctx := c.Request().Context()
+	ok := false
+	if group := p.cfg.Portal.AdminGroup; group != "" {
+		var err error
+		if ok, err = p.admins.member(ctx, group, s.identity.DN); err != nil {
+			p.log.Warn("cannot check membership of portal.admin_group; admin request refused", "user", s.identity.Username, "err", err)
+			return &userError{Status: http.StatusServiceUnavailable, Code: "directory",
+				Message: "Your admin rights cannot be checked with the company directory right now. Try again in a few minutes."}
+		}
+	}
+	if ok {
+		return nil
+	}
+	s.data.Admin = false
+	if err := p.saveSession(ctx, s); err != nil {
+		p.log.Error("cannot end the admin part of a session", "user", s.identity.Username, "err", err)
+		return errInternal
+	}
+	p.audit(c, event{Event: evAdminEnded, Target: s.identity.Username, Detail: map[string]any{"reason": "not in portal.admin_group"}})
+	return errNotAdmin
 }
 
 // checkAdminToken checks a presented admin token with the daemon (the

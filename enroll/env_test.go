@@ -22,6 +22,7 @@ import (
 	"github.com/passbridge/passbridge/agent"
 	"github.com/passbridge/passbridge/agent/metrics"
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/dirsync"
 	"github.com/passbridge/passbridge/enroll/adoption"
 	"github.com/passbridge/passbridge/internal/testsrv"
@@ -63,7 +64,7 @@ var allEvents = []string{
 	evSignInFailed, evSignInLimited, evSignOut, evCloneWarning, evRegistered, evRenamed, evDeleted,
 	evLinkIssued, evLinkUsed, evSessionRefused,
 	evRecovery + recoveryEmail, evRecovery + recoveryTOTP, evRecovery + recoveryLink, evRecoveryFailed, evRecoveryLimit, evCodeSent, evMailFailed,
-	evAdminSignIn, evAdminRevoke, evAdminRevokeAll, evAdminPolicy, evAdminLink, evAdminUnlink, evAdminSync, evAdminExport,
+	evAdminSignIn, evAdminRevoke, evAdminRevokeAll, evAdminPolicy, evAdminLink, evAdminUnlink, evAdminSync, evAdminExport, evAdminEnded,
 }
 
 // logWriter sends log lines to the test's log.
@@ -96,6 +97,9 @@ type dirFixture interface {
 	// failedBinds is how many failed binds the directory counts for dn.
 	failedBinds(t testing.TB, dn string) int
 	password() string
+	addGroup(t testing.TB, parent, cn string, members ...string) string
+	addMember(t testing.TB, group, member string)
+	removeMember(t testing.TB, group, member string)
 }
 
 type slapdDir struct{ s *testsrv.LDAP }
@@ -121,6 +125,11 @@ func (f slapdDir) failedBinds(t testing.TB, dn string) int {
 	return len(f.s.Entry(t, dn, "pwdFailureTime").GetAttributeValues("pwdFailureTime"))
 }
 func (f slapdDir) password() string { return testsrv.DefaultUserPassword }
+func (f slapdDir) addGroup(t testing.TB, parent, cn string, members ...string) string {
+	return f.s.AddGroup(t, parent, cn, members...)
+}
+func (f slapdDir) addMember(t testing.TB, g, m string)    { f.s.AddMember(t, g, m) }
+func (f slapdDir) removeMember(t testing.TB, g, m string) { f.s.RemoveMember(t, g, m) }
 
 type sambaDir struct{ s *testsrv.AD }
 
@@ -145,6 +154,11 @@ func (f sambaDir) failedBinds(t testing.TB, dn string) int {
 	return n
 }
 func (f sambaDir) password() string { return testsrv.DefaultUserPassword }
+func (f sambaDir) addGroup(t testing.TB, parent, cn string, members ...string) string {
+	return f.s.AddGroup(t, parent, cn, members...)
+}
+func (f sambaDir) addMember(t testing.TB, g, m string)    { f.s.AddMember(t, g, m) }
+func (f sambaDir) removeMember(t testing.TB, g, m string) { f.s.RemoveMember(t, g, m) }
 
 func displayName(name string) string {
 	first, _, _ := strings.Cut(name, "-")
@@ -195,6 +209,9 @@ type envOptions struct {
 	// the portal of replica i (0 is the first): replicas that disagree,
 	// as during a rolling change of policy.
 	replicaConfigure func(i int, cfg *config.Config)
+	// wrapDir, when set, wraps the real directory client the portals use
+	// (to count its calls).
+	wrapDir func(Directory) Directory
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -272,6 +289,14 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.metrics = metrics.New()
+	var dir Directory
+	if o.wrapDir != nil {
+		c, err := directory.NewClient(e.cfg.Directory, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = o.wrapDir(c)
+	}
 	for i, ln := range lns {
 		pcfg := e.cfg
 		if o.replicaConfigure != nil {
@@ -279,7 +304,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 			o.replicaConfigure(i, &c)
 			pcfg = &c
 		}
-		p, err := New(pcfg, Options{DB: db, Log: log, Metrics: e.metrics})
+		p, err := New(pcfg, Options{DB: db, Log: log, Metrics: e.metrics, Directory: dir})
 		if err != nil {
 			t.Fatalf("portal: %v", err)
 		}

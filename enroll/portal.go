@@ -78,6 +78,7 @@ type Portal struct {
 	dir     Directory
 	wa      *webauthn.WebAuthn
 	limits  *ratelimit.Limiter
+	admins  *adminCache
 	views   *views
 	policy  signin.Policy
 	// secure: the portal is reached over HTTPS (cookies get Secure).
@@ -133,6 +134,7 @@ func New(cfg *config.Config, opts Options) (*Portal, error) {
 		views: v, policy: core.Policy(), secure: allHTTPS(cfg.Portal.Origins),
 	}
 	p.limits = ratelimit.New(opts.DB, p.data.n)
+	p.admins = newAdminCache(dir, func() time.Duration { return p.cfg.Portal.AdminGroupCache.D() })
 	p.mail = opts.Mail
 	if p.mail == nil && cfg.Mail.Host != "" {
 		if p.mail, err = mail.New(cfg.Mail, opts.Log.With("subsystem", "mail")); err != nil {

@@ -176,6 +176,18 @@ func (p *Portal) loadSession(ctx context.Context, c echo.Context) (*session, err
 	return s, nil
 }
 
+// saveSession writes a session's data back (the admin part ended, say).
+func (p *Portal) saveSession(ctx context.Context, s *session) error {
+	raw, err := json.Marshal(s.data)
+	if err != nil {
+		return err
+	}
+	if _, err := store.Exec(ctx, p.data.db, "UPDATE "+p.data.n.Sessions+" SET "+p.data.q("data")+" = ? WHERE "+p.data.q("id")+" = ?", string(raw), s.id); err != nil {
+		return fmt.Errorf("save session: %w", err)
+	}
+	return nil
+}
+
 // endSession deletes the visitor's session and its cookie.
 func (p *Portal) endSession(c echo.Context, s *session) error {
 	p.setCookie(c, sessionCookie, "", time.Time{})

@@ -345,13 +345,14 @@ func humanDuration(d time.Duration) string {
 }
 
 // isAdmin reports whether the identity may use the IT console: a member of
-// portal.admin_group (nested membership counts), checked at sign-in. A
+// portal.admin_group (nested membership counts), as the admin cache knows
+// it (asked of the directory at most once per portal.admin_group_cache). A
 // directory that cannot answer makes nobody an admin.
 func (p *Portal) isAdmin(ctx context.Context, it *identity) bool {
 	if p.cfg.Portal.AdminGroup == "" || it == nil {
 		return false
 	}
-	ok, err := p.dir.IsMember(ctx, it.DN, p.cfg.Portal.AdminGroup)
+	ok, err := p.admins.member(ctx, p.cfg.Portal.AdminGroup, it.DN)
 	if err != nil {
 		p.log.Warn("cannot check membership of portal.admin_group; not an admin for this session", "user", it.Username, "err", err)
 		return false
