@@ -25,9 +25,12 @@ type identityRow struct {
 	UserKey     any            `db:"user_key" json:"-"`
 	LinkState   string         `db:"link_state" json:"link_state"`
 	LinkDetail  sql.NullString `db:"link_detail" json:"-"`
+	// MappedHash is mappedHash of the fields the sync last wrote (NULL for
+	// an identity not written since the column was added).
+	MappedHash sql.NullString `db:"mapped_hash" json:"-"`
 }
 
-const identityColumns = "id, directory_id, dn, username, email, display_name, department, state, state_reason, user_key, link_state, link_detail"
+const identityColumns = "id, directory_id, dn, username, email, display_name, department, state, state_reason, user_key, link_state, link_detail, mapped_hash"
 
 func selectIdentities(n schema.Names) string {
 	cols := strings.Split(identityColumns, ", ")
@@ -118,7 +121,7 @@ func (d dbState) query(ctx context.Context, q string, args ...any) ([]*identityR
 	for rows.Next() {
 		r := new(identityRow)
 		if err := rows.Scan(&r.ID, &r.DirectoryID, &r.DN, &r.Username, &r.Email, &r.DisplayName, &r.Department, &r.State, &r.StateReason,
-			&r.UserKey, &r.LinkState, &r.LinkDetail); err != nil {
+			&r.UserKey, &r.LinkState, &r.LinkDetail, &r.MappedHash); err != nil {
 			return nil, fmt.Errorf("read identities: %w", err)
 		}
 		r.UserKey = schema.NormKey(r.UserKey)

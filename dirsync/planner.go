@@ -3,6 +3,9 @@ package dirsync
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -220,7 +223,37 @@ func (p *planner) decide(it directory.Identity, row *identityRow, res linkResult
 // createColumns are the columns a create writes, in the order of its
 // arguments (the INSERT's, and the COPY's on PostgreSQL).
 var createColumns = []string{"directory_id", "dn", "username", "email", "display_name", "department", "state", "state_reason",
-	"state_changed_at", "user_key", "link_state", "link_detail", "seen_run_id", "first_seen_at", "last_seen_at", "updated_at"}
+	"state_changed_at", "user_key", "link_state", "link_detail", "seen_run_id", "first_seen_at", "last_seen_at", "updated_at", "mapped_hash"}
+
+// mappedHash is the fingerprint of what the sync writes of a directory
+// entry: the fields it maps (DN, username, email, display name,
+// department, whether and why it is disabled). It is stored with the
+// identity (identities.mapped_hash) by every change that writes them, and
+// the diff compares it first: an entry whose fingerprint is the stored one
+// plans nothing, so it costs no write. 128 bits of SHA-256 (two different
+// values of one identity never collide by chance, nor on purpose), each
+// field prefixed by its length so that no two field lists hash alike.
+func mappedHash(it directory.Identity) string {
+	h := sha256.New()
+	var n [4]byte
+	field := func(v string) {
+		binary.BigEndian.PutUint32(n[:], uint32(len(v)))
+		h.Write(n[:])
+		h.Write([]byte(v))
+	}
+	field("v1")
+	for _, v := range []string{it.DN, it.Username, it.Email, it.DisplayName, it.Department} {
+		field(v)
+	}
+	if it.Disabled {
+		field("disabled")
+		field(it.DisabledReason)
+	} else {
+		field("active")
+	}
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])[:16])
+}
 
 func (p *planner) q(name string) string { return p.s.n.Dialect.Quote(name) }
 
@@ -259,7 +292,7 @@ func (p *planner) create(it directory.Identity, res linkResult) error {
 		Kind: KindCreate, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
 		SQL: p.createHead + p.createRow,
 		Args: []any{it.DirectoryID, it.DN, it.Username, nullString(it.Email), nullString(it.DisplayName), nullString(it.Department),
-			state, nullString(reason), changedAt, key, res.State, nullString(res.Detail), p.runID, p.now, p.now, p.now},
+			state, nullString(reason), changedAt, key, res.State, nullString(res.Detail), p.runID, p.now, p.now, p.now, mappedHash(it)},
 	}, p.createHead, p.createRow, p.createParams)
 	if err != nil {
 		return err
@@ -290,33 +323,45 @@ func (p *planner) unlinked(id, username, email, displayName string, active bool,
 	return nil
 }
 
-// diff plans the changes of an identity that is already stored.
+// diff plans the changes of an identity that is already stored. Its
+// stored fingerprint (mappedHash) comes first: the same fingerprint means
+// the same fields, and nothing to write. Otherwise the fields are compared
+// one by one, and the identity's last change also stores the new
+// fingerprint: the batches of a run commit in order, so once it is stored,
+// every change before it is too (a run that stops between two of them
+// leaves the old fingerprint, and the next run plans the rest). A
+// fingerprint not stored yet (an identity not written since the column
+// came) compares field by field; its next change stores it.
 func (p *planner) diff(row *identityRow, it directory.Identity) error {
 	n := p.s.n
+	hash := mappedHash(it)
+	if row.MappedHash.Valid && row.MappedHash.String == hash && row.State != schema.StateDeleted {
+		return nil
+	}
 	wantState, reason := schema.StateActive, ""
 	if it.Disabled {
 		wantState, reason = schema.StateDisabled, it.DisabledReason
 	}
-	stateSQL := "UPDATE " + n.Identities + " SET " + p.q("state") + " = ?, " + p.q("state_reason") + " = ?, " +
-		p.q("state_changed_at") + " = ?, " + p.q("updated_at") + " = ?, " + p.q("last_seen_at") + " = ?, " + p.q("seen_run_id") + " = ? WHERE " + p.q("id") + " = ?"
-	stateArgs := []any{wantState, nullString(reason), p.now, p.now, p.now, p.runID, row.ID}
+	// changes: each an UPDATE of the row's SET clause and arguments; the
+	// WHERE (and the fingerprint, on the last) are added below.
+	var changes []Change
+	update := func(kind, desc string, set []string, args ...any) {
+		changes = append(changes, Change{Kind: kind, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
+			SQL: "UPDATE " + n.Identities + " SET " + strings.Join(set, " = ?, ") + " = ?", Args: args})
+	}
+	stateSet := []string{p.q("state"), p.q("state_reason"), p.q("state_changed_at"), p.q("updated_at"), p.q("last_seen_at"), p.q("seen_run_id")}
+	stateArgs := []any{wantState, nullString(reason), p.now, p.now, p.now, p.runID}
 	switch {
 	case row.State == schema.StateDeleted:
 		desc := "back in the directory (was deleted: " + row.StateReason.String + "), " + wantState
 		if row.UserKey != nil {
 			desc += "; still linked to users row " + schema.KeyString(row.UserKey)
 		}
-		if err := p.add(Change{Kind: KindRestore, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc, SQL: stateSQL, Args: stateArgs}); err != nil {
-			return err
-		}
+		update(KindRestore, desc, stateSet, stateArgs...)
 	case row.State == schema.StateActive && it.Disabled:
-		if err := p.add(Change{Kind: KindDisable, DirectoryID: it.DirectoryID, Username: it.Username, Description: reason, SQL: stateSQL, Args: stateArgs}); err != nil {
-			return err
-		}
+		update(KindDisable, reason, stateSet, stateArgs...)
 	case row.State == schema.StateDisabled && !it.Disabled:
-		if err := p.add(Change{Kind: KindEnable, DirectoryID: it.DirectoryID, Username: it.Username, Description: "enabled again in the directory", SQL: stateSQL, Args: stateArgs}); err != nil {
-			return err
-		}
+		update(KindEnable, "enabled again in the directory", stateSet, stateArgs...)
 	}
 
 	if row.DN != it.DN {
@@ -324,13 +369,7 @@ func (p *planner) diff(row *identityRow, it directory.Identity) error {
 		if directory.ParentDN(row.DN) != directory.ParentDN(it.DN) {
 			kind = KindMove
 		}
-		err := p.add(Change{Kind: kind, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
-			SQL: "UPDATE " + n.Identities + " SET " + p.q("dn") + " = ?, " + p.q("updated_at") + " = ?, " + p.q("last_seen_at") + " = ?, " +
-				p.q("seen_run_id") + " = ? WHERE " + p.q("id") + " = ?",
-			Args: []any{it.DN, p.now, p.now, p.runID, row.ID}})
-		if err != nil {
-			return err
-		}
+		update(kind, desc, []string{p.q("dn"), p.q("updated_at"), p.q("last_seen_at"), p.q("seen_run_id")}, it.DN, p.now, p.now, p.runID)
 	}
 
 	var what []string
@@ -348,16 +387,22 @@ func (p *planner) diff(row *identityRow, it directory.Identity) error {
 		what = append(what, fmt.Sprintf("disabled because %q", reason))
 	}
 	if len(what) > 0 {
-		sqlText := "UPDATE " + n.Identities + " SET " + p.q("username") + " = ?, " + p.q("email") + " = ?, " + p.q("display_name") + " = ?, " +
-			p.q("department") + " = ?, " + p.q("updated_at") + " = ?, " + p.q("last_seen_at") + " = ?, " + p.q("seen_run_id") + " = ?"
+		set := []string{p.q("username"), p.q("email"), p.q("display_name"), p.q("department"), p.q("updated_at"), p.q("last_seen_at"), p.q("seen_run_id")}
 		args := []any{it.Username, nullString(it.Email), nullString(it.DisplayName), nullString(it.Department), p.now, p.now, p.runID}
 		if it.Disabled {
-			sqlText += ", " + p.q("state_reason") + " = ?"
+			set = append(set, p.q("state_reason"))
 			args = append(args, nullString(reason))
 		}
-		sqlText += " WHERE " + p.q("id") + " = ?"
-		args = append(args, row.ID)
-		if err := p.add(Change{Kind: KindUpdate, DirectoryID: it.DirectoryID, Username: it.Username, Description: strings.Join(what, "; "), SQL: sqlText, Args: args}); err != nil {
+		update(KindUpdate, strings.Join(what, "; "), set, args...)
+	}
+	for i, c := range changes {
+		if i == len(changes)-1 {
+			c.SQL += ", " + p.q("mapped_hash") + " = ?"
+			c.Args = append(c.Args, hash)
+		}
+		c.SQL += " WHERE " + p.q("id") + " = ?"
+		c.Args = append(c.Args, row.ID)
+		if err := p.add(c); err != nil {
 			return err
 		}
 	}

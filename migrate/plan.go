@@ -114,6 +114,11 @@ func (p *planner) buildSteps() ([]Step, error) {
 			}
 		}
 	}
+	// Columns added to passbridge's tables since their first release:
+	// last, so that no step before them changes (nor its checksum).
+	for _, c := range schema.AddedColumns {
+		steps = append(steps, p.addTableColumn(c))
+	}
 	return steps, nil
 }
 
@@ -233,7 +238,12 @@ func (p *planner) createTable(t schema.Table, bookkeeping bool) Step {
 	if hasUserFK && p.eng == MySQL {
 		undoRisk += fmt.Sprintf("; also takes a brief metadata lock on %s (bounded by lock_timeout)", p.users.Name)
 	}
-	s := &CreateTable{Table: t, expect: p.expectCols(t)}
+	s := &CreateTable{Table: t, expect: p.expectCols(t), later: map[string]bool{}}
+	for _, c := range schema.AddedColumns {
+		if c.Table == t.Name {
+			s.later[strings.ToLower(c.Column.Name)] = true
+		}
+	}
 	s.stepBase = stepBase{
 		id: "create-table " + name, kind: "create-table", object: name,
 		sql: stmts, undo: []string{"DROP TABLE " + p.tbl(t.Name)},
@@ -298,6 +308,45 @@ func (p *planner) addUserColumn(c schema.UserColumn) Step {
 	if p.eng == MySQL {
 		s.aliases = []string{p.addUserColumnsID()}
 		s.add, s.drop, s.alter = p.addColumnClause(c), "DROP COLUMN "+p.q(name), "ALTER TABLE "+users
+	}
+	return s
+}
+
+// addTableColumn adds a column to one of passbridge's tables
+// (schema.AddedColumns): nullable, no default, a catalog change only.
+func (p *planner) addTableColumn(c schema.AddedColumn) Step {
+	table, tq := p.prefix+c.Table, p.tbl(c.Table)
+	col := c.Column
+	col.Nullable = true
+	typ := p.eng.columnType(col, p.users.KeyType)
+	s := &AddTableColumn{Added: c, family: p.eng.family(typ)}
+	var stmts []string
+	var risk, undoRisk string
+	undo := "ALTER TABLE " + tq + " DROP COLUMN " + p.q(col.Name)
+	switch p.eng {
+	case Postgres:
+		stmts = []string{
+			"ALTER TABLE " + tq + " ADD COLUMN " + p.q(col.Name) + " " + typ,
+			"COMMENT ON COLUMN " + tq + "." + p.q(col.Name) + " IS " + p.eng.dialect().Literal(c.Comment),
+		}
+		risk = fmt.Sprintf("ACCESS EXCLUSIVE lock on %s for a catalog update only (nullable, no default: no rewrite, no scan), bounded by lock_timeout", table)
+		undoRisk = fmt.Sprintf("ACCESS EXCLUSIVE lock on %s for a catalog update only, bounded by lock_timeout", table)
+	case MySQL:
+		stmts = []string{"ALTER TABLE " + tq + " ADD COLUMN " + p.q(col.Name) + " " + typ + " NULL COMMENT " + p.eng.dialect().Literal(c.Comment) + ", ALGORITHM=INSTANT"}
+		undo += ", ALGORITHM=INPLACE, LOCK=NONE"
+		risk = fmt.Sprintf("ALGORITHM=INSTANT: a metadata-only change, brief exclusive metadata lock on %s bounded by lock_timeout; fails rather than copying the table if INSTANT is impossible", table)
+		undoRisk = fmt.Sprintf("rebuilds %s online (INPLACE, LOCK=NONE): reads and writes go on", table)
+	case SQLite:
+		stmts = []string{"ALTER TABLE " + tq + " ADD COLUMN " + p.q(col.Name) + " " + typ}
+		risk = "SQLite: a schema-only change (no rewrite), one short write transaction"
+		undoRisk = fmt.Sprintf("SQLite rewrites %s to drop a column: the database is write-locked while it runs", table)
+	}
+	s.stepBase = stepBase{
+		id: "add-column " + table + "." + col.Name, kind: "add-table-column", object: table + "." + col.Name,
+		sql: stmts, undo: []string{undo}, risk: risk, undoRisk: undoRisk,
+		tx: p.eng != MySQL, undoTx: p.eng != MySQL,
+		// Dropping the table (rollback, later in reverse order) drops it.
+		table: table,
 	}
 	return s
 }

@@ -18,8 +18,9 @@ type Step interface {
 	// ID names the step for the history table: stable across runs and
 	// versions as long as the step means the same change.
 	ID() string
-	// Kind is create-table, add-column, create-index, add-foreign-key,
-	// validate-foreign-key or take-baseline.
+	// Kind is create-table, add-column (the users table), add-columns,
+	// add-table-column (passbridge's own tables), create-index,
+	// add-foreign-key, validate-foreign-key or take-baseline.
 	Kind() string
 	// Object is the (unquoted) name of what the step creates.
 	Object() string
@@ -127,6 +128,10 @@ type CreateTable struct {
 	Table schema.Table
 	// expected column families and nullability, for the shape check.
 	expect []expectCol
+	// later are the columns (lower case) that add-column steps at the end
+	// of the plan add to the table (schema.AddedColumns): present or not,
+	// they are passbridge's.
+	later map[string]bool
 }
 
 type expectCol struct {
@@ -162,7 +167,7 @@ func (s *CreateTable) check(env *checkEnv) (State, string) {
 		}
 	}
 	for _, got := range t.cols {
-		if !seen[strings.ToLower(got.name)] {
+		if !seen[strings.ToLower(got.name)] && !s.later[strings.ToLower(got.name)] {
 			diffs = append(diffs, fmt.Sprintf("column %s is not passbridge's", got.name))
 		}
 	}
@@ -196,15 +201,41 @@ func (s *AddUserColumn) check(env *checkEnv) (State, string) {
 	if t == nil {
 		return StateCollision, fmt.Sprintf("the users table %s is gone", s.users)
 	}
-	got, ok := t.column(env.cat.eng, s.object)
+	return nullableColumn(env.cat.eng, t, s.users, s.object, s.family)
+}
+
+// nullableColumn is the state of a step that adds a nullable column of a
+// type family to table t: pending while the column is not there, applied
+// when it is there with that shape, a collision with another.
+func nullableColumn(eng Engine, t *catTable, table, name, family string) (State, string) {
+	got, ok := t.column(eng, name)
 	if !ok {
 		return StatePending, ""
 	}
-	if f := env.cat.eng.family(got.typ); f != s.family || !got.nullable {
+	if f := eng.family(got.typ); f != family || !got.nullable {
 		return StateCollision, fmt.Sprintf("column %s.%s already exists as %s %s, not as passbridge's nullable %s column",
-			s.users, s.object, got.typ, nullWord(got.nullable), s.family)
+			table, got.name, got.typ, nullWord(got.nullable), family)
 	}
 	return StateApplied, ""
+}
+
+// AddTableColumn adds a column to one of passbridge's own tables after
+// its first release (schema.AddedColumns): nullable, no default, so a
+// catalog change only. A step of its own at the end of the plan, so that
+// the table's CREATE TABLE (and the checksum existing installs recorded
+// for it) stays as it was.
+type AddTableColumn struct {
+	stepBase
+	Added  schema.AddedColumn
+	family string
+}
+
+func (s *AddTableColumn) check(env *checkEnv) (State, string) {
+	t := env.cat.table(s.table)
+	if t == nil {
+		return StatePending, "" // its table comes earlier in the plan
+	}
+	return nullableColumn(env.cat.eng, t, s.table, s.Added.Column.Name, s.family)
 }
 
 // AddUserColumns adds the users columns in one ALTER TABLE that rebuilds

@@ -121,6 +121,28 @@ var UserColumns = []UserColumn{
 	{Name: "password_policy", Type: Str, Size: 32, Comment: "NULL or 'allowed': password login allowed; 'refused_with_passkey': refused once a passkey is enrolled"},
 }
 
+// AddedColumn is a column added to one of passbridge's tables after the
+// table's first release. It is never in the table's Columns: the table's
+// CREATE TABLE would change, and with it the checksum that every existing
+// install recorded for that step (status would report drift). migrate
+// appends an add-column step for each, in this order, at the end of the
+// plan (after every other step, also those added since), so that a new
+// install and an old one end with the same columns. Always nullable, with
+// no default: adding one is a catalog change only, on every engine.
+type AddedColumn struct {
+	Table  string // a table of Tables, without prefix
+	Column Column
+	// Comment says what the column holds (PostgreSQL and MySQL keep it).
+	Comment string
+}
+
+// AddedColumns are the columns added to passbridge's tables since their
+// first release, oldest first. Append only.
+var AddedColumns = []AddedColumn{
+	{Table: "identities", Column: Column{Name: "mapped_hash", Type: Str, Size: 64, Nullable: true},
+		Comment: "hash of the mapped directory fields as last written by the sync: an entry whose hash is unchanged costs no write"},
+}
+
 // Tables are passbridge's own tables, in creation order (referenced first).
 var Tables = []Table{
 	{
