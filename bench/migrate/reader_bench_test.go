@@ -43,9 +43,9 @@ type readerResult struct {
 	updates         int
 	attempts        int // attempts of the step that waited the most
 	// waits counts apply's lock waits that timed out; behindWait is the
-	// longest UPDATE that overlapped one of them: the stall a waiting DDL
-	// statement caused, told apart from the machine's own stalls (see the
-	// control) in the pauses between attempts and during other steps.
+	// longest UPDATE that began during one of them: the stall a waiting
+	// DDL statement caused, told apart from the machine's own stalls (see
+	// the control) in the pauses between attempts and during other steps.
 	waits      int
 	behindWait time.Duration
 }
@@ -187,7 +187,10 @@ func behindReader(b *testing.B, eng, variant string) readerResult {
 	for _, lat := range lats {
 		for _, s := range lat {
 			for _, w := range waits {
-				if s.at.Before(w[1]) && s.at.Add(s.d).After(w[0]) {
+				// Only an UPDATE that began while the statement waited
+				// can queue behind it: one that began before holds its
+				// lock already.
+				if !s.at.Before(w[0]) && s.at.Before(w[1]) {
 					r.behindWait = max(r.behindWait, s.d)
 				}
 			}
@@ -290,13 +293,16 @@ func (o *onLine) Write(p []byte) (int, error) {
 }
 
 // waits are the intervals during which one of apply's statements waited
-// for its lock and gave up: each "lock not granted within" line ends one,
-// which began lock_timeout before.
+// for its lock and gave up: each "lock not granted within" line ends one.
+// The statement began at least lock_timeout before the line, and a little
+// more under load (the error's way back, the line's): the interval starts
+// twice lock_timeout before the line, so that no UPDATE that queued behind
+// the statement is left out (some that began just before it may count).
 func (o *onLine) waits(lockTimeout time.Duration) [][2]time.Time {
 	var out [][2]time.Time
 	for _, l := range o.lines {
 		if strings.Contains(l.text, "lock not granted within") {
-			out = append(out, [2]time.Time{l.at.Add(-lockTimeout), l.at})
+			out = append(out, [2]time.Time{l.at.Add(-2 * lockTimeout), l.at})
 		}
 	}
 	return out
