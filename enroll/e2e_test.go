@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/page"
 	cdpwebauthn "github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
@@ -486,5 +487,43 @@ func TestE2EAutofill(t *testing.T) {
 	}
 	if e.auditCount(evSignIn+methodPassword, true, gus.name) != 1 || e.auditCount(evSignIn+methodPasskey, true, gus.name) != 1 {
 		t.Errorf("want 2 sign-ins (password, then passkey by autofill) in the audit trail")
+	}
+}
+
+// TestE2EButtonsWaitForTheScript: the passkey buttons, which only the
+// script can serve, are not shown before it has taken them (a click in
+// between was lost: the sign-in button did nothing, the enrollment form
+// reloaded the page). A page whose script does not run shows none.
+func TestE2EButtonsWaitForTheScript(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	b := e.browser(t, browserOptions{})
+	eval := func(js string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(b.ctx, 15*time.Second)
+		defer cancel()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", js, err)
+		}
+		return v
+	}
+	visible := func() bool {
+		return eval(`(function(){var s=document.getElementById("passkey-signin");return String(!!s && s.offsetWidth > 0);})()`) == "true"
+	}
+	if _, err := chromedp.Call(b.ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+		t.Fatalf("disable scripts: %v", err)
+	}
+	b.open("/")
+	b.waitHeading("Sign in")
+	if visible() {
+		t.Error("the passkey sign-in button is shown on a page whose script has not run")
+	}
+	if _, err := chromedp.Call(b.ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: false}); err != nil {
+		t.Fatalf("enable scripts: %v", err)
+	}
+	b.open("/")
+	b.run("wait for the button", chromedp.WaitVisible(chromedp.ID("passkey-signin")))
+	if ready := eval(`document.documentElement.getAttribute("data-js") || ""`); ready != "ready" {
+		t.Errorf("the button is shown before the script marked the page ready (data-js %q)", ready)
 	}
 }

@@ -59,4 +59,6 @@
       }).catch(function (e) { failed(create, e, "creation"); });
     });
   }
+  // The buttons that need this script are shown now (style.css).
+  document.documentElement.setAttribute("data-js", "ready");
 })();

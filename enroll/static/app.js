@@ -265,6 +265,7 @@
       var note = document.getElementById("no-webauthn");
       if (note) note.hidden = false;
       document.querySelectorAll("[data-needs-webauthn]").forEach(function (b) { b.disabled = true; });
+      document.documentElement.setAttribute("data-js", "ready"); // shown, disabled
       return;
     }
     var signin = document.getElementById("passkey-signin");
@@ -278,5 +279,7 @@
       upgrade(form);
     }
     signalAccount();
+    // The buttons that need this script are shown now (style.css).
+    document.documentElement.setAttribute("data-js", "ready");
   });
 })();
