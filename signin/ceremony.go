@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/passbridge/passbridge/store"
 )
@@ -72,11 +71,8 @@ func (c *Core) BeginCeremony(ctx context.Context, kind string, identityID *int64
 		ident = *identityID
 	}
 	// Shared with other requests' sign-in writes on SQLite (group commit).
-	err = c.db.InTxShared(ctx, func(tx *sqlx.Tx) error {
-		_, err := store.Exec(ctx, tx, "INSERT INTO "+c.n.Ceremonies+" ("+c.Cols("", "id", "kind", "identity_id", "session_data", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?, ?)",
-			hash, kind, ident, string(raw), now, now.Add(c.cfg.Portal.CeremonyTimeout.D()))
-		return err
-	})
+	err = c.db.ExecShared(ctx, "INSERT INTO "+c.n.Ceremonies+" ("+c.Cols("", "id", "kind", "identity_id", "session_data", "created_at", "expires_at")+") VALUES (?, ?, ?, ?, ?, ?)",
+		hash, kind, ident, string(raw), now, now.Add(c.cfg.Portal.CeremonyTimeout.D()))
 	if err != nil {
 		return "", fmt.Errorf("store ceremony: %w", err)
 	}

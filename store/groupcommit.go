@@ -106,6 +106,20 @@ func (db *DB) InTxShared(ctx context.Context, fn func(tx *sqlx.Tx) error) error 
 	return err
 }
 
+// ExecShared runs one write statement: on SQLite in a shared transaction
+// (InTxShared), elsewhere on its own, in autocommit (a transaction around
+// one statement would only add a BEGIN and a COMMIT round trip).
+func (db *DB) ExecShared(ctx context.Context, query string, args ...any) error {
+	if db.group == nil {
+		_, err := Exec(ctx, db, query, args...)
+		return err
+	}
+	return db.InTxShared(ctx, func(tx *sqlx.Tx) error {
+		_, err := Exec(ctx, tx, query, args...)
+		return err
+	})
+}
+
 // runGroup runs the members in one transaction and tells each its outcome.
 func (db *DB) runGroup(batch []*groupMember) {
 	live := make([]*groupMember, 0, len(batch))
