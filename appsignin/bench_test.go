@@ -6,13 +6,13 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/passbridge/passbridge/internal/testsrv"
 )
 
 // benchClients is the number of concurrent clients of the OIDC benchmark.
@@ -116,18 +116,12 @@ func BenchmarkOIDCCodeFlow(b *testing.B) {
 		}
 		return postJSONWith(hc, d.URL+"/webauthn/login/finish", map[string]any{"ceremony": begun.Ceremony, "credential": keys[w].assert(begun.Options, d.URL)}, hdr, nil)
 	}
-	o := measure(benchClients, 10*time.Second, oidcFlow)
-	p := measure(benchClients, 10*time.Second, portalFlow)
-	b.Logf("OIDC code flow on postgres, %d clients: %.0f flows/s, p50 %s, p99 %s, %d errors", benchClients, o.rate, o.p50, o.p99, o.errors)
-	b.Logf("portal passkey sign-in, same daemon: %.0f ceremonies/s, p50 %s, p99 %s, %d errors", p.rate, p.p50, p.p99, p.errors)
-	b.ReportMetric(o.rate, "oidc-flows/s")
-	b.ReportMetric(float64(o.p50.Microseconds())/1000, "oidc-p50-ms")
-	b.ReportMetric(float64(o.p99.Microseconds())/1000, "oidc-p99-ms")
-	b.ReportMetric(float64(o.errors), "oidc-errors")
-	b.ReportMetric(p.rate, "portal-signins/s")
-	b.ReportMetric(float64(p.p50.Microseconds())/1000, "portal-p50-ms")
-	b.ReportMetric(float64(p.p99.Microseconds())/1000, "portal-p99-ms")
-	b.ReportMetric(float64(p.errors), "portal-errors")
+	o := testsrv.Measure(benchClients, 10*time.Second, oidcFlow)
+	p := testsrv.Measure(benchClients, 10*time.Second, portalFlow)
+	b.Logf("OIDC code flow on postgres, %d clients: %.0f flows/s, p50 %s, p99 %s, %d errors", benchClients, o.Rate, o.P50, o.P99, o.Errors)
+	b.Logf("portal passkey sign-in, same daemon: %.0f ceremonies/s, p50 %s, p99 %s, %d errors", p.Rate, p.P50, p.P99, p.Errors)
+	o.Report(b, "oidc", "flows")
+	p.Report(b, "portal", "signins")
 }
 
 func postJSON(hc *http.Client, u string, body, out any) error {
@@ -156,47 +150,4 @@ func postJSONWith(hc *http.Client, u string, body any, hdr map[string]string, ou
 		return json.NewDecoder(res.Body).Decode(out)
 	}
 	return nil
-}
-
-type benchResult struct {
-	rate     float64
-	p50, p99 time.Duration
-	errors   int
-}
-
-// measure runs fn on n goroutines for d and sums up.
-func measure(n int, d time.Duration, fn func(worker int) error) benchResult {
-	var mu sync.Mutex
-	var lat []time.Duration
-	errs := 0
-	deadline := time.Now().Add(d)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []time.Duration
-			bad := 0
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				if err := fn(w); err != nil {
-					bad++
-					continue
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			errs += bad
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	slices.Sort(lat)
-	r := benchResult{rate: float64(len(lat)) / time.Since(start).Seconds(), errors: errs}
-	if len(lat) > 0 {
-		r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
-	}
-	return r
 }

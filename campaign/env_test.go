@@ -25,24 +25,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testsrv.Run(m)) }
 
-// clock is the campaign clock the tests step (days pass in a statement).
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Step(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type logWriter struct {
 	mu sync.Mutex
 	t  testing.TB
@@ -68,7 +50,7 @@ type env struct {
 	cfg    *config.Config
 	portal *enroll.Portal
 	smtp   *testsrv.SMTP
-	clock  *clock
+	clock  *testsrv.Clock
 	log    *slog.Logger
 	syncer *dirsync.Syncer
 }
@@ -76,7 +58,7 @@ type env struct {
 func newEnv(t testing.TB, driver string, configure func(*config.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{t: t, ldap: testsrv.Slapd(t), clock: &clock{t: time.Now().Add(-4 * 24 * time.Hour)}}
+	e := &env{t: t, ldap: testsrv.Slapd(t), clock: testsrv.NewClock(time.Now().Add(-4 * 24 * time.Hour))}
 	e.log = slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	dc := config.Database{Driver: driver, DSN: config.Secret(testsrv.DSN(t, driver)), ConnectTimeout: config.Duration(30 * time.Second)}
 	db, err := store.Open(ctx, dc, e.log)

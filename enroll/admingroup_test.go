@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/internal/testsrv"
 )
 
 // countingDir is the real directory client, with its membership checks
@@ -43,7 +44,7 @@ func TestAdminGroupRecheck(t *testing.T) {
 			group := e.dir.addGroup(t, e.ou, "it-admins-"+admin.name, admin.dn, colleague.dn)
 			e.cfg.Portal.AdminGroup = group
 			e.sync()
-			clock := &stepClock{t: time.Now()}
+			clock := testsrv.NewClock(time.Now())
 			e.portal.admins.now = clock.Now
 
 			c := e.client()

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 
 	"github.com/passbridge/passbridge/config"
+	"github.com/passbridge/passbridge/internal/testsrv"
 )
 
 // benchClients is the number of concurrent clients of the sign-in benchmark.
@@ -40,69 +39,21 @@ func BenchmarkPasskeySignIn(b *testing.B) {
 	if d := os.Getenv("PASSBRIDGE_BENCH_ONLY"); d != "" {
 		// One database alone, no library run: for a profile of the portal.
 		r := benchPortal(b, d)
-		b.Logf("portal on %s, %d clients: %.0f ceremonies/s, p50 %s, p99 %s, %d errors", d, benchClients, r.rate, r.p50, r.p99, r.errors)
+		b.Logf("portal on %s, %d clients: %.0f ceremonies/s, p50 %s, p99 %s, %d errors", d, benchClients, r.Rate, r.P50, r.P99, r.Errors)
 		return
 	}
 	lib := benchLibrary(b)
-	b.Logf("go-webauthn in process (library limit): %.0f ceremonies/s, p50 %s, p99 %s", lib.rate, lib.p50, lib.p99)
-	b.ReportMetric(lib.rate, "lib-ceremonies/s")
+	b.Logf("go-webauthn in process (library limit): %.0f ceremonies/s, p50 %s, p99 %s", lib.Rate, lib.P50, lib.P99)
+	b.ReportMetric(lib.Rate, "lib-ceremonies/s")
 	for _, driver := range []string{"sqlite", "postgres"} {
 		r := benchPortal(b, driver)
 		b.Logf("portal on %s, %d clients: %.0f ceremonies/s (%.0f%% of the library limit), p50 %s, p99 %s, %d errors",
-			driver, benchClients, r.rate, 100*r.rate/lib.rate, r.p50, r.p99, r.errors)
-		b.ReportMetric(r.rate, driver+"-ceremonies/s")
-		b.ReportMetric(float64(r.p50.Microseconds())/1000, driver+"-p50-ms")
-		b.ReportMetric(float64(r.p99.Microseconds())/1000, driver+"-p99-ms")
-		b.ReportMetric(float64(r.errors), driver+"-errors")
+			driver, benchClients, r.Rate, 100*r.Rate/lib.Rate, r.P50, r.P99, r.Errors)
+		r.Report(b, driver, "ceremonies")
 	}
 }
 
-type benchResult struct {
-	rate     float64
-	p50, p99 time.Duration
-	errors   int
-}
-
-// measure runs fn on n goroutines for benchDuration and sums up.
-func measure(n int, fn func(worker int) error) benchResult {
-	var mu sync.Mutex
-	var lat []time.Duration
-	errs := 0
-	deadline := time.Now().Add(benchDuration)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var mine []time.Duration
-			bad := 0
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				if err := fn(w); err != nil {
-					bad++
-					continue
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			errs += bad
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	slices.Sort(lat)
-	r := benchResult{rate: float64(len(lat)) / elapsed.Seconds(), errors: errs}
-	if len(lat) > 0 {
-		r.p50 = lat[len(lat)/2]
-		r.p99 = lat[len(lat)*99/100]
-	}
-	return r
-}
-
-func benchPortal(b *testing.B, driver string) benchResult {
+func benchPortal(b *testing.B, driver string) testsrv.Measured {
 	e := newEnv(b, envOptions{driver: driver, quiet: true, configure: func(cfg *config.Config) {
 		cfg.Portal.Policy.MaxPasskeys = 100
 		if driver != "sqlite" {
@@ -121,7 +72,7 @@ func benchPortal(b *testing.B, driver string) benchResult {
 		creds[i] = c.register(fmt.Sprintf("key %d", i))
 		clients[i] = c
 	}
-	return measure(benchClients, func(w int) error {
+	return testsrv.Measure(benchClients, benchDuration, func(w int) error {
 		c := clients[w]
 		r := c.post("/webauthn/login/begin", nil)
 		if r.status != http.StatusOK {
@@ -143,7 +94,7 @@ func benchPortal(b *testing.B, driver string) benchResult {
 }
 
 // benchLibrary is the same ceremony with go-webauthn alone.
-func benchLibrary(b *testing.B) benchResult {
+func benchLibrary(b *testing.B) testsrv.Measured {
 	wa, err := webauthn.New(&webauthn.Config{RPID: "localhost", RPDisplayName: "bench", RPOrigins: []string{"http://localhost:1"}})
 	if err != nil {
 		b.Fatal(err)
@@ -176,7 +127,7 @@ func benchLibrary(b *testing.B) benchResult {
 		c.auth.Options.UserHandle = handle
 		parties[i] = &party{c: c, cred: cred, user: user}
 	}
-	return measure(benchClients, func(w int) error {
+	return testsrv.Measure(benchClients, benchDuration, func(w int) error {
 		p := parties[w]
 		assertion, sd, err := wa.BeginDiscoverableLogin()
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,27 +12,10 @@ import (
 	"github.com/passbridge/passbridge/campaign"
 	"github.com/passbridge/passbridge/directory"
 	"github.com/passbridge/passbridge/enroll/mail"
+	"github.com/passbridge/passbridge/internal/testsrv"
 	"github.com/passbridge/passbridge/schema"
 	"github.com/passbridge/passbridge/store"
 )
-
-// stepClock is a campaign clock the test steps.
-type stepClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *stepClock) Step(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // TestE2ECampaign: a campaign for a slapd group; the SMTP server receives
 // the invitations; a reminder goes out after a clock step; an employee
@@ -49,7 +31,7 @@ func TestE2ECampaign(t *testing.T) {
 	// The campaign clock starts four days back and catches up with real
 	// time, so that what the portal stamps (the passkey) comes after the
 	// mail the campaign sent.
-	clock := &stepClock{t: time.Now().Add(-4 * 24 * time.Hour)}
+	clock := testsrv.NewClock(time.Now().Add(-4 * 24 * time.Hour))
 	sender, err := mail.New(e.cfg.Mail, nil)
 	if err != nil {
 		t.Fatal(err)
