@@ -66,10 +66,7 @@ func TestDemoERP(t *testing.T) {
 	run := browserRun(t, ctx)
 	run("add a passkey on the demo portal",
 		chromedp.Navigate(portal+"/"),
-		chromedp.WaitVisible(chromedp.ID("username")),
-		chromedp.SetValue(chromedp.ID("username"), "zoe.orsted"),
-		chromedp.SetValue(chromedp.ID("password"), "northwind"),
-		chromedp.Click(chromedp.CSS(`#password-form button[type=submit]`)),
+		passwordForm("username", "zoe.orsted", "northwind"),
 		chromedp.WaitVisible(chromedp.ID("register")),
 		chromedp.Click(chromedp.ID("register")),
 		chromedp.WaitVisible(chromedp.Search(`//div[contains(@class,"notice") and contains(., "Your passkey is ready")]`)),
@@ -88,6 +85,18 @@ func TestDemoERP(t *testing.T) {
 	}
 	run("sign out of the demo ERP", chromedp.Click(chromedp.CSS(`form[action="/logout"] button`)))
 	waitText(t, ctx, "signin")
+}
+
+// passwordForm waits for ready, fills the password form (the portal's
+// or the OpenID Connect login page's) with user and password, and submits
+// it.
+func passwordForm(ready, user, password string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.WaitVisible(chromedp.ID(ready)),
+		chromedp.SetValue(chromedp.ID("username"), user),
+		chromedp.SetValue(chromedp.ID("password"), password),
+		chromedp.Click(chromedp.CSS(`#password-form button[type=submit]`)),
+	)
 }
 
 // browserRun returns a runner of chromedp actions in the tab of ctx, with

@@ -119,10 +119,7 @@ func TestOIDCCodeFlowInBrowser(t *testing.T) {
 			run := browserRun(t, ctx)
 			run("enroll on the portal",
 				chromedp.Navigate(d.URL+"/"),
-				chromedp.WaitVisible(chromedp.ID("username")),
-				chromedp.SetValue(chromedp.ID("username"), u.name),
-				chromedp.SetValue(chromedp.ID("password"), testsrv.DefaultUserPassword),
-				chromedp.Click(chromedp.CSS(`#password-form button[type=submit]`)),
+				passwordForm("username", u.name, testsrv.DefaultUserPassword),
 				chromedp.WaitVisible(chromedp.ID("register")),
 				chromedp.Click(chromedp.ID("register")),
 				chromedp.WaitVisible(chromedp.Search(`//div[contains(@class,"notice") and contains(., "Your passkey is ready")]`)),

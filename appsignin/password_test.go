@@ -53,10 +53,7 @@ func TestOIDCPasswordFallbackInBrowser(t *testing.T) {
 			}
 			run("sign in with the directory password, then create the passkey the invitation offers",
 				chromedp.Navigate(rp.URL+"/"),
-				chromedp.WaitVisible(chromedp.ID("password-form")),
-				chromedp.SetValue(chromedp.ID("username"), u.name),
-				chromedp.SetValue(chromedp.ID("password"), testsrv.DefaultUserPassword),
-				chromedp.Click(chromedp.CSS(`#password-form button[type=submit]`)),
+				passwordForm("password-form", u.name, testsrv.DefaultUserPassword),
 				chromedp.WaitVisible(chromedp.ID("passkey-create")),
 				chromedp.WaitVisible(chromedp.ID("not-now")),
 				chromedp.Click(chromedp.ID("passkey-create")),
@@ -99,10 +96,7 @@ func TestOIDCPasswordFallbackInBrowser(t *testing.T) {
 			// form-action allows.
 			run("sign in with the password again, with a passkey",
 				chromedp.Navigate(rp.URL+"/"),
-				chromedp.WaitVisible(chromedp.ID("password-form")),
-				chromedp.SetValue(chromedp.ID("username"), u.name),
-				chromedp.SetValue(chromedp.ID("password"), testsrv.DefaultUserPassword),
-				chromedp.Click(chromedp.CSS(`#password-form button[type=submit]`)),
+				passwordForm("password-form", u.name, testsrv.DefaultUserPassword),
 			)
 			got = claims()
 			if amr, _ := json.Marshal(got["amr"]); got["sub"] != key || string(amr) != `["pwd"]` {
