@@ -24,7 +24,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
@@ -76,7 +75,6 @@ type Portal struct {
 	core    *signin.Core
 	data    *data
 	dir     Directory
-	wa      *webauthn.WebAuthn
 	limits  *ratelimit.Limiter
 	admins  *adminCache
 	views   *views
@@ -130,7 +128,7 @@ func New(cfg *config.Config, opts Options) (*Portal, error) {
 		return nil, err
 	}
 	p := &Portal{
-		cfg: cfg, log: opts.Log, metrics: opts.Metrics, core: core, data: newData(core, opts.DB, cfg), dir: dir, wa: core.WebAuthn(),
+		cfg: cfg, log: opts.Log, metrics: opts.Metrics, core: core, data: newData(core, opts.DB, cfg), dir: dir,
 		views: v, policy: core.Policy(), secure: allHTTPS(cfg.Portal.Origins),
 	}
 	p.limits = ratelimit.New(opts.DB, p.data.n)

@@ -130,9 +130,6 @@ func rpOrigins(cfg *config.Config) []string {
 	return out
 }
 
-// WebAuthn is the relying party (the portal registers passkeys with it).
-func (c *Core) WebAuthn() *webauthn.WebAuthn { return c.wa }
-
 // Policy is portal.policy, parsed.
 func (c *Core) Policy() Policy { return c.policy }
 
