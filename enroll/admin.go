@@ -287,9 +287,12 @@ func (p *Portal) renderAdminUser(c echo.Context, status int, it *identity, detai
 		for i, cr := range creds {
 			d.Passkeys[i].Revoked = cr.RevokedAt.Valid
 		}
-		pol, err := p.data.passwordPolicy(ctx, it.UserKey)
+		pol, err := p.core.PasswordPolicy(ctx, it.UserKey)
 		if err != nil {
 			return err
+		}
+		if pol == "" {
+			pol = "default" // NULL: the console's name for it
 		}
 		d.PasswordPolicy = pol
 	}
@@ -619,16 +622,4 @@ func (s *data) countUnlinked(ctx context.Context) (map[string]int, error) {
 		out[r.State] = r.N
 	}
 	return out, nil
-}
-
-// passwordPolicy reads users.<prefix>password_policy ("default" for NULL).
-func (s *data) passwordPolicy(ctx context.Context, userKey any) (string, error) {
-	var v *string
-	if err := store.Get(ctx, s.db, &v, "SELECT "+s.n.PasswordPolicy+" FROM "+s.n.Users+" WHERE "+s.n.UserKey+" = ?", userKey); err != nil {
-		return "", fmt.Errorf("read the password policy: %w", err)
-	}
-	if v == nil {
-		return "default", nil
-	}
-	return *v, nil
 }
