@@ -48,7 +48,7 @@ type (
 		ClientID string `json:"client_id"`
 	}
 	finishRequest struct {
-		ClientID   string          `json:"client_id"`
+		beginRequest
 		Ceremony   string          `json:"ceremony"`
 		Credential json.RawMessage `json:"credential"`
 	}
@@ -111,18 +111,26 @@ func (a *Apps) client(id string) (*config.Client, error) {
 	return cl, nil
 }
 
+func (r *beginRequest) client() string { return r.ClientID }
+
+// clientRequest reads a request of the assertion API (each names its
+// client) into req, finds the client and answers CORS for its origins.
+func (a *Apps) clientRequest(c echo.Context, req interface{ client() string }) (*config.Client, error) {
+	c.Response().Header().Set("Cache-Control", "no-store")
+	if err := decode(c, req); err != nil {
+		return nil, err
+	}
+	cl, err := a.client(req.client())
+	if err != nil {
+		return nil, err
+	}
+	return cl, a.cors(c, cl)
+}
+
 // begin starts a discoverable passkey sign-in for a client.
 func (a *Apps) begin(c echo.Context) error {
-	c.Response().Header().Set("Cache-Control", "no-store")
 	var req beginRequest
-	if err := decode(c, &req); err != nil {
-		return appError(c, err)
-	}
-	cl, err := a.client(req.ClientID)
-	if err != nil {
-		return appError(c, err)
-	}
-	if err := a.cors(c, cl); err != nil {
+	if _, err := a.clientRequest(c, &req); err != nil {
 		return appError(c, err)
 	}
 	id, options, err := a.core.BeginLogin(c.Request().Context(), signin.KindAppLogin, false)
@@ -135,16 +143,9 @@ func (a *Apps) begin(c echo.Context) error {
 // finish verifies the passkey (the sign-in core: policy, account state,
 // clone warning) and answers the signed assertion.
 func (a *Apps) finish(c echo.Context) error {
-	c.Response().Header().Set("Cache-Control", "no-store")
 	var req finishRequest
-	if err := decode(c, &req); err != nil {
-		return appError(c, err)
-	}
-	cl, err := a.client(req.ClientID)
+	cl, err := a.clientRequest(c, &req)
 	if err != nil {
-		return appError(c, err)
-	}
-	if err := a.cors(c, cl); err != nil {
 		return appError(c, err)
 	}
 	if len(bytes.TrimSpace(req.Credential)) == 0 {
