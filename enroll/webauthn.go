@@ -56,7 +56,7 @@ func (beginLoginRequest) validate() error    { return nil }
 func (beginRegisterRequest) validate() error { return nil }
 
 func (r *finishRequest) validate() error {
-	if !validSecret(r.Ceremony) {
+	if !signin.ValidCeremony(r.Ceremony) {
 		return errCeremonyGone
 	}
 	if len(bytes.TrimSpace(r.Credential)) == 0 || bytes.Equal(bytes.TrimSpace(r.Credential), []byte("null")) {
@@ -69,7 +69,7 @@ func (r *cancelRequest) validate() error {
 	if r.Kind != kindRegistration && r.Kind != kindLogin && r.Kind != kindUpgrade {
 		return &userError{Status: http.StatusBadRequest, Code: "malformed", Message: "kind must be registration, upgrade or login"}
 	}
-	if !validSecret(r.Ceremony) {
+	if !signin.ValidCeremony(r.Ceremony) {
 		return errCeremonyGone
 	}
 	return nil

@@ -337,6 +337,16 @@ var Tables = []Table{
 		},
 	},
 	{
+		Name:       "ceremony_keys",
+		PrimaryKey: "id",
+		Comment:    "the keys that seal sign-in ceremonies (AES-256-GCM), so that a sign-in's begin writes nothing and any replica can open it",
+		Columns: []Column{
+			{Name: "id", Type: Str, Size: 32},     // random, named in every sealed ceremony
+			{Name: "secret", Type: Str, Size: 64}, // the 256-bit key, hex
+			{Name: "created_at", Type: Time},
+		},
+	},
+	{
 		Name:       "signing_keys",
 		PrimaryKey: "id",
 		Comment:    "the keys that sign ID tokens and assertions (ES256): one per rotation period, shared by every replica",

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -51,6 +52,10 @@ type Ceremony struct {
 	Session    webauthn.SessionData
 	CreatedAt  time.Time
 	claimed    bool
+	// sealed: the ceremony came back sealed (seal.go), it has no row until
+	// it is claimed; expires is its end.
+	sealed  bool
+	expires time.Time
 }
 
 // ErrCeremonyGone is what the browser hears about a ceremony that is
@@ -88,6 +93,9 @@ func (c *Core) open() string {
 // claiming it: the claim is made in the transaction that records the
 // ceremony's outcome (claimIn).
 func (c *Core) peekCeremony(ctx context.Context, id, kind string) (*Ceremony, error) {
+	if strings.HasPrefix(id, sealPrefix) {
+		return c.openCeremony(ctx, id, kind)
+	}
 	if !ValidSecret(id) {
 		return nil, ErrCeremonyGone
 	}
@@ -117,6 +125,9 @@ func (c *Core) peekCeremony(ctx context.Context, id, kind string) (*Ceremony, er
 // one caller, on any replica, changes the row; every other one gets
 // ErrCeremonyGone (and, in a transaction, rolls back what it wrote).
 func (c *Core) claimIn(ctx context.Context, q store.Querier, cer *Ceremony, result string) error {
+	if cer.sealed {
+		return c.claimSealed(ctx, q, cer, result)
+	}
 	now := c.now()
 	res, err := store.Exec(ctx, q, "UPDATE "+c.n.Ceremonies+" SET "+c.q("finished_at")+" = ?, "+c.q("result")+" = ? WHERE "+c.open(),
 		now, result, cer.hash, cer.Kind, now)

@@ -53,7 +53,8 @@ func (c *Core) BeginLogin(ctx context.Context, kind string, conditional bool) (s
 	if err != nil {
 		return "", nil, fmt.Errorf("begin login: %w", err)
 	}
-	id, err := c.BeginCeremony(ctx, kind, nil, sd)
+	// Sealed, not stored: a sign-in's begin writes nothing (seal.go).
+	id, err := c.sealCeremony(ctx, kind, sd)
 	if err != nil {
 		return "", nil, err
 	}

@@ -60,6 +60,8 @@ type Core struct {
 	wa       *webauthn.WebAuthn
 	policy   Policy
 
+	seal sealKeys
+
 	db  *store.DB
 	n   schema.Names
 	d   store.Dialect

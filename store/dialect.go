@@ -276,7 +276,9 @@ func (d Dialect) ForUpdate() string {
 //
 // conflict must name a primary key or unique index, exactly. MySQL ignores
 // it and reacts to any unique key of the table; its affected-rows count is
-// 1 for an insert and 2 for an update.
+// 1 for an insert and 2 for an update, and 1 again for an existing row left
+// alone (passbridge connects with clientFoundRows): there the count cannot
+// tell an insert from a duplicate.
 func (d Dialect) Upsert(table string, columns, conflict, update []string) (string, error) {
 	if table == "" || len(columns) == 0 || len(conflict) == 0 {
 		return "", errors.New("upsert needs a table, columns and conflict columns")

@@ -283,6 +283,10 @@ func (l mysqlLogger) Print(v ...any) {
 //   - _pragma=journal_mode(WAL): readers do not block the writer. This is
 //     persistent: it converts the file, as every SQLite tool sees it;
 //   - _pragma=foreign_keys(1): enforce the foreign keys passbridge declares;
+//   - _pragma=temp_store(MEMORY): statement journals (one per savepoint:
+//     every member of a group commit has one) and temporary tables stay in
+//     memory instead of temporary files, which the sign-in's profile showed
+//     as a quarter of its commit time in write calls;
 //   - _txlock=immediate: transactions take the write lock when they begin,
 //     so that a transaction that reads and then writes cannot fail with
 //     "database is locked" halfway;
@@ -355,6 +359,9 @@ func sqliteDSN(dsn string) (string, target, error) {
 	}
 	if !has("_foreign_keys", "_fk") && !hasPragma("foreign_keys") {
 		q.Add("_pragma", "foreign_keys(1)")
+	}
+	if !hasPragma("temp_store") {
+		q.Add("_pragma", "temp_store(MEMORY)")
 	}
 	if !has("_txlock") {
 		q.Set("_txlock", "immediate")
