@@ -10,12 +10,12 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
-	"github.com/jmoiron/sqlx"
 	"github.com/labstack/echo/v4"
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/internal/httpjson"
 	"github.com/passbridge/passbridge/signin"
+	"github.com/passbridge/passbridge/store"
 )
 
 // The signed-assertion API, for applications that do not speak OpenID
@@ -169,7 +169,7 @@ func (a *Apps) finish(c echo.Context) error {
 	detail["jti"] = jti
 	now := a.core.Now()
 	exp := now.Add(a.cfg.OIDC.AssertionLifetime.D())
-	if err := a.core.Commit(ctx, l, EvAppSignIn, func(*sqlx.Tx) error { return nil }); err != nil {
+	if err := a.core.Commit(ctx, l, EvAppSignIn, func(store.Execer) error { return nil }); err != nil {
 		return appError(c, err)
 	}
 	token, err := a.sign(key, cl, l, now, exp, jti)

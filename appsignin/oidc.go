@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/labstack/echo/v4"
 	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -246,7 +245,7 @@ func (a *Apps) loginFinish(c echo.Context) error {
 		return appError(c, err)
 	}
 	browser, browserHash := signin.NewSecret()
-	err = a.core.Commit(ctx, l, EvAppSignIn, func(tx *sqlx.Tx) error {
+	err = a.core.Commit(ctx, l, EvAppSignIn, func(tx store.Execer) error {
 		return st.signedIn(ctx, tx, req.Request, cl, l.Identity, amr(l.Credential), browserHash)
 	})
 	if err != nil {
@@ -259,7 +258,7 @@ func (a *Apps) loginFinish(c echo.Context) error {
 // signedIn completes a pending authorization request in tx with who signed
 // in and how (amr), and the hash of the cookie of the browser that did;
 // errRequestGone when it is done or expired.
-func (s *storage) signedIn(ctx context.Context, tx *sqlx.Tx, id string, cl *config.Client, it *signin.Identity, amr []string, browserHash string) error {
+func (s *storage) signedIn(ctx context.Context, tx store.Execer, id string, cl *config.Client, it *signin.Identity, amr []string, browserHash string) error {
 	q := s.q
 	now := s.a.core.Now()
 	res, err := store.Exec(ctx, tx, "UPDATE "+s.requests()+" SET "+q("identity_id")+" = ?, "+q("subject")+" = ?, "+q("amr")+" = ?, "+q("auth_time")+" = ?, "+q("browser_hash")+" = ? WHERE "+

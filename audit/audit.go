@@ -102,7 +102,7 @@ func Detail(v any) json.RawMessage {
 // character boundary (invalid UTF-8 and NUL characters replaced), empty
 // ones are stored as NULL. Detail must be empty or a JSON object. Event
 // names must be 1 to 64 characters: a longer one is a bug, not data to cut.
-func Record(ctx context.Context, q store.Querier, n schema.Names, e Event) error {
+func Record(ctx context.Context, q store.Execer, n schema.Names, e Event) error {
 	if e.Event == "" {
 		return errors.New("audit: an event needs a name")
 	}

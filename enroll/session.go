@@ -87,7 +87,7 @@ func (p *Portal) createSession(c echo.Context, it *identity, sd sessionData) err
 // newSession writes the session row through q (a transaction, so that a
 // sign-in's writes commit together) and returns the cookie value and its
 // expiry; the caller sets the cookie once q has committed.
-func (p *Portal) newSession(c echo.Context, q store.Querier, it *identity, sd sessionData) (string, time.Time, error) {
+func (p *Portal) newSession(c echo.Context, q store.Execer, it *identity, sd sessionData) (string, time.Time, error) {
 	ctx := c.Request().Context()
 	if old, err := c.Cookie(sessionCookie); err == nil && validSecret(old.Value) {
 		if _, err := store.Exec(ctx, q, "DELETE FROM "+p.data.n.Sessions+" WHERE "+p.data.q("id")+" = ?", hashSecret(old.Value)); err != nil {

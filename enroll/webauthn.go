@@ -14,6 +14,7 @@ import (
 
 	"github.com/passbridge/passbridge/internal/httpjson"
 	"github.com/passbridge/passbridge/signin"
+	"github.com/passbridge/passbridge/store"
 )
 
 // waUser is a user as go-webauthn sees it.
@@ -210,7 +211,7 @@ func (p *Portal) loginFinish(c echo.Context) error {
 	admin := p.isAdmin(ctx, l.Identity)
 	var secret string
 	var expires time.Time
-	err = p.core.Commit(ctx, l, evSignIn+methodPasskey, func(tx *sqlx.Tx) error {
+	err = p.core.Commit(ctx, l, evSignIn+methodPasskey, func(tx store.Execer) error {
 		var err error
 		secret, expires, err = p.newSession(c, tx, l.Identity, sessionData{Method: methodPasskey, Admin: admin, CredentialID: base64.RawURLEncoding.EncodeToString(l.Credential.CredentialID)})
 		return err

@@ -124,7 +124,7 @@ func (c *Core) peekCeremony(ctx context.Context, id, kind string) (*Ceremony, er
 // claimIn claims an open ceremony through q with its final result: exactly
 // one caller, on any replica, changes the row; every other one gets
 // ErrCeremonyGone (and, in a transaction, rolls back what it wrote).
-func (c *Core) claimIn(ctx context.Context, q store.Querier, cer *Ceremony, result string) error {
+func (c *Core) claimIn(ctx context.Context, q store.Execer, cer *Ceremony, result string) error {
 	if cer.sealed {
 		return c.claimSealed(ctx, q, cer, result)
 	}
@@ -196,7 +196,7 @@ func (c *Core) count(kind, result string) {
 
 // SetResult writes a claimed ceremony's result through q (inside the
 // transaction of a successful finish).
-func (c *Core) SetResult(ctx context.Context, q store.Querier, cer *Ceremony, result string) error {
+func (c *Core) SetResult(ctx context.Context, q store.Execer, cer *Ceremony, result string) error {
 	_, err := store.Exec(ctx, q, "UPDATE "+c.n.Ceremonies+" SET "+c.q("result")+" = ?, "+c.q("finished_at")+" = ? WHERE "+c.q("id")+" = ?",
 		result, c.now(), cer.hash)
 	return err

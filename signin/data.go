@@ -268,7 +268,7 @@ type Event struct {
 
 // Record writes an audit event through q (a transaction when the event
 // belongs to a change), with the one writer of the audit trail.
-func (c *Core) Record(ctx context.Context, q store.Querier, e Event) error {
+func (c *Core) Record(ctx context.Context, q store.Execer, e Event) error {
 	var detail json.RawMessage
 	if len(e.Detail) > 0 {
 		detail = audit.Detail(e.Detail)

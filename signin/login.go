@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/passbridge/passbridge/enroll/aaguid"
 	"github.com/passbridge/passbridge/store"
@@ -216,7 +215,7 @@ func (a Assertion) event(name, target, code string, detail map[string]any) Event
 // a session, an authorization code), then the audit event (ev, with the
 // sign-in's method, passkey and detail added). Nothing is written unless
 // all of it is.
-func (c *Core) Commit(ctx context.Context, l *Login, ev string, write func(tx *sqlx.Tx) error) error {
+func (c *Core) Commit(ctx context.Context, l *Login, ev string, write func(q store.Execer) error) error {
 	raw, err := json.Marshal(l.Verified)
 	if err != nil {
 		return err
@@ -226,8 +225,9 @@ func (c *Core) Commit(ctx context.Context, l *Login, ev string, write func(tx *s
 	e := l.assertion.event(ev, l.Identity.Username, "", map[string]any{"passkey_id": l.Credential.ID})
 	e.Success = true
 	// On SQLite the transaction may be shared with other sign-ins' (group
-	// commit: store.InTxShared); this one's rows are still all or none.
-	err = c.db.InTxShared(ctx, func(tx *sqlx.Tx) error {
+	// commit: store.InTxShared), on PostgreSQL its statements go out in one
+	// round trip (store.InTxPipelined); this one's rows are all or none.
+	err = c.db.InTxPipelined(ctx, func(tx store.Execer) error {
 		if err := c.claimIn(ctx, tx, l.Ceremony, ResultSucceeded); err != nil {
 			return err
 		}
@@ -246,6 +246,12 @@ func (c *Core) Commit(ctx context.Context, l *Login, ev string, write func(tx *s
 		}
 		return c.Record(ctx, tx, e)
 	})
+	if store.IsUniqueViolation(err) {
+		// Pipelined, the claim's duplicate comes back from the commit;
+		// nothing else a sign-in writes has a key it could repeat (the
+		// session's and the code's are random).
+		err = ErrCeremonyGone
+	}
 	if err != nil {
 		l.Ceremony.claimed = false // the claim rolled back with the rest
 		if !errors.Is(err, ErrCeremonyGone) {

@@ -228,7 +228,7 @@ func (c *Core) openCeremony(ctx context.Context, value, kind string) (*Ceremony,
 
 // claimSealed claims a sealed ceremony by inserting its row with its
 // result: exactly one transaction, on any replica, inserts it.
-func (c *Core) claimSealed(ctx context.Context, q store.Querier, cer *Ceremony, result string) error {
+func (c *Core) claimSealed(ctx context.Context, q store.Execer, cer *Ceremony, result string) error {
 	now := c.now()
 	if !now.Before(cer.expires) {
 		return ErrCeremonyGone
@@ -237,23 +237,20 @@ func (c *Core) claimSealed(ctx context.Context, q store.Querier, cer *Ceremony, 
 	if err != nil {
 		return fmt.Errorf("encode ceremony: %w", err)
 	}
-	insert := "INSERT INTO " + c.n.Ceremonies + " (" + c.Cols("", "id", "kind", "session_data", "created_at", "expires_at", "finished_at", "result") + ") VALUES (?, ?, ?, ?, ?, ?, ?)"
-	if c.d.Kind() != store.MySQL {
-		// MySQL has no way to say "do nothing" that reports it: its no-op
-		// ON DUPLICATE KEY UPDATE counts as a changed row (clientFoundRows),
-		// and INSERT IGNORE also swallows errors that are not duplicates.
-		// There the duplicate is an error, which rolls back only itself.
-		insert += " ON CONFLICT (" + c.q("id") + ") DO NOTHING"
-	}
-	res, err := store.Exec(ctx, q, insert, cer.hash, cer.Kind, string(raw), cer.CreatedAt, cer.expires, now, result)
+	// A plain INSERT: a duplicate is an error, on every database, which
+	// rolls back the transaction it is in (the sign-in's, whose other rows
+	// go with it). Not "do nothing on conflict": in a pipelined
+	// transaction (store.InTxPipelined) the count would only be read after
+	// the other rows were sent, and MySQL's no-op upsert counts as a
+	// changed row. The error may come back from a later call (the
+	// commit): Commit reads it there.
+	_, err = store.Exec(ctx, q, "INSERT INTO "+c.n.Ceremonies+" ("+c.Cols("", "id", "kind", "session_data", "created_at", "expires_at", "finished_at", "result")+") VALUES (?, ?, ?, ?, ?, ?, ?)",
+		cer.hash, cer.Kind, string(raw), cer.CreatedAt, cer.expires, now, result)
 	if store.IsUniqueViolation(err) {
-		return ErrCeremonyGone // finished before, on another replica
+		return ErrCeremonyGone // finished before, here or on another replica
 	}
 	if err != nil {
 		return fmt.Errorf("claim ceremony: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return ErrCeremonyGone // finished before, here or on another replica
 	}
 	cer.claimed = true
 	return nil

@@ -79,7 +79,7 @@ func (db *DB) prepare(ctx context.Context, query string) *sqlx.Stmt {
 
 // prepared returns the prepared statement to run query on q, nil to run it
 // as text.
-func prepared(ctx context.Context, q Querier, query string) *sqlx.Stmt {
+func prepared(ctx context.Context, q Execer, query string) *sqlx.Stmt {
 	switch q := q.(type) {
 	case *DB:
 		if q.stmts != nil {

@@ -123,8 +123,7 @@ func (db *DB) Reader() Querier {
 // common: the helpers below work inside and outside transactions.
 type Querier interface {
 	sqlx.QueryerContext
-	sqlx.ExecerContext
-	Rebind(query string) string
+	Execer
 }
 
 // Dialect is the SQL dialect of the database.
@@ -226,7 +225,7 @@ func (db *DB) WithLockTimeout(ctx context.Context, timeout time.Duration, fn fun
 
 // Exec runs a statement with ? placeholders on q (a DB, transaction or
 // connection), rebinding it for the dialect.
-func Exec(ctx context.Context, q Querier, query string, args ...any) (sql.Result, error) {
+func Exec(ctx context.Context, q Execer, query string, args ...any) (sql.Result, error) {
 	query = q.Rebind(query)
 	if st := prepared(ctx, q, query); st != nil {
 		return st.ExecContext(ctx, args...)
