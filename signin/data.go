@@ -231,27 +231,64 @@ func (c *Core) CredentialsWhere(ctx context.Context, where string, args ...any) 
 	return out, nil
 }
 
-// CredentialByID finds a passkey by its WebAuthn credential ID, revoked or
-// not; nil when there is none.
-func (c *Core) CredentialByID(ctx context.Context, id []byte) (*Credential, error) {
-	cs, err := c.CredentialsWhere(ctx, c.q("credential_id")+" = ?", id)
-	if err != nil || len(cs) == 0 {
-		return nil, err
+// CredentialWithIdentity finds a passkey by its WebAuthn credential ID,
+// revoked or not, with the identity it belongs to: the one it was enrolled
+// by, else (the identity row was replaced) the first one linked to its
+// users row. One query, as a sign-in reads it (the reader pool on
+// SQLite): nil, nil when there is no such passkey; a nil identity when no
+// identity has it.
+func (c *Core) CredentialWithIdentity(ctx context.Context, id []byte) (*Credential, *Identity, error) {
+	var row struct {
+		Credential
+		// The identity's columns, as "i.<column>"; i.id is 0 when there is
+		// none (the LEFT JOIN's NULLs made zero values).
+		I Identity `db:"i"`
 	}
-	return cs[0], nil
+	err := store.Get(ctx, c.db.Reader(), &row, c.credentialWithIdentity(), id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read passkey: %w", err)
+	}
+	cr := row.Credential
+	cr.UserKey = schema.NormKey(cr.UserKey)
+	if row.I.ID == 0 {
+		return &cr, nil, nil
+	}
+	it := row.I
+	it.UserKey = schema.NormKey(it.UserKey)
+	return &cr, &it, nil
 }
 
-// CredentialIdentity is the identity a passkey belongs to: the one it was
-// enrolled by, else (the identity row was replaced) the one linked to its
-// users row.
-func (c *Core) CredentialIdentity(ctx context.Context, cr *Credential) (*Identity, error) {
-	if cr.IdentityID.Valid {
-		it, err := c.IdentityByID(ctx, cr.IdentityID.Int64)
-		if err != nil || it != nil {
-			return it, err
+// credentialWithIdentity is CredentialWithIdentity's query, built once.
+func (c *Core) credentialWithIdentity() string {
+	c.cwiOnce.Do(func() {
+		cols := make([]string, 0, len(credentialCols)+len(identityCols)+1)
+		for _, col := range credentialCols {
+			cols = append(cols, "cr."+c.q(col))
 		}
-	}
-	return c.IdentityWhere(ctx, c.q("user_key")+" = ? ORDER BY "+c.q("id")+" LIMIT 1", cr.UserKey)
+		for _, col := range identityCols {
+			v := "i." + c.q(col)
+			switch col {
+			case "id":
+				v = "COALESCE(" + v + ", 0)"
+			case "directory_id", "dn", "username", "state", "link_state":
+				v = "COALESCE(" + v + ", '')"
+			}
+			cols = append(cols, v+" AS "+c.q("i."+col))
+		}
+		if c.n.UserActive != "" {
+			cols = append(cols, "(SELECT u."+c.n.UserActive+" FROM "+c.n.Users+" u WHERE u."+c.n.UserKey+" = i."+c.q("user_key")+") AS "+c.q("i.app_active"))
+		}
+		ident := func(alias, where string) string {
+			return "(SELECT " + alias + "." + c.q("id") + " FROM " + c.n.Identities + " " + alias + " WHERE " + where + " ORDER BY " + alias + "." + c.q("id") + " LIMIT 1)"
+		}
+		c.cwiSQL = "SELECT " + strings.Join(cols, ", ") + " FROM " + c.n.Credentials + " cr LEFT JOIN " + c.n.Identities + " i ON i." + c.q("id") + " = COALESCE(" +
+			ident("x", "x."+c.q("id")+" = cr."+c.q("identity_id")) + ", " +
+			ident("y", "y."+c.q("user_key")+" = cr."+c.q("user_key")) + ") WHERE cr." + c.q("credential_id") + " = ?"
+	})
+	return c.cwiSQL
 }
 
 // Event is one audit record. Actor is who acted (a username,

@@ -124,9 +124,11 @@ func (c *Core) Verify(ctx context.Context, a Assertion) (*Login, error) {
 			Message: "This passkey sign-in was made on " + Clip(o, 100) + ", which is not an origin of this application."}, "", map[string]any{"origin": Clip(o, 100)})
 	}
 	var found *Credential
+	var it *Identity
 	var lookupErr error
 	handler := func(rawID, userHandle []byte) (webauthn.User, error) {
-		cr, err := c.CredentialByID(ctx, rawID)
+		cr, ident, err := c.CredentialWithIdentity(ctx, rawID)
+		it = ident
 		switch {
 		case err != nil:
 			lookupErr = err
@@ -147,17 +149,12 @@ func (c *Core) Verify(ctx context.Context, a Assertion) (*Login, error) {
 		return &User{Handle: cr.UserHandle, Creds: []webauthn.Credential{wc}}, nil
 	}
 	_, wc, err := c.wa.ValidatePasskeyLogin(handler, cer.Session, parsed)
-	var it *Identity
+	if found == nil {
+		it = nil // the identity of a passkey that is not this one's
+	}
 	target := ""
-	if found != nil {
-		var ierr error
-		if it, ierr = c.CredentialIdentity(ctx, found); ierr != nil {
-			c.FinishCeremony(ctx, cer, ResultFailed)
-			return nil, ierr
-		}
-		if it != nil {
-			target = it.Username
-		}
+	if it != nil {
+		target = it.Username
 	}
 	if err != nil {
 		var ue *Error

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
@@ -61,6 +62,9 @@ type Core struct {
 	policy   Policy
 
 	seal sealKeys
+
+	cwiOnce sync.Once
+	cwiSQL  string
 
 	db  *store.DB
 	n   schema.Names
