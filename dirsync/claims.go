@@ -24,13 +24,15 @@ import (
 // Match rules run a page at a time, but two claimants of one row can be
 // pages apart, or one in the read and one re-matched after it. So a link is
 // decided only when the whole run is known: every candidate link is
-// spooled to disk with an 8-byte hash of its row key kept in memory; after
-// the read the hashes are sorted, which finds the rows claimed more than
-// once (a hash collision is told apart by the key itself), and the
+// spooled to disk with an 8-byte hash of its row key kept in memory (a
+// hashSet), which finds the rows claimed more than once as they come (a
+// hash collision is told apart by the key itself, after the read), and the
 // candidates are planned, linked or ambiguous, in the order they came.
 type claims struct {
 	spool  *spool[claim]
-	hashes []uint64
+	hashes *hashSet
+	// dup holds the hashes claimed more than once (few: the conflicts).
+	dup map[uint64]bool
 }
 
 // claim is one candidate link: the identity, its stored row (for one that
@@ -54,7 +56,7 @@ func newClaims() (*claims, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &claims{spool: sp}, nil
+	return &claims{spool: sp, hashes: new(hashSet), dup: map[uint64]bool{}}, nil
 }
 
 func claimHash(key string) uint64 {
@@ -69,7 +71,9 @@ func (c *claims) add(it directory.Identity, row *identityRow, res linkResult) er
 	if row != nil {
 		cl.Row = &claimRow{ID: row.ID, DirectoryID: row.DirectoryID, LinkState: row.LinkState, LinkDetail: row.LinkDetail.String}
 	}
-	c.hashes = append(c.hashes, claimHash(schema.KeyString(res.Key)))
+	if h := claimHash(schema.KeyString(res.Key)); !c.hashes.add(h) {
+		c.dup[h] = true
+	}
 	return c.spool.add(&cl)
 }
 
@@ -85,15 +89,8 @@ type claimant struct{ directoryID, username string }
 // resolve plans every candidate: linked when it is the only one of the run
 // to claim its row, ambiguous (naming the others) when it is not.
 func (c *claims) resolve(p *planner) error {
-	// The rows claimed more than once, by hash: sorting 8 bytes a
-	// candidate is all the memory this takes.
-	slices.Sort(c.hashes)
-	dup := map[uint64]bool{}
-	for i := 1; i < len(c.hashes); i++ {
-		if c.hashes[i] == c.hashes[i-1] {
-			dup[c.hashes[i]] = true
-		}
-	}
+	// The rows claimed more than once, by hash (found as they came).
+	dup := c.dup
 	c.hashes = nil
 	// Who claims those rows (few: the conflicts).
 	claimants := map[string][]claimant{}

@@ -10,14 +10,14 @@ import "hash/maphash"
 // the run saw it (flags: upserted, reported present, gone): a few bits per
 // row of the identities table, in chunks of 65,536 IDs so that sparse IDs
 // cost nothing. An identity that is not stored yet (a create) is known by
-// a 64-bit hash of its directory ID, only to tell a second entry with the
-// same ID: the hash is seeded anew each run, so a collision of two
+// a 64-bit hash of its directory ID in a hashSet (about 8 bytes each), only
+// to tell a second entry with the same ID: the hash is seeded anew each run, so a collision of two
 // different IDs (a chance of about 1 in 10^7 per run at 1,000,000 new
 // identities) makes one entry count as invalid for that run only (the
 // safe side: deletions are skipped that run, nothing is linked wrongly).
 type seen struct {
 	rows  map[int64]*seenChunk
-	fresh map[uint64]struct{}
+	fresh *hashSet
 	seed  maphash.Seed
 }
 
@@ -28,7 +28,7 @@ const seenChunkBits = 16
 type seenChunk [3][1 << seenChunkBits / 64]uint64
 
 func newSeen() *seen {
-	return &seen{rows: map[int64]*seenChunk{}, fresh: map[uint64]struct{}{}, seed: maphash.MakeSeed()}
+	return &seen{rows: map[int64]*seenChunk{}, fresh: new(hashSet), seed: maphash.MakeSeed()}
 }
 
 func flagIndex(flag uint8) int {
@@ -70,10 +70,5 @@ func (s *seen) mark(id int64, flag uint8) {
 // addFresh records the directory ID of an identity not stored yet; false
 // when an entry of this run had the same ID already.
 func (s *seen) addFresh(directoryID string) bool {
-	h := maphash.String(s.seed, directoryID)
-	if _, dup := s.fresh[h]; dup {
-		return false
-	}
-	s.fresh[h] = struct{}{}
-	return true
+	return s.fresh.add(maphash.String(s.seed, directoryID))
 }
