@@ -24,15 +24,13 @@ import (
 // Match rules run a page at a time, but two claimants of one row can be
 // pages apart, or one in the read and one re-matched after it. So a link is
 // decided only when the whole run is known: every candidate link is
-// spooled to disk with an 8-byte hash of its row key kept in memory (a
-// hashSet), which finds the rows claimed more than once as they come (a
-// hash collision is told apart by the key itself, after the read), and the
+// spooled to disk with an 8-byte hash of its row key (spooled too, a
+// hashSpool); after the read the hashes tell the rows claimed more than
+// once (a hash collision is told apart by the key itself), and the
 // candidates are planned, linked or ambiguous, in the order they came.
 type claims struct {
 	spool  *spool[claim]
-	hashes *hashSet
-	// dup holds the hashes claimed more than once (few: the conflicts).
-	dup map[uint64]bool
+	hashes *hashSpool
 }
 
 // claim is one candidate link: the identity, its stored row (for one that
@@ -56,7 +54,12 @@ func newClaims() (*claims, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &claims{spool: sp, hashes: new(hashSet), dup: map[uint64]bool{}}, nil
+	hs, err := newHashSpool("candidate link hash")
+	if err != nil {
+		sp.close()
+		return nil, err
+	}
+	return &claims{spool: sp, hashes: hs}, nil
 }
 
 func claimHash(key string) uint64 {
@@ -71,8 +74,8 @@ func (c *claims) add(it directory.Identity, row *identityRow, res linkResult) er
 	if row != nil {
 		cl.Row = &claimRow{ID: row.ID, DirectoryID: row.DirectoryID, LinkState: row.LinkState, LinkDetail: row.LinkDetail.String}
 	}
-	if h := claimHash(schema.KeyString(res.Key)); !c.hashes.add(h) {
-		c.dup[h] = true
+	if err := c.hashes.add(claimHash(schema.KeyString(res.Key))); err != nil {
+		return fmt.Errorf("spool a candidate link's hash: %w", err)
 	}
 	return c.spool.add(&cl)
 }
@@ -80,6 +83,7 @@ func (c *claims) add(it directory.Identity, row *identityRow, res linkResult) er
 func (c *claims) close() {
 	if c != nil {
 		c.spool.close()
+		c.hashes.close()
 	}
 }
 
@@ -89,9 +93,12 @@ type claimant struct{ directoryID, username string }
 // resolve plans every candidate: linked when it is the only one of the run
 // to claim its row, ambiguous (naming the others) when it is not.
 func (c *claims) resolve(p *planner) error {
-	// The rows claimed more than once, by hash (found as they came).
-	dup := c.dup
-	c.hashes = nil
+	// The rows claimed more than once, by hash: a few passes over the
+	// spooled hashes, in memory that does not grow with the run.
+	dup, err := c.hashes.dups()
+	if err != nil {
+		return fmt.Errorf("find the rows claimed more than once: %w", err)
+	}
 	// Who claims those rows (few: the conflicts).
 	claimants := map[string][]claimant{}
 	if len(dup) > 0 {

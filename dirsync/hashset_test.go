@@ -47,3 +47,46 @@ func TestHashSet(t *testing.T) {
 		}
 	}
 }
+
+// TestHashSpool: the hashes added more than once are found, and only
+// they, with enough hashes for several passes of dups over the file.
+func TestHashSpool(t *testing.T) {
+	s, err := newHashSpool("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	r := rand.New(rand.NewPCG(3, 4))
+	want := map[uint64]bool{}
+	var added []uint64
+	for i := 0; i < 3*hashSpoolPass; i++ {
+		h := r.Uint64()
+		if i%1000 == 999 { // a repeat of an earlier hash
+			h = added[r.IntN(len(added))]
+			want[h] = true
+		}
+		added = append(added, h)
+		if err := s.add(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.dups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d duplicates found, want %d", len(got), len(want))
+	}
+	for h := range want {
+		if !got[h] {
+			t.Fatalf("duplicate %#x not found", h)
+		}
+	}
+	// Read again after more are added (as the spool of the claims is not).
+	if err := s.add(added[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = s.dups(); err != nil || !got[added[0]] {
+		t.Fatalf("after adding %#x again: %v, %v", added[0], got[added[0]], err)
+	}
+}
