@@ -128,14 +128,13 @@ func (c *Core) Verify(ctx context.Context, a Assertion) (*Login, error) {
 	var lookupErr error
 	handler := func(rawID, userHandle []byte) (webauthn.User, error) {
 		cr, ident, err := c.CredentialWithIdentity(ctx, rawID)
-		it = ident
 		switch {
 		case err != nil:
 			lookupErr = err
 		case cr == nil || !bytes.Equal(cr.UserHandle, userHandle):
 			lookupErr = ErrUnknownPasskey
 		case cr.RevokedAt.Valid:
-			found, lookupErr = cr, ErrRevokedPasskey
+			found, it, lookupErr = cr, ident, ErrRevokedPasskey
 		}
 		if lookupErr != nil {
 			return nil, lookupErr
@@ -145,13 +144,10 @@ func (c *Core) Verify(ctx context.Context, a Assertion) (*Login, error) {
 			lookupErr = err
 			return nil, err
 		}
-		found = cr
+		found, it = cr, ident
 		return &User{Handle: cr.UserHandle, Creds: []webauthn.Credential{wc}}, nil
 	}
 	_, wc, err := c.wa.ValidatePasskeyLogin(handler, cer.Session, parsed)
-	if found == nil {
-		it = nil // the identity of a passkey that is not this one's
-	}
 	target := ""
 	if it != nil {
 		target = it.Username

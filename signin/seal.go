@@ -36,7 +36,7 @@ import (
 //
 // The key is made by the first replica that needs one. Deleting the rows
 // of passbridge_ceremony_keys rotates it: sign-ins begun under the old key
-// are told to try again, within keyCacheTTL on every replica.
+// are told to try again, within sealKeyTTL on every replica.
 
 // sealPrefix starts every sealed ceremony: a stored ceremony's ID (43
 // base64url characters, NewSecret) never contains a dot.

@@ -285,8 +285,8 @@ func (l mysqlLogger) Print(v ...any) {
 //   - _pragma=foreign_keys(1): enforce the foreign keys passbridge declares;
 //   - _pragma=temp_store(MEMORY): statement journals (one per savepoint:
 //     every member of a group commit has one) and temporary tables stay in
-//     memory instead of temporary files, which the sign-in's profile showed
-//     as a quarter of its commit time in write calls;
+//     memory instead of temporary files, whose write calls the sign-in's
+//     profile showed as about a quarter of the group commit's time;
 //   - _txlock=immediate: transactions take the write lock when they begin,
 //     so that a transaction that reads and then writes cannot fail with
 //     "database is locked" halfway;

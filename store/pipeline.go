@@ -26,9 +26,8 @@ import (
 // queued at once. A statement that fails aborts the transaction: the
 // statements queued behind it are not run, and nothing is committed.
 
-// Execer is what a pipelined transaction offers besides what every
-// Querier has: statements, not queries. The helpers that only write (Exec)
-// take one.
+// Execer is the part of a Querier that a pipelined transaction offers:
+// statements, not queries. The helpers that only write (Exec) take one.
 type Execer interface {
 	sqlx.ExecerContext
 	Rebind(query string) string
@@ -40,12 +39,9 @@ type Execer interface {
 // InTxPipelined itself) instead of from its Exec. On SQLite it is
 // InTxShared (group commit), on MySQL InTx.
 func (db *DB) InTxPipelined(ctx context.Context, fn func(q Execer) error) error {
-	switch db.dialect.kind {
-	case SQLite:
+	if db.dialect.kind != Postgres {
+		// InTxShared is the group commit on SQLite, InTx elsewhere.
 		return db.InTxShared(ctx, func(tx *sqlx.Tx) error { return fn(tx) })
-	case Postgres:
-	default:
-		return db.InTx(ctx, func(tx *sqlx.Tx) error { return fn(tx) })
 	}
 	conn, err := db.Connx(ctx)
 	if err != nil {
