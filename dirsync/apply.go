@@ -28,53 +28,144 @@ type applier struct {
 // so the next run reads the same changes again and the diff, computed
 // against what was committed, resumes where this one stopped.
 func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *directory.Cursor, runID int64) (applied, provisionFailed int, err error) {
+	st := s.startApply(ctx, cursor, prev, runID)
+	if err := p.each(st.add); err != nil {
+		st.abort()
+		return st.applied, len(st.a.failed), err
+	}
+	return st.finish()
+}
+
+// applyStream applies changes as they are handed to it, in the batches
+// apply makes (BatchSize changes, one transaction each, the cursor with
+// the last), in a goroutine of its own: the changes still being read back
+// from the plan, or still being planned (claims.resolve, see Run), are
+// made on one core while the database writes the previous batch on the
+// other. At most applyDepth batches wait; a failed batch stops the
+// stream, and the next add returns its error.
+type applyStream struct {
+	s            *Syncer
+	a            *applier
+	ctx          context.Context
+	cursor, prev *directory.Cursor
+	runID        int64
+	size         int
+
+	// batch is the batch being filled (the producer's goroutine). A full
+	// batch is sent when the next change comes: only finish knows which
+	// batch is the last, the one that saves the cursor.
+	batch []Change
+	work  chan applyBatch
+	done  chan struct{}
+	// err is the applier's error and applied its count, read after done.
+	err     error
+	applied int
+}
+
+type applyBatch struct {
+	changes []Change
+	last    bool
+}
+
+// applyDepth is how many batches may wait for the database.
+const applyDepth = 2
+
+func (s *Syncer) startApply(ctx context.Context, cursor, prev *directory.Cursor, runID int64) *applyStream {
 	size := s.batchSize() // as the plan grouped its creates
-	a := &applier{s: s, keys: map[string]any{}, failed: map[string]bool{}}
-	batch := make([]Change, 0, size)
-	i := 0
+	st := &applyStream{s: s, a: &applier{s: s, keys: map[string]any{}, failed: map[string]bool{}}, ctx: ctx,
+		cursor: cursor, prev: prev, runID: runID, size: size,
+		batch: make([]Change, 0, size), work: make(chan applyBatch, applyDepth), done: make(chan struct{})}
+	go st.loop()
+	return st
+}
+
+func (st *applyStream) loop() {
+	defer close(st.done)
+	batches := 0
+	for b := range st.work {
+		if st.err != nil {
+			continue // failed: drop what still comes
+		}
+		batches++
+		st.err = st.run(batches, b)
+	}
+}
+
+// run applies one batch in its transaction.
+func (st *applyStream) run(n int, b applyBatch) (err error) {
+	s := st.s
 	t0 := time.Now()
 	defer func() { s.addDBTime(time.Since(t0)) }()
-	batches := 0
-	run := func(last bool) error {
-		batches++
-		if s.hookBatch != nil {
-			if err := s.hookBatch(batches); err != nil {
-				return err
-			}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("apply batch %d: %v", n, r)
 		}
-		err := s.db.InBulkTx(ctx, func(tx *sqlx.Tx) error {
-			n, err := a.run(ctx, tx, batch)
-			if err != nil {
-				return err
-			}
-			if last {
-				if err := s.saveCursor(ctx, tx, cursor, runID); err != nil {
-					return err
-				}
-			}
-			applied += n
-			return nil
-		})
-		batch = batch[:0]
-		return err
+	}()
+	if s.hookBatch != nil {
+		if err := s.hookBatch(n); err != nil {
+			return err
+		}
 	}
-	err = p.each(func(c Change) error {
-		i++
-		batch = append(batch, c)
-		if len(batch) >= size && i < p.n() {
-			return run(false)
+	return s.db.InBulkTx(st.ctx, func(tx *sqlx.Tx) error {
+		applied, err := st.a.run(st.ctx, tx, b.changes)
+		if err != nil {
+			return err
 		}
+		if b.last {
+			if err := s.saveCursor(st.ctx, tx, st.cursor, st.runID); err != nil {
+				return err
+			}
+		}
+		st.applied += applied
 		return nil
 	})
-	if err != nil {
-		return applied, len(a.failed), err
+}
+
+// add takes the next change.
+func (st *applyStream) add(c Change) error {
+	if h := st.s.hookApply; h != nil {
+		h(c)
 	}
-	if len(batch) > 0 || cursorChanged(prev, cursor) {
-		if err := run(true); err != nil {
-			return applied, len(a.failed), err
+	if len(st.batch) == st.size {
+		if err := st.send(applyBatch{changes: st.batch}); err != nil {
+			return err
 		}
+		st.batch = make([]Change, 0, st.size)
 	}
-	return applied, len(a.failed), nil
+	st.batch = append(st.batch, c)
+	return nil
+}
+
+func (st *applyStream) send(b applyBatch) error {
+	select {
+	case st.work <- b:
+		return nil
+	case <-st.done:
+		return st.err
+	case <-st.ctx.Done():
+		return st.ctx.Err()
+	}
+}
+
+// finish applies the last batch, with the cursor (alone when there is no
+// change and the cursor moved), and waits for the database.
+func (st *applyStream) finish() (applied, provisionFailed int, err error) {
+	if len(st.batch) > 0 || cursorChanged(st.prev, st.cursor) {
+		err = st.send(applyBatch{changes: st.batch, last: true})
+	}
+	close(st.work)
+	<-st.done
+	if st.err != nil {
+		err = st.err
+	}
+	return st.applied, len(st.a.failed), err
+}
+
+// abort stops the stream without its last batch (the cursor is not
+// saved) and waits for the batch the database is writing.
+func (st *applyStream) abort() {
+	close(st.work)
+	<-st.done
 }
 
 func cursorChanged(prev, cur *directory.Cursor) bool {

@@ -110,6 +110,10 @@ type plan struct {
 	// pending is the group of creates being made: rows of head + row.
 	pending   []Change
 	head, row string
+	// written counts the changes written (spooled, or handed to sink);
+	// sink, once set (stream), takes every change instead of the spool.
+	written int
+	sink    func(Change) error
 }
 
 // maxParams bounds the placeholders of one multi-row INSERT (SQLite's
@@ -242,7 +246,7 @@ func unspoolArgs(args []spooledArg) ([]any, error) {
 }
 
 // n is the number of changes in the plan.
-func (p *plan) n() int { return p.changes.n + len(p.pending) }
+func (p *plan) n() int { return p.written + len(p.pending) }
 
 func (p *plan) add(c Change) error {
 	if err := p.flush(); err != nil {
@@ -253,8 +257,24 @@ func (p *plan) add(c Change) error {
 }
 
 func (p *plan) write(c Change) error {
+	p.written++
+	if p.sink != nil {
+		return p.sink(c)
+	}
 	sp := toSpooled(c)
 	return p.changes.add(&sp)
+}
+
+// stream hands fn every change planned so far, in order, and then every
+// change planned after, as it is planned (its group of creates whole),
+// instead of spooling them: the same changes in the same order as each
+// would give once the plan is complete. The plan cannot be read again.
+func (p *plan) stream(fn func(Change) error) error {
+	if err := p.each(fn); err != nil {
+		return err
+	}
+	p.sink = fn
+	return nil
 }
 
 // addRow adds a create whose SQL is head+row (one row of an INSERT ...
@@ -304,6 +324,9 @@ func (p *plan) flush() error {
 
 // each calls fn for every change, in order.
 func (p *plan) each(fn func(Change) error) error {
+	if p.sink != nil {
+		return fmt.Errorf("the plan was streamed: it cannot be read again")
+	}
 	if err := p.flush(); err != nil {
 		return err
 	}

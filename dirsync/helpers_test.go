@@ -49,7 +49,15 @@ func newSyncer(t testing.TB, cfg *config.Config, db *store.DB) (*Syncer, *testLo
 func run(t testing.TB, s *Syncer, opts RunOptions) (*Summary, []Change) {
 	t.Helper()
 	var changes []Change
-	opts.OnChange = func(c Change) { changes = append(changes, c) }
+	if opts.DryRun {
+		opts.OnChange = func(c Change) { changes = append(changes, c) }
+	} else {
+		// A real run as the daemon and the CLI make it (no OnChange: the
+		// plan applied while its links are planned); the changes as they
+		// are handed to the database.
+		s.hookApply = func(c Change) { changes = append(changes, c) }
+		defer func() { s.hookApply = nil }()
+	}
 	if opts.Trigger == "" {
 		opts.Trigger = "test"
 	}

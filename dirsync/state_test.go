@@ -161,6 +161,9 @@ func TestDiffInMemory(t *testing.T) {
 	if err := s.finishPlan(ctx, p, &directory.ReadOutcome{Full: true, Complete: true}, &directory.Scope{}); err != nil {
 		t.Fatal(err)
 	}
+	if err := p.claims.resolve(p); err != nil {
+		t.Fatal(err)
+	}
 	got := map[string][]string{}
 	err = p.plan.each(func(c Change) error {
 		got[c.DirectoryID] = append(got[c.DirectoryID], c.Kind)

@@ -58,9 +58,12 @@ type Syncer struct {
 	ci   map[string]bool
 
 	// Test hooks: after each page of upserts is handed to the diff (in the
-	// reader's goroutine), before each batch is applied.
+	// reader's goroutine), before each batch is applied (in the applier's).
 	hookPage  func(page int)
 	hookBatch func(batch int) error
+	// hookApply sees each change as it is handed to the database, in the
+	// run's goroutine.
+	hookApply func(Change)
 }
 
 // NewSyncer checks the directory settings (URLs, CA file) and returns a
@@ -184,7 +187,9 @@ const cursorName = "directory"
 // deletion guard, then print or apply. Nothing is written before the whole
 // directory has been read and the guard has passed; the plan is applied in
 // batches, one transaction each, and the delta cursor is saved in the
-// transaction of the last batch. Every run ends with one summary, logged
+// transaction of the last batch. The candidate links, decided once the
+// whole run is known, are planned while the batches before them are
+// written (applyPlanned), except in a run that prints its plan. Every run ends with one summary, logged
 // and recorded in sync_runs; a refused run returns a *RefusedError.
 func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err error) {
 	// Configure.
@@ -258,18 +263,33 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	if err := s.finishPlan(ctx, p, out, scope); err != nil {
 		return sum, err
 	}
-	sum.Changes = p.plan.counts
-	sum.Invalid, sum.Linked, sum.Unmatched, sum.Ambiguous, sum.LinkIssues = p.invalidCount, p.linked, p.unmatched, p.ambiguous, p.issues
-
-	// Print.
-	if opts.OnChange != nil {
-		if err := p.plan.each(func(c Change) error { opts.OnChange(c); return nil }); err != nil {
+	// What is left to plan is the candidate links (claims.resolve: creates
+	// and links, which the guard does not count). A run that prints its
+	// plan plans them now, prints the plan whole, and then asks the guard
+	// (a refused run still shows what it would have done); a run that
+	// prints nothing asks the guard first, then applies the plan while
+	// the links are still being planned (applyPlanned).
+	if opts.OnChange != nil || opts.DryRun {
+		if err := p.claims.resolve(p); err != nil {
 			return sum, err
+		}
+		s.planned(sum, p)
+		if opts.OnChange != nil {
+			if err := p.plan.each(func(c Change) error { opts.OnChange(c); return nil }); err != nil {
+				return sum, err
+			}
 		}
 	}
 	// The guard, before anything is written.
 	if err := s.guard(ctx, p, out, scope); err != nil {
 		sum.Status = StatusRefused
+		if opts.OnChange == nil && !opts.DryRun {
+			// The summary counts what the run would have done.
+			if rerr := p.claims.resolve(p); rerr != nil {
+				return sum, errors.Join(err, rerr)
+			}
+			s.planned(sum, p)
+		}
 		return sum, err
 	}
 	if opts.DryRun {
@@ -277,7 +297,13 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 		return sum, nil
 	}
 	// Apply.
-	applied, failed, err := s.apply(ctx, p.plan, out.Cursor, prev, sum.RunID)
+	var applied, failed int
+	if opts.OnChange != nil {
+		applied, failed, err = s.apply(ctx, p.plan, out.Cursor, prev, sum.RunID)
+	} else {
+		applied, failed, err = s.applyPlanned(ctx, p, out.Cursor, prev, sum.RunID)
+		s.planned(sum, p)
+	}
 	sum.Applied, sum.ProvisionFailed = applied, failed
 	if errors.Is(err, store.ErrCommitUnknown) {
 		sum.Status = StatusUnknown
@@ -288,6 +314,35 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	}
 	sum.Status = StatusSucceeded
 	return sum, nil
+}
+
+// planned copies the plan's counts into the summary.
+func (s *Syncer) planned(sum *Summary, p *planner) {
+	sum.Changes = p.plan.counts
+	sum.Invalid, sum.Linked, sum.Unmatched, sum.Ambiguous, sum.LinkIssues = p.invalidCount, p.linked, p.unmatched, p.ambiguous, p.issues
+}
+
+// applyPlanned applies the plan and the candidate links planned meanwhile:
+// the changes spooled so far, then those claims.resolve plans, each batch
+// written while the next is planned. The database sees exactly the changes,
+// in exactly the order, that apply would run once the plan is complete.
+func (s *Syncer) applyPlanned(ctx context.Context, p *planner, cursor, prev *directory.Cursor, runID int64) (applied, provisionFailed int, err error) {
+	st := s.startApply(ctx, cursor, prev, runID)
+	err = p.plan.stream(st.add)
+	if err == nil {
+		err = p.claims.resolve(p)
+	}
+	if err == nil {
+		err = p.plan.flush()
+	}
+	if err != nil {
+		st.abort()
+		if st.err != nil {
+			err = st.err // the database's error, which stopped the planning
+		}
+		return st.applied, len(st.a.failed), err
+	}
+	return st.finish()
 }
 
 // finishPlan completes the diff once the directory has been read.
@@ -353,8 +408,7 @@ func (s *Syncer) finishPlan(ctx context.Context, p *planner, out *directory.Read
 	if err != nil {
 		return err
 	}
-	// The whole run is known: decide the candidate links.
-	return p.claims.resolve(p)
+	return nil
 }
 
 // guard refuses a run that would mark too many identities deleted or

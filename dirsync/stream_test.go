@@ -1,0 +1,155 @@
+package dirsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/passbridge/passbridge/schema"
+)
+
+// TestStreamedApply: a real run that prints nothing applies its plan while
+// the candidate links are still being planned (applyPlanned). It must
+// write exactly what a run that plans everything first and then applies
+// it (the path of a run with OnChange, which prints the plan) writes: the
+// same statements with the same arguments in the same order, and the same
+// rows. And a batch that fails while links are still being planned stops
+// the planning, saves no cursor, and the next run completes the rest.
+//
+// The directory has linked, contested (two users, one mailbox), unmatched,
+// provisioned and disabled users, and batches of 7 changes, so that groups
+// of creates, provisions with their links, and the boundary between the
+// plan's spooled part and the streamed part fall inside batches, and the
+// last batch is not full.
+func TestStreamedApply(t *testing.T) {
+	f := fixtures(t)["openldap"](t)
+	ou := f.NewOU(t)
+	const users = 43 // 61 changes: the last batch is not full
+	for i := range users {
+		attrs := map[string][]string(nil)
+		if i%10 == 3 || i%10 == 4 {
+			attrs = map[string][]string{"mail": {fmt.Sprintf("box%d@corp.example", i/10)}}
+		}
+		dn := f.AddUser(t, ou, fmt.Sprintf("st%02d", i), attrs)
+		if i%10 == 9 {
+			f.Disable(t, dn)
+		}
+	}
+	at := time.Date(2026, 12, 7, 21, 0, 0, 0, time.UTC)
+	// setup gives a fresh database with the users rows: every user but
+	// each 5th, one row per shared mailbox, and (provision: create) rows
+	// for the unmatched.
+	setup := func(t *testing.T, driver string) *Syncer {
+		dc, db := database(t, driver)
+		cfg := baseConfig(t, dc, f.Kind())
+		f.Configure(cfg, ou)
+		cfg.Directory.Provision = "create"
+		cfg.Directory.PageSize = 6
+		for i := range users {
+			name := fmt.Sprintf("st%02d", i)
+			switch {
+			case i%10 == 3:
+				addAppUser(t, db, fmt.Sprintf("box%d", i/10), fmt.Sprintf("box%d@corp.example", i/10))
+			case i%10 == 4 || i%5 == 0:
+			default:
+				addAppUser(t, db, name, name+"@corp.example")
+			}
+		}
+		s, _ := newSyncer(t, cfg, db)
+		s.BatchSize = 7
+		s.now = func() time.Time { return at }
+		return s
+	}
+	type written struct {
+		Kind, DirectoryID, SQL string
+		Args                   []any
+	}
+	record := func(dst *[]written) func(Change) {
+		return func(c Change) { *dst = append(*dst, written{c.Kind, c.DirectoryID, c.SQL, c.Args}) }
+	}
+	ctx := context.Background()
+	for _, driver := range []string{"sqlite", "postgres", "mysql"} {
+		t.Run(driver, func(t *testing.T) {
+			// Planned whole, then applied.
+			whole := setup(t, driver)
+			var planned []written
+			sumWhole, err := whole.Run(ctx, RunOptions{Full: true, Trigger: "test", OnChange: record(&planned)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := sumWhole.Changes
+			if c[KindCreate] != users || c[KindProvision] == 0 || sumWhole.Ambiguous != 8 || sumWhole.Linked == 0 || sumWhole.Applied != len(planned) {
+				t.Fatalf("the fixture must plan creates, provisions, links and contested rows: %s, %d linked, %d ambiguous, %d applied of %d",
+					c, sumWhole.Linked, sumWhole.Ambiguous, sumWhole.Applied, len(planned))
+			}
+
+			// Streamed.
+			streamed := setup(t, driver)
+			var applied []written
+			streamed.hookApply = record(&applied)
+			sum, err := streamed.Run(ctx, RunOptions{Full: true, Trigger: "test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(applied, planned) {
+				t.Fatalf("the streamed run handed the database %d changes, the planned run %d, not the same ones", len(applied), len(planned))
+			}
+			if sum.Applied != sumWhole.Applied || !reflect.DeepEqual(sum.Changes, sumWhole.Changes) || sum.Linked != sumWhole.Linked ||
+				sum.Ambiguous != sumWhole.Ambiguous || sum.Unmatched != sumWhole.Unmatched || !reflect.DeepEqual(sum.LinkIssues, sumWhole.LinkIssues) {
+				t.Fatalf("summaries differ:\nstreamed %+v\nwhole    %+v", sum, sumWhole)
+			}
+			if a, b := dump(t, streamed), dump(t, whole); a != b {
+				t.Fatalf("the databases differ after the two runs:\nstreamed:\n%s\nwhole:\n%s", a, b)
+			}
+
+			// A batch fails while the links are being planned: the last
+			// but one (the plan's first batches are its spooled part).
+			cut := setup(t, driver)
+			batches := (len(planned) + 6) / 7
+			boom := errors.New("boom")
+			cut.hookBatch = func(n int) error {
+				if n == batches-1 {
+					return boom
+				}
+				return nil
+			}
+			if _, err := cut.Run(ctx, RunOptions{Full: true, Trigger: "test"}); !errors.Is(err, boom) {
+				t.Fatalf("the run must fail in batch %d: %v", batches-1, err)
+			}
+			if c, err := cut.loadCursor(ctx); err != nil || c != nil {
+				t.Fatalf("a run that failed must save no cursor: %v %v", c, err)
+			}
+			if n := len(identities(t, cut)); n == 0 || n >= users {
+				t.Fatalf("%d identities after the failed run: want the batches before the failure", n)
+			}
+			cut.hookBatch = nil
+			if _, err := cut.Run(ctx, RunOptions{Full: true, Trigger: "test"}); err != nil {
+				t.Fatal(err)
+			}
+			if a, b := sameRows(identities(t, cut)), sameRows(identities(t, whole)); !reflect.DeepEqual(a, b) {
+				t.Fatalf("after the rerun:\n%v\nwant\n%v", a, b)
+			}
+			if c, err := cut.loadCursor(ctx); err != nil || c == nil {
+				t.Fatalf("the rerun saves the cursor: %v %v", c, err)
+			}
+		})
+	}
+}
+
+// sameRows is the identities without what two databases number on their
+// own (row IDs; the keys of provisioned users rows, whose sequence a
+// rolled-back INSERT advances on PostgreSQL).
+func sameRows(rows map[string]row) map[string]row {
+	out := map[string]row{}
+	for id, r := range rows {
+		r.ID = 0
+		if r.LinkState == schema.LinkCreated {
+			r.UserKey = "provisioned"
+		}
+		out[id] = r
+	}
+	return out
+}
