@@ -1,7 +1,10 @@
 package dirsync
 
 import (
+	"bytes"
 	"database/sql"
+	"encoding/binary"
+	"encoding/gob"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -50,7 +53,7 @@ type claimRow struct {
 }
 
 func newClaims() (*claims, error) {
-	sp, err := newSpool[claim]("candidate link")
+	sp, err := newCodecSpool("candidate link", &claimCodec)
 	if err != nil {
 		return nil, err
 	}
@@ -60,6 +63,96 @@ func newClaims() (*claims, error) {
 		return nil, err
 	}
 	return &claims{spool: sp, hashes: hs}, nil
+}
+
+// claimCodec is how a claim is spooled: its fields in order (see record).
+var claimCodec = codec[claim]{
+	append: func(b []byte, c *claim) ([]byte, error) {
+		it := &c.It
+		for _, v := range []string{it.DirectoryID, it.DN, it.Username, it.Email, it.DisplayName, it.Department, it.DisabledReason} {
+			b = appendString(b, v)
+		}
+		b = appendBool(b, it.Disabled)
+		b = appendBool(b, c.Row != nil)
+		if c.Row != nil {
+			b = binary.AppendVarint(b, c.Row.ID)
+			b = appendString(b, c.Row.DirectoryID)
+			b = appendString(b, c.Row.LinkState)
+			b = appendString(b, c.Row.LinkDetail)
+		}
+		for _, v := range []string{c.Res.State, c.Res.Rule, c.Res.Detail} {
+			b = appendString(b, v)
+		}
+		return appendKey(b, c.Res.Key)
+	},
+	decode: func(r *record, c *claim) error {
+		it := &c.It
+		for _, v := range []*string{&it.DirectoryID, &it.DN, &it.Username, &it.Email, &it.DisplayName, &it.Department, &it.DisabledReason} {
+			*v = r.string()
+		}
+		it.Disabled = r.bool()
+		if r.bool() {
+			c.Row = &claimRow{ID: r.varint(), DirectoryID: r.string(), LinkState: r.string(), LinkDetail: r.string()}
+		}
+		for _, v := range []*string{&c.Res.State, &c.Res.Rule, &c.Res.Detail} {
+			*v = r.string()
+		}
+		var err error
+		c.Res.Key, err = readKey(r)
+		return err
+	},
+}
+
+// Kinds of a spooled users key: the types the databases' drivers give for
+// one (schema.NormKey), and any other through gob, as the spool did for all.
+const (
+	keyNil byte = iota
+	keyInt64
+	keyString
+	keyUint64
+	keyOther
+)
+
+func appendKey(b []byte, k any) ([]byte, error) {
+	switch v := k.(type) {
+	case nil:
+		return append(b, keyNil), nil
+	case int64:
+		return binary.AppendVarint(append(b, keyInt64), v), nil
+	case string:
+		return appendString(append(b, keyString), v), nil
+	case uint64:
+		return binary.AppendUvarint(append(b, keyUint64), v), nil
+	}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(&k); err != nil {
+		return b, fmt.Errorf("users key %v (%T): %w", k, k, err)
+	}
+	return appendString(append(b, keyOther), buf.String()), nil
+}
+
+func readKey(r *record) (any, error) {
+	switch kind := r.byte(); kind {
+	case keyNil:
+		return nil, nil
+	case keyInt64:
+		return r.varint(), nil
+	case keyString:
+		return r.string(), nil
+	case keyUint64:
+		return r.uvarint(), nil
+	case keyOther:
+		var k any
+		if err := gob.NewDecoder(strings.NewReader(r.string())).Decode(&k); err != nil && r.err == nil {
+			return nil, fmt.Errorf("users key: %w", err)
+		}
+		return k, nil
+	default:
+		if r.err == nil {
+			return nil, fmt.Errorf("users key of kind %d", kind)
+		}
+		return nil, nil
+	}
 }
 
 func claimHash(key string) uint64 {
