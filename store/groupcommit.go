@@ -28,7 +28,9 @@ import (
 // request's client going away must not interrupt the others' statements:
 // an interrupted SQLite statement rolls its whole transaction back); a
 // member whose own context ended before its turn is skipped with that
-// context's error.
+// context's error. The members' statements (through Exec, Get and Select)
+// run on the shared transaction's context, whatever context they pass: a
+// member's request that ends halfway does not interrupt them.
 
 // maxGroup bounds how many transactions share one commit.
 const maxGroup = 64
@@ -138,6 +140,7 @@ func (db *DB) runGroup(batch []*groupMember) {
 	panicked := -1
 	var pv any
 	err := db.InTx(ctx, func(tx *sqlx.Tx) error {
+		db.share(ctx, tx)
 		if len(live) == 1 {
 			// Alone: a transaction of its own, no savepoint.
 			if p, err := call(live[0].fn, tx); p != nil {

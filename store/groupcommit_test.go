@@ -119,3 +119,57 @@ func TestGroupCommit(t *testing.T) {
 		t.Errorf("rows %v, want [after]", left)
 	}
 }
+
+// TestGroupCommitMemberContext: a member's statements run on the shared
+// transaction's context, not on the context the member passes. A member
+// whose request ends halfway through its function (its context cancelled
+// between two statements, or during one) neither fails on it nor
+// interrupts the shared transaction (an SQLite statement interrupted in a
+// transaction rolls all of it back, the other members' rows with it).
+func TestGroupCommitMemberContext(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, newConfig(t, SQLite))
+	if _, err := Exec(ctx, db, "CREATE TABLE t (v TEXT PRIMARY KEY, part INTEGER NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 16, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				v := fmt.Sprintf("w%02d-%02d", w, i)
+				mctx, cancel := context.WithCancel(ctx)
+				err := db.InTxShared(mctx, func(tx *sqlx.Tx) error {
+					for part := range 3 {
+						if part == 1 && w%2 == 0 {
+							cancel() // the member's request goes away halfway
+						}
+						if _, err := Exec(mctx, tx, "INSERT INTO t (v, part) VALUES (?, ?)", fmt.Sprintf("%s-%d", v, part), part); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", v, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var n int
+	if err := Get(ctx, db, &n, "SELECT COUNT(*) FROM t"); err != nil {
+		t.Fatal(err)
+	}
+	if n != workers*each*3 {
+		t.Errorf("%d rows, want %d", n, workers*each*3)
+	}
+}

@@ -43,6 +43,10 @@ var txOwners sync.Map // *sqlx.Tx -> *txCache
 type txCache struct {
 	db     *DB
 	missed []string
+	// shared, set for a group commit's transaction (InTxShared), is the
+	// context every statement in it runs with, whatever context the
+	// member passes: see statementFor.
+	shared context.Context
 }
 
 func (c *stmtCache) lookup(query string) (*sqlx.Stmt, bool) {
@@ -77,29 +81,46 @@ func (db *DB) prepare(ctx context.Context, query string) *sqlx.Stmt {
 	return st
 }
 
-// prepared returns the prepared statement to run query on q, nil to run it
-// as text.
-func prepared(ctx context.Context, q Execer, query string) *sqlx.Stmt {
+// statementFor returns the prepared statement to run query on q (nil to
+// run it as text) and the context to run it with: ctx, except in a group
+// commit's shared transaction, whose statements run on the transaction's
+// own context. No member may cancel a statement there: an SQLite statement
+// interrupted inside a transaction rolls the whole transaction back, the
+// other members' statements with it. (And a context that cannot be
+// cancelled spares modernc.org/sqlite the goroutine it starts for every
+// statement to watch one that can.)
+func statementFor(ctx context.Context, q Execer, query string) (*sqlx.Stmt, context.Context) {
 	switch q := q.(type) {
 	case *DB:
 		if q.stmts != nil {
-			return q.prepare(ctx, query)
+			return q.prepare(ctx, query), ctx
 		}
 	case *sqlx.Tx:
 		v, ok := txOwners.Load(q)
 		if !ok {
-			return nil
+			return nil, ctx
 		}
 		tc := v.(*txCache)
+		if tc.shared != nil {
+			ctx = tc.shared
+		}
 		st, done := tc.db.stmts.lookup(query)
 		if st != nil {
-			return q.StmtxContext(ctx, st)
+			return q.StmtxContext(ctx, st), ctx
 		}
 		if !done {
 			tc.missed = append(tc.missed, query) // one goroutine per transaction
 		}
 	}
-	return nil
+	return nil, ctx
+}
+
+// share makes tx, begun by InTx on ctx, a group commit's shared
+// transaction: its statements run on ctx (statementFor).
+func (db *DB) share(ctx context.Context, tx *sqlx.Tx) {
+	if v, ok := txOwners.Load(tx); ok {
+		v.(*txCache).shared = ctx
+	}
 }
 
 // beginCaching registers tx as db's, when db caches statements; the

@@ -227,7 +227,8 @@ func (db *DB) WithLockTimeout(ctx context.Context, timeout time.Duration, fn fun
 // connection), rebinding it for the dialect.
 func Exec(ctx context.Context, q Execer, query string, args ...any) (sql.Result, error) {
 	query = q.Rebind(query)
-	if st := prepared(ctx, q, query); st != nil {
+	st, ctx := statementFor(ctx, q, query)
+	if st != nil {
 		return st.ExecContext(ctx, args...)
 	}
 	return q.ExecContext(ctx, query, args...)
@@ -237,7 +238,8 @@ func Exec(ctx context.Context, q Execer, query string, args ...any) (sql.Result,
 // or a struct with db tags); sql.ErrNoRows when there is none.
 func Get(ctx context.Context, q Querier, dest any, query string, args ...any) error {
 	query = q.Rebind(query)
-	if st := prepared(ctx, q, query); st != nil {
+	st, ctx := statementFor(ctx, q, query)
+	if st != nil {
 		return st.GetContext(ctx, dest, args...)
 	}
 	return sqlx.GetContext(ctx, q, dest, query, args...)
@@ -247,7 +249,8 @@ func Get(ctx context.Context, q Querier, dest any, query string, args ...any) er
 // pointer to a slice.
 func Select(ctx context.Context, q Querier, dest any, query string, args ...any) error {
 	query = q.Rebind(query)
-	if st := prepared(ctx, q, query); st != nil {
+	st, ctx := statementFor(ctx, q, query)
+	if st != nil {
 		return st.SelectContext(ctx, dest, args...)
 	}
 	return sqlx.SelectContext(ctx, q, dest, query, args...)
