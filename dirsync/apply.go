@@ -28,9 +28,19 @@ type applier struct {
 // so the next run reads the same changes again and the diff, computed
 // against what was committed, resumes where this one stopped.
 func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *directory.Cursor, runID int64) (applied, provisionFailed int, err error) {
+	return s.applyFrom(ctx, cursor, prev, runID, p.each)
+}
+
+// applyFrom applies the changes feed hands to its function, in order, as
+// they come (applyStream). A feed that fails, or that the database's error
+// stopped, applies no last batch: the cursor is not saved.
+func (s *Syncer) applyFrom(ctx context.Context, cursor, prev *directory.Cursor, runID int64, feed func(add func(Change) error) error) (applied, provisionFailed int, err error) {
 	st := s.startApply(ctx, cursor, prev, runID)
-	if err := p.each(st.add); err != nil {
+	if err := feed(st.add); err != nil {
 		st.abort()
+		if st.err != nil {
+			err = st.err // the database's error, which stopped the feed
+		}
 		return st.applied, len(st.a.failed), err
 	}
 	return st.finish()
@@ -42,7 +52,7 @@ func (s *Syncer) apply(ctx context.Context, p *plan, cursor, prev *directory.Cur
 // from the plan, or still being planned (claims.resolve, see Run), are
 // made on one core while the database writes the previous batch on the
 // other. At most applyDepth batches wait; a failed batch stops the
-// stream, and the next add returns its error.
+// stream, and handing over the next batch returns its error.
 type applyStream struct {
 	s            *Syncer
 	a            *applier
@@ -83,11 +93,10 @@ func (st *applyStream) loop() {
 	defer close(st.done)
 	batches := 0
 	for b := range st.work {
-		if st.err != nil {
-			continue // failed: drop what still comes
-		}
 		batches++
-		st.err = st.run(batches, b)
+		if st.err = st.run(batches, b); st.err != nil {
+			return // done closes: the next send returns st.err
+		}
 	}
 }
 

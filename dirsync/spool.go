@@ -62,17 +62,15 @@ func (s *spool[T]) add(v *T) error {
 		s.n++
 		return nil
 	}
-	// Room for the length in front, written once the record is known.
-	b, err := s.codec.append(append(s.buf[:0], make([]byte, binary.MaxVarintLen64)...), v)
+	b, err := s.codec.append(s.buf[:0], v)
 	if err != nil {
 		return fmt.Errorf("spool %s: %w", s.what, err)
 	}
-	body := len(b) - binary.MaxVarintLen64
 	var l [binary.MaxVarintLen64]byte
-	k := binary.PutUvarint(l[:], uint64(body))
-	start := binary.MaxVarintLen64 - k
-	copy(b[start:], l[:k])
-	if _, err := s.w.Write(b[start:]); err != nil {
+	if _, err := s.w.Write(l[:binary.PutUvarint(l[:], uint64(len(b)))]); err != nil {
+		return fmt.Errorf("spool %s: %w", s.what, err)
+	}
+	if _, err := s.w.Write(b); err != nil {
 		return fmt.Errorf("spool %s: %w", s.what, err)
 	}
 	s.buf = b

@@ -189,8 +189,9 @@ const cursorName = "directory"
 // batches, one transaction each, and the delta cursor is saved in the
 // transaction of the last batch. The candidate links, decided once the
 // whole run is known, are planned while the batches before them are
-// written (applyPlanned), except in a run that prints its plan. Every run ends with one summary, logged
-// and recorded in sync_runs; a refused run returns a *RefusedError.
+// written (applyPlanned), except in a run that prints its plan. Every run
+// ends with one summary, logged and recorded in sync_runs; a refused run
+// returns a *RefusedError.
 func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err error) {
 	// Configure.
 	start := s.now()
@@ -269,7 +270,8 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	// (a refused run still shows what it would have done); a run that
 	// prints nothing asks the guard first, then applies the plan while
 	// the links are still being planned (applyPlanned).
-	if opts.OnChange != nil || opts.DryRun {
+	whole := opts.OnChange != nil || opts.DryRun
+	if whole {
 		if err := p.claims.resolve(p); err != nil {
 			return sum, err
 		}
@@ -283,7 +285,7 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	// The guard, before anything is written.
 	if err := s.guard(ctx, p, out, scope); err != nil {
 		sum.Status = StatusRefused
-		if opts.OnChange == nil && !opts.DryRun {
+		if !whole {
 			// The summary counts what the run would have done.
 			if rerr := p.claims.resolve(p); rerr != nil {
 				return sum, errors.Join(err, rerr)
@@ -298,7 +300,7 @@ func (s *Syncer) Run(ctx context.Context, opts RunOptions) (sum *Summary, err er
 	}
 	// Apply.
 	var applied, failed int
-	if opts.OnChange != nil {
+	if whole {
 		applied, failed, err = s.apply(ctx, p.plan, out.Cursor, prev, sum.RunID)
 	} else {
 		applied, failed, err = s.applyPlanned(ctx, p, out.Cursor, prev, sum.RunID)
@@ -327,22 +329,15 @@ func (s *Syncer) planned(sum *Summary, p *planner) {
 // written while the next is planned. The database sees exactly the changes,
 // in exactly the order, that apply would run once the plan is complete.
 func (s *Syncer) applyPlanned(ctx context.Context, p *planner, cursor, prev *directory.Cursor, runID int64) (applied, provisionFailed int, err error) {
-	st := s.startApply(ctx, cursor, prev, runID)
-	err = p.plan.stream(st.add)
-	if err == nil {
-		err = p.claims.resolve(p)
-	}
-	if err == nil {
-		err = p.plan.flush()
-	}
-	if err != nil {
-		st.abort()
-		if st.err != nil {
-			err = st.err // the database's error, which stopped the planning
+	return s.applyFrom(ctx, cursor, prev, runID, func(add func(Change) error) error {
+		if err := p.plan.stream(add); err != nil {
+			return err
 		}
-		return st.applied, len(st.a.failed), err
-	}
-	return st.finish()
+		if err := p.claims.resolve(p); err != nil {
+			return err
+		}
+		return p.plan.flush()
+	})
 }
 
 // finishPlan completes the diff once the directory has been read.
