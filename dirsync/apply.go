@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -48,11 +49,24 @@ func (s *Syncer) applyFrom(ctx context.Context, cursor, prev *directory.Cursor, 
 
 // applyStream applies changes as they are handed to it, in the batches
 // apply makes (BatchSize changes, one transaction each, the cursor with
-// the last), in a goroutine of its own: the changes still being read back
+// the last), in goroutines of their own: the changes still being read back
 // from the plan, or still being planned (claims.resolve, see Run), are
 // made on one core while the database writes the previous batch on the
 // other. At most applyDepth batches wait; a failed batch stops the
 // stream, and handing over the next batch returns its error.
+//
+// On a database server, up to Syncer.Writers batches of nothing but
+// creates are written at once, each on a connection of its own: one
+// backend writing a first sync's rows (their indexes, the foreign key's
+// check of each users row) is the run's critical path, and a second one
+// uses the core the planning leaves idle. Creates are new identities,
+// which nothing else in the run refers to, so their batches commute. Any
+// other batch (updates, provisions and the links that use their keys,
+// deletions) waits until every batch before it has committed and is
+// written alone, and so is the last batch, with the cursor: the cursor is
+// saved only once every change before it is. A failed batch lets those
+// already being written finish (they are committed, as the batches before
+// a failed one always were: the next run resumes from what is committed).
 type applyStream struct {
 	s            *Syncer
 	a            *applier
@@ -60,6 +74,7 @@ type applyStream struct {
 	cursor, prev *directory.Cursor
 	runID        int64
 	size         int
+	writers      int
 
 	// batch is the batch being filled (the producer's goroutine). A full
 	// batch is sent when the next change comes: only finish knows which
@@ -67,9 +82,17 @@ type applyStream struct {
 	batch []Change
 	work  chan applyBatch
 	done  chan struct{}
-	// err is the applier's error and applied its count, read after done.
+
+	// mu guards what the writers share; err is the first batch's error
+	// and applied the count, read after done.
+	mu      sync.Mutex
 	err     error
 	applied int
+	// busy is how many batches are being written, since busySince: the
+	// run's database time counts the time any batch was being written,
+	// not the sum of concurrent ones.
+	busy      int
+	busySince time.Time
 }
 
 type applyBatch struct {
@@ -80,54 +103,127 @@ type applyBatch struct {
 // applyDepth is how many batches may wait for the database.
 const applyDepth = 2
 
+// defaultWriters is how many create batches a run writes at once on a
+// database server (Syncer.Writers). SQLite has one writer.
+const defaultWriters = 2
+
 func (s *Syncer) startApply(ctx context.Context, cursor, prev *directory.Cursor, runID int64) *applyStream {
 	size := s.batchSize() // as the plan grouped its creates
 	st := &applyStream{s: s, a: &applier{s: s, keys: map[string]any{}, failed: map[string]bool{}}, ctx: ctx,
-		cursor: cursor, prev: prev, runID: runID, size: size,
+		cursor: cursor, prev: prev, runID: runID, size: size, writers: s.writers(),
 		batch: make([]Change, 0, size), work: make(chan applyBatch, applyDepth), done: make(chan struct{})}
 	go st.loop()
 	return st
 }
 
+// writers is Writers (defaultWriters when not set), 1 on SQLite.
+func (s *Syncer) writers() int {
+	switch {
+	case s.n.Dialect.Kind() == store.SQLite:
+		return 1
+	case s.Writers > 0:
+		return s.Writers
+	}
+	return defaultWriters
+}
+
+// loop hands the batches to the writers, in order: creates to the next
+// free writer, anything else once every batch before it has committed.
 func (st *applyStream) loop() {
 	defer close(st.done)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	free := make(chan struct{}, st.writers)
+	for range st.writers {
+		free <- struct{}{}
+	}
 	batches := 0
 	for b := range st.work {
 		batches++
-		if st.err = st.run(batches, b); st.err != nil {
+		if st.writers > 1 && !b.last && onlyCreates(b.changes) {
+			<-free
+			if st.failed() {
+				return
+			}
+			wg.Add(1)
+			go func(n int, b applyBatch) {
+				defer func() { wg.Done(); free <- struct{}{} }()
+				st.write(n, b)
+			}(batches, b)
+			continue
+		}
+		wg.Wait()
+		if st.failed() {
+			return
+		}
+		if st.write(batches, b); st.failed() {
 			return // done closes: the next send returns st.err
 		}
 	}
 }
 
+// onlyCreates tells whether a batch is nothing but creates.
+func onlyCreates(batch []Change) bool {
+	for _, c := range batch {
+		if c.Kind != KindCreate {
+			return false
+		}
+	}
+	return true
+}
+
+func (st *applyStream) failed() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.err != nil
+}
+
+// write applies one batch and records its count or, the first, its error.
+func (st *applyStream) write(n int, b applyBatch) {
+	st.mu.Lock()
+	if st.busy++; st.busy == 1 {
+		st.busySince = time.Now()
+	}
+	st.mu.Unlock()
+	applied, err := st.run(n, b)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.busy--; st.busy == 0 {
+		st.s.addDBTime(time.Since(st.busySince))
+	}
+	st.applied += applied
+	if err != nil && st.err == nil {
+		st.err = err
+	}
+}
+
 // run applies one batch in its transaction.
-func (st *applyStream) run(n int, b applyBatch) (err error) {
+func (st *applyStream) run(n int, b applyBatch) (applied int, err error) {
 	s := st.s
-	t0 := time.Now()
-	defer func() { s.addDBTime(time.Since(t0)) }()
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("apply batch %d: %v", n, r)
+			applied, err = 0, fmt.Errorf("apply batch %d: %v", n, r)
 		}
 	}()
 	if s.hookBatch != nil {
 		if err := s.hookBatch(n); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	return s.db.InBulkTx(st.ctx, func(tx *sqlx.Tx) error {
-		applied, err := st.a.run(st.ctx, tx, b.changes)
-		if err != nil {
+	err = s.db.InBulkTx(st.ctx, func(tx *sqlx.Tx) error {
+		var err error
+		if applied, err = st.a.run(st.ctx, tx, b.changes); err != nil {
 			return err
 		}
 		if b.last {
-			if err := s.saveCursor(st.ctx, tx, st.cursor, st.runID); err != nil {
-				return err
-			}
+			return s.saveCursor(st.ctx, tx, st.cursor, st.runID)
 		}
-		st.applied += applied
 		return nil
 	})
+	if err != nil {
+		return 0, err
+	}
+	return applied, nil
 }
 
 // add takes the next change.

@@ -45,6 +45,10 @@ type Syncer struct {
 	// BatchSize is the number of changes applied per transaction
 	// (defaultBatch when it is not set).
 	BatchSize int
+	// Writers is how many batches of creates are written at once on a
+	// database server (defaultWriters when it is not set; see
+	// applyStream). SQLite writes one at a time.
+	Writers int
 	// now is the clock (tests).
 	now       func() time.Time
 	scopeOpts directory.ScopeOptions
