@@ -37,9 +37,10 @@ type planner struct {
 	claims *claims
 	// createHead and createRow are the INSERT of a new identity (head +
 	// one row of VALUES), built once per run; the plan groups creates into
-	// multi-row INSERTs of them.
-	createHead, createRow string
-	createParams          int
+	// multi-row INSERTs of them. createSQL is the two together, each
+	// create's statement (one string for the run, not one per create).
+	createHead, createRow, createSQL string
+	createParams                     int
 
 	upserted, presents int
 	invalidCount       int
@@ -271,6 +272,7 @@ func (p *planner) create(it directory.Identity, res linkResult) error {
 		}
 		p.createHead = "INSERT INTO " + n.Identities + " (" + strings.Join(quoted, ", ") + ") VALUES "
 		p.createRow = "(" + placeholders(len(createColumns)) + ")"
+		p.createSQL = p.createHead + p.createRow
 		p.createParams = len(createColumns)
 	}
 	var key any
@@ -290,7 +292,7 @@ func (p *planner) create(it directory.Identity, res linkResult) error {
 	}
 	err := p.plan.addRow(Change{
 		Kind: KindCreate, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
-		SQL: p.createHead + p.createRow,
+		SQL: p.createSQL,
 		Args: []any{it.DirectoryID, it.DN, it.Username, nullString(it.Email), nullString(it.DisplayName), nullString(it.Department),
 			state, nullString(reason), changedAt, key, res.State, nullString(res.Detail), p.runID, p.now, p.now, p.now, mappedHash(it)},
 	}, p.createHead, p.createRow, p.createParams)
