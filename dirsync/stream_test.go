@@ -277,6 +277,50 @@ func TestConcurrentCreates(t *testing.T) {
 			if got := identities(t, s); len(got) != users {
 				t.Fatalf("%d identities, want %d", len(got), users)
 			}
+
+			// A batch of creates fails while the next is being written:
+			// the run fails and saves no cursor, what was committed stays,
+			// and the next run writes the rest.
+			dc2, db2 := database(t, driver)
+			cfg2 := baseConfig(t, dc2, f.Kind())
+			f.Configure(cfg2, ou)
+			cut, _ := newSyncer(t, cfg2, db2)
+			cut.BatchSize, cut.Writers = size, 2
+			boom := errors.New("boom")
+			third := make(chan struct{})
+			cut.hookBatch = func(n int) error {
+				switch n {
+				case 2:
+					select { // fail once batch 3 is being written beside it
+					case <-third:
+					case <-time.After(10 * time.Second):
+					}
+					return boom
+				case 3:
+					close(third)
+				}
+				return nil
+			}
+			if _, err := cut.Run(ctx, RunOptions{Full: true, Trigger: "test"}); !errors.Is(err, boom) {
+				t.Fatalf("the run must fail in batch 2: %v", err)
+			}
+			if c, err := cut.loadCursor(ctx); err != nil || c != nil {
+				t.Fatalf("a run that failed must save no cursor: %v %v", c, err)
+			}
+			if n := len(identities(t, cut)); n == 0 || n >= users {
+				t.Fatalf("%d identities after the failed run: want those of the batches committed", n)
+			}
+			cut.hookBatch = nil
+			sum2, err := cut.Run(ctx, RunOptions{Full: true, Trigger: "test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := identities(t, cut); len(got) != users || sum2.Changes[KindCreate] == 0 {
+				t.Fatalf("after the rerun: %d identities (%s), want %d", len(got), sum2.Changes, users)
+			}
+			if c, err := cut.loadCursor(ctx); err != nil || c == nil {
+				t.Fatalf("the rerun saves the cursor: %v %v", c, err)
+			}
 		})
 	}
 }
