@@ -33,7 +33,8 @@ type Database struct {
 	// password, so it is a Secret: config check prints it masked.
 	DSN     Secret `yaml:"dsn"`
 	DSNFile string `yaml:"dsn_file"`
-	// MaxOpenConns bounds the pool (0: driver default, SQLite: 1 writer).
+	// MaxOpenConns bounds the pool (0: driver default, SQLite: 1 writer;
+	// at least MinServerConns on a database server).
 	MaxOpenConns int `yaml:"max_open_conns"`
 	// ConnectTimeout is how long Open keeps retrying before it gives up.
 	ConnectTimeout Duration `yaml:"connect_timeout"`
@@ -289,3 +290,10 @@ type Log struct {
 	Level  string `yaml:"level"`  // debug | info | warn | error
 	Format string `yaml:"format"` // auto | text | json
 }
+
+// MinServerConns is the smallest pool that works on a database server:
+// locks (store.TryLock) hold a connection each while they are held (a
+// sync's, the campaign engine's), and a first sync writes batches on two
+// more (dirsync's writers). With fewer, a sync waited forever for a
+// connection that its own lock held.
+const MinServerConns = 4

@@ -465,3 +465,30 @@ func TestMatchFollowsTheUsersTable(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolTooSmall: on a database server, a sync holds a connection of
+// the pool for its lock (the campaign engine another) and writes on up to
+// two more; with a pool of one, `passbridge sync` waited forever for a
+// second connection. Such a pool is refused, naming the key and why.
+func TestPoolTooSmall(t *testing.T) {
+	for _, n := range []int{1, 2, 3} {
+		body := strings.Replace(validYAML, "driver: postgres\n", fmt.Sprintf("driver: postgres\n  max_open_conns: %d\n", n), 1)
+		_, err := Load(write(t, body), nil)
+		want := fmt.Sprintf("database.max_open_conns: must be 0 (the default, 10) or at least 4 on postgres (got %d)", n)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("max_open_conns %d: %v, want %q", n, err, want)
+		}
+	}
+	for _, n := range []int{0, 4, 50} {
+		body := strings.Replace(validYAML, "driver: postgres\n", fmt.Sprintf("driver: postgres\n  max_open_conns: %d\n", n), 1)
+		if _, err := Load(write(t, body), nil); err != nil {
+			t.Errorf("max_open_conns %d: %v", n, err)
+		}
+	}
+	// SQLite has one writer and locks with a file, not a connection.
+	body := strings.NewReplacer("driver: postgres\n", "driver: sqlite\n  max_open_conns: 1\n",
+		"postgres://passbridge:s3cret-pw@db.corp.example:5432/erp?sslmode=verify-full", "app.db").Replace(validYAML)
+	if _, err := Load(write(t, body), nil); err != nil {
+		t.Errorf("sqlite, max_open_conns 1: %v", err)
+	}
+}
