@@ -154,6 +154,12 @@
       busy(button, false);
       if (e.name === "AbortError") { cancelled(ceremony, "login", e); return; }
       cancelled(ceremony, "login", e);
+      // The autofill request ending in the browser (no passkey for this
+      // portal on this device, its timeout, the user's Escape) is nothing
+      // the user asked for: no message, which would also move the form
+      // under the user's pointer. A passkey chosen and then refused by
+      // the portal (e.server) is explained below.
+      if (useAutofill && !e.server) return;
       // A passkey the portal no longer knows or accepts (deleted, revoked
       // by IT or a recovery): the password manager is told, so that it
       // stops offering it. Not for an account disabled or deleted in the
