@@ -15,50 +15,35 @@ import (
 // its own outcome.
 func TestGroupCommit(t *testing.T) {
 	ctx := context.Background()
-	db := open(t, newConfig(t, SQLite))
-	if _, err := Exec(ctx, db, "CREATE TABLE t (v TEXT PRIMARY KEY, part INTEGER NOT NULL)"); err != nil {
-		t.Fatal(err)
-	}
+	db := groupTable(t)
 	refused := errors.New("refused")
 	const workers, each = 32, 20
-	var wg sync.WaitGroup
-	errs := make(chan error, workers*each)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				v := fmt.Sprintf("w%02d-%02d", w, i)
-				err := db.InTxShared(ctx, func(tx *sqlx.Tx) error {
-					// Two rows a member; a refused member's first row must
-					// not survive its refusal.
-					for part := range 2 {
-						if _, err := Exec(ctx, tx, "INSERT INTO t (v, part) VALUES (?, ?)", v, part); err != nil && part == 0 {
-							return err
-						}
-						if i%7 == 3 {
-							return refused
-						}
-						v += "+"
-					}
-					return nil
-				})
-				if want := error(nil); i%7 == 3 {
-					want = refused
-					if !errors.Is(err, want) {
-						errs <- fmt.Errorf("%s: %v, want %v", v, err, want)
-					}
-				} else if err != nil {
-					errs <- fmt.Errorf("%s: %w", v, err)
+	members(t, workers, each, func(w, i int) error {
+		v := fmt.Sprintf("w%02d-%02d", w, i)
+		err := db.InTxShared(ctx, func(tx *sqlx.Tx) error {
+			// Two rows a member; a refused member's first row must
+			// not survive its refusal.
+			for part := range 2 {
+				if _, err := Exec(ctx, tx, "INSERT INTO t (v, part) VALUES (?, ?)", v, part); err != nil && part == 0 {
+					return err
 				}
+				if i%7 == 3 {
+					return refused
+				}
+				v += "+"
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+			return nil
+		})
+		if want := error(nil); i%7 == 3 {
+			want = refused
+			if !errors.Is(err, want) {
+				return fmt.Errorf("%s: %v, want %v", v, err, want)
+			}
+		} else if err != nil {
+			return fmt.Errorf("%s: %w", v, err)
+		}
+		return nil
+	})
 	var n, bad int
 	if err := Get(ctx, db, &n, "SELECT COUNT(*) FROM t"); err != nil {
 		t.Fatal(err)
@@ -128,11 +113,52 @@ func TestGroupCommit(t *testing.T) {
 // transaction rolls all of it back, the other members' rows with it).
 func TestGroupCommitMemberContext(t *testing.T) {
 	ctx := context.Background()
-	db := open(t, newConfig(t, SQLite))
-	if _, err := Exec(ctx, db, "CREATE TABLE t (v TEXT PRIMARY KEY, part INTEGER NOT NULL)"); err != nil {
+	db := groupTable(t)
+	const workers, each = 16, 20
+	members(t, workers, each, func(w, i int) error {
+		v := fmt.Sprintf("w%02d-%02d", w, i)
+		mctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		err := db.InTxShared(mctx, func(tx *sqlx.Tx) error {
+			for part := range 3 {
+				if part == 1 && w%2 == 0 {
+					cancel() // the member's request goes away halfway
+				}
+				if _, err := Exec(mctx, tx, "INSERT INTO t (v, part) VALUES (?, ?)", fmt.Sprintf("%s-%d", v, part), part); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%s: %w", v, err)
+		}
+		return nil
+	})
+	var n int
+	if err := Get(ctx, db, &n, "SELECT COUNT(*) FROM t"); err != nil {
 		t.Fatal(err)
 	}
-	const workers, each = 16, 20
+	if n != workers*each*3 {
+		t.Errorf("%d rows, want %d", n, workers*each*3)
+	}
+}
+
+// groupTable opens an SQLite database with the table the group commit
+// tests write: t (v TEXT PRIMARY KEY, part INTEGER NOT NULL).
+func groupTable(t *testing.T) *DB {
+	t.Helper()
+	db := open(t, newConfig(t, SQLite))
+	if _, err := Exec(context.Background(), db, "CREATE TABLE t (v TEXT PRIMARY KEY, part INTEGER NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// members runs member(w, i) for i from 0 to each-1 in each of workers
+// goroutines at once, and reports every error a member returns.
+func members(t *testing.T, workers, each int, member func(w, i int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, workers*each)
 	for w := range workers {
@@ -140,22 +166,8 @@ func TestGroupCommitMemberContext(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				v := fmt.Sprintf("w%02d-%02d", w, i)
-				mctx, cancel := context.WithCancel(ctx)
-				err := db.InTxShared(mctx, func(tx *sqlx.Tx) error {
-					for part := range 3 {
-						if part == 1 && w%2 == 0 {
-							cancel() // the member's request goes away halfway
-						}
-						if _, err := Exec(mctx, tx, "INSERT INTO t (v, part) VALUES (?, ?)", fmt.Sprintf("%s-%d", v, part), part); err != nil {
-							return err
-						}
-					}
-					return nil
-				})
-				cancel()
-				if err != nil {
-					errs <- fmt.Errorf("%s: %w", v, err)
+				if err := member(w, i); err != nil {
+					errs <- err
 				}
 			}
 		}()
@@ -164,12 +176,5 @@ func TestGroupCommitMemberContext(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
-	}
-	var n int
-	if err := Get(ctx, db, &n, "SELECT COUNT(*) FROM t"); err != nil {
-		t.Fatal(err)
-	}
-	if n != workers*each*3 {
-		t.Errorf("%d rows, want %d", n, workers*each*3)
 	}
 }
