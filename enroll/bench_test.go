@@ -1,10 +1,13 @@
 package enroll
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,16 +30,24 @@ const benchDuration = 10 * time.Second
 // written, a session created and the sign-in audited) per second at 64
 // concurrent clients, on SQLite and on PostgreSQL, with p50 and p99 latency
 // of a whole ceremony; and, side by side, go-webauthn's own begin + finish
-// in process with no HTTP and no database: the library limit. The clients'
+// in process with no HTTP and no database: the library limit; and between
+// the two, the library behind a bare net/http server (no database, no
+// middleware, ceremonies in memory), answering the same clients' same
+// requests: the floor that HTTP itself sets on these cores. The clients'
 // signatures (a software authenticator, ECDSA P-256) are made on the same
-// two cores in both cases.
+// two cores in every case.
 //
 //	go test -run '^$' -bench PasskeySignIn -benchtime 1x ./enroll/
 //
 // PASSBRIDGE_BENCH_ONLY=sqlite (or postgres) runs the portal on that
-// database alone, so that a -cpuprofile holds the portal's samples only.
+// database alone, so that a -cpuprofile holds the portal's samples only;
+// PASSBRIDGE_BENCH_ONLY=http runs the bare net/http server alone.
 func BenchmarkPasskeySignIn(b *testing.B) {
-	if d := os.Getenv("PASSBRIDGE_BENCH_ONLY"); d != "" {
+	if d := os.Getenv("PASSBRIDGE_BENCH_ONLY"); d == "http" {
+		r := benchLibraryHTTP(b)
+		b.Logf("go-webauthn behind bare net/http: %.0f ceremonies/s, p50 %s, p99 %s, %d errors", r.Rate, r.P50, r.P99, r.Errors)
+		return
+	} else if d != "" {
 		// One database alone, no library run: for a profile of the portal.
 		r := benchPortal(b, d)
 		b.Logf("portal on %s, %d clients: %.0f ceremonies/s, p50 %s, p99 %s, %d errors", d, benchClients, r.Rate, r.P50, r.P99, r.Errors)
@@ -45,6 +56,10 @@ func BenchmarkPasskeySignIn(b *testing.B) {
 	lib := benchLibrary(b)
 	b.Logf("go-webauthn in process (library limit): %.0f ceremonies/s, p50 %s, p99 %s", lib.Rate, lib.P50, lib.P99)
 	b.ReportMetric(lib.Rate, "lib-ceremonies/s")
+	bare := benchLibraryHTTP(b)
+	b.Logf("go-webauthn behind bare net/http, no database (%.0f%% of the library limit): %.0f ceremonies/s, p50 %s, p99 %s, %d errors",
+		100*bare.Rate/lib.Rate, bare.Rate, bare.P50, bare.P99, bare.Errors)
+	bare.Report(b, "http", "ceremonies")
 	for _, driver := range []string{"sqlite", "postgres"} {
 		r := benchPortal(b, driver)
 		b.Logf("portal on %s, %d clients: %.0f ceremonies/s (%.0f%% of the library limit), p50 %s, p99 %s, %d errors",
@@ -73,40 +88,45 @@ func benchPortal(b *testing.B, driver string) testsrv.Measured {
 		clients[i] = c
 	}
 	return testsrv.Measure(benchClients, benchDuration, func(w int) error {
-		c := clients[w]
-		r := c.post("/webauthn/login/begin", nil)
-		if r.status != http.StatusOK {
-			return fmt.Errorf("begin: %d", r.status)
-		}
-		var begin struct {
-			Ceremony string          `json:"ceremony"`
-			Options  json.RawMessage `json:"options"`
-		}
-		if err := json.Unmarshal([]byte(r.body), &begin); err != nil {
-			return err
-		}
-		r = c.post("/webauthn/login/finish", map[string]any{"ceremony": begin.Ceremony, "credential": json.RawMessage(c.assert(string(begin.Options), &creds[w]))})
-		if r.status != http.StatusOK {
-			return fmt.Errorf("finish: %d %s", r.status, r.body)
-		}
-		return nil
+		return signInOnce(clients[w], &creds[w])
 	})
 }
 
-// benchLibrary is the same ceremony with go-webauthn alone.
-func benchLibrary(b *testing.B) testsrv.Measured {
-	wa, err := webauthn.New(&webauthn.Config{RPID: "localhost", RPDisplayName: "bench", RPOrigins: []string{"http://localhost:1"}})
-	if err != nil {
-		b.Fatal(err)
+// signInOnce is one passkey sign-in over HTTP, as a browser makes it:
+// begin, the authenticator's signature, finish.
+func signInOnce(c *client, cred *virtualwebauthn.Credential) error {
+	r := c.post("/webauthn/login/begin", nil)
+	if r.status != http.StatusOK {
+		return fmt.Errorf("begin: %d", r.status)
 	}
-	type party struct {
-		c    *client
-		cred virtualwebauthn.Credential
-		user *waUser
+	var begin struct {
+		Ceremony string          `json:"ceremony"`
+		Options  json.RawMessage `json:"options"`
 	}
-	parties := make([]*party, benchClients)
+	if err := json.Unmarshal([]byte(r.body), &begin); err != nil {
+		return err
+	}
+	r = c.post("/webauthn/login/finish", map[string]any{"ceremony": begin.Ceremony, "credential": json.RawMessage(c.assert(string(begin.Options), cred))})
+	if r.status != http.StatusOK {
+		return fmt.Errorf("finish: %d %s", r.status, r.body)
+	}
+	return nil
+}
+
+// libraryParty is a client of the library benchmarks: its software
+// authenticator, its passkey and the user the library knows it by.
+type libraryParty struct {
+	c    *client
+	cred virtualwebauthn.Credential
+	user *waUser
+}
+
+// libraryParties registers one passkey per client with go-webauthn alone
+// (origin base).
+func libraryParties(b *testing.B, wa *webauthn.WebAuthn, base string) []*libraryParty {
+	parties := make([]*libraryParty, benchClients)
 	for i := range parties {
-		c := newClient(b, "http://localhost:1")
+		c := newClient(b, base)
 		handle := []byte(fmt.Sprintf("user-%02d", i))
 		user := &waUser{Handle: handle, Name: "u", DisplayName: "u"}
 		creation, sd, err := wa.BeginRegistration(user, webauthn.WithExtensions(webauthn.WithExtensionCredProps()))
@@ -125,8 +145,18 @@ func benchLibrary(b *testing.B) testsrv.Measured {
 		}
 		user.Creds = []webauthn.Credential{*wc}
 		c.auth.Options.UserHandle = handle
-		parties[i] = &party{c: c, cred: cred, user: user}
+		parties[i] = &libraryParty{c: c, cred: cred, user: user}
 	}
+	return parties
+}
+
+// benchLibrary is the same ceremony with go-webauthn alone.
+func benchLibrary(b *testing.B) testsrv.Measured {
+	wa, err := webauthn.New(&webauthn.Config{RPID: "localhost", RPDisplayName: "bench", RPOrigins: []string{"http://localhost:1"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	parties := libraryParties(b, wa, "http://localhost:1")
 	return testsrv.Measure(benchClients, benchDuration, func(w int) error {
 		p := parties[w]
 		assertion, sd, err := wa.BeginDiscoverableLogin()
@@ -144,5 +174,77 @@ func benchLibrary(b *testing.B) testsrv.Measured {
 		}
 		p.user.Creds[0].Authenticator.SignCount = wc.Authenticator.SignCount
 		return nil
+	})
+}
+
+// benchLibraryHTTP is the library's ceremony behind a bare net/http server:
+// the same begin and finish requests as the portal's, from the same
+// clients, with the ceremonies and users in memory, no database, no
+// middleware, no session. What HTTP itself costs on these two cores.
+func benchLibraryHTTP(b *testing.B) testsrv.Measured {
+	var mu sync.Mutex
+	ceremonies := map[string]*webauthn.SessionData{}
+	users := map[string]*waUser{}
+	var wa *webauthn.WebAuthn
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /webauthn/login/begin", func(w http.ResponseWriter, r *http.Request) {
+		assertion, sd, err := wa.BeginDiscoverableLogin()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		id := rand.Text()
+		mu.Lock()
+		ceremonies[id] = sd
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(ceremonyResponse{Ceremony: id, Options: assertion})
+	})
+	mux.HandleFunc("POST /webauthn/login/finish", func(w http.ResponseWriter, r *http.Request) {
+		var req finishRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		sd := ceremonies[req.Ceremony]
+		delete(ceremonies, req.Ceremony)
+		mu.Unlock()
+		parsed, err := protocol.ParseCredentialRequestResponseBytes(req.Credential)
+		if err != nil || sd == nil {
+			http.Error(w, "unknown ceremony or malformed response", http.StatusBadRequest)
+			return
+		}
+		_, wc, err := wa.ValidatePasskeyLogin(func(_, handle []byte) (webauthn.User, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return users[string(handle)], nil
+		}, *sd, parsed)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		users[string(parsed.Response.UserHandle)].Creds[0].Authenticator.SignCount = wc.Authenticator.SignCount
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	})
+	srv := httptest.NewServer(mux)
+	b.Cleanup(srv.Close)
+	var err error
+	wa, err = webauthn.New(&webauthn.Config{RPID: "localhost", RPDisplayName: "bench", RPOrigins: []string{srv.URL}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	transport := &http.Transport{MaxIdleConns: 2 * benchClients, MaxIdleConnsPerHost: 2 * benchClients}
+	parties := libraryParties(b, wa, srv.URL)
+	for _, p := range parties {
+		users[string(p.user.Handle)] = p.user
+		p.c.http.Transport = transport
+		p.c.csrf = "unused" // no CSRF here; post sends the header anyway
+	}
+	return testsrv.Measure(benchClients, benchDuration, func(w int) error {
+		return signInOnce(parties[w].c, &parties[w].cred)
 	})
 }
