@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/store"
@@ -112,11 +113,11 @@ func EnsureApplied(ctx context.Context, db *store.DB, cfg *config.Config, log *s
 	for _, s := range rep.Steps {
 		if s.Action != ActionSkipped {
 			applied++
-			log.Info("migrate step", "step", s.ID, "action", s.Action, "ms", s.DurationMS)
+			log.Info("migrate step", "step", s.ID, "action", s.Action, "took", time.Duration(s.DurationMS)*time.Millisecond)
 		}
 	}
 	if applied > 0 {
-		log.Info("migration applied", "steps", applied, "ms", rep.DurationMS)
+		log.Info("migration applied", "steps", applied, "took", time.Duration(rep.DurationMS)*time.Millisecond)
 	}
 	return nil
 }

@@ -179,8 +179,9 @@ func unique(attrs []slog.Attr) []slog.Attr {
 }
 
 // CheckLine reports whether line is one JSON object in which no object
-// repeats a key: the promise every log line keeps (tests check real output
-// with it).
+// repeats a key and no duration hides under the bare key "ms" (a duration
+// is <what>_ms, the same everywhere): the promise every log line keeps
+// (tests check real output with it).
 func CheckLine(line []byte) error {
 	if t := bytes.TrimSpace(line); len(t) == 0 || t[0] != '{' {
 		return errors.New("not a JSON object")
@@ -214,6 +215,9 @@ func checkValue(dec *json.Decoder, path string) error {
 				return fmt.Errorf("key %q repeated in %s", key, cmp.Or(strings.TrimPrefix(path, "."), "the line"))
 			}
 			seen[key] = true
+			if key == "ms" {
+				return fmt.Errorf(`key "ms" in %s: a duration is logged as <what>_ms`, cmp.Or(strings.TrimPrefix(path, "."), "the line"))
+			}
 			if err := checkValue(dec, path+"."+key); err != nil {
 				return err
 			}

@@ -73,6 +73,9 @@ func TestEachKeyOnce(t *testing.T) {
 	if err := CheckLine([]byte(`{"a":1,"b":{"c":1,"c":2}}`)); err == nil {
 		t.Error("CheckLine accepts a repeated key in a group")
 	}
+	if err := CheckLine([]byte(`{"msg":"migrate step","ms":2}`)); err == nil {
+		t.Error(`CheckLine accepts a duration under the bare key "ms"`)
+	}
 	if err := CheckLine([]byte(`{"a":1`)); err == nil {
 		t.Error("CheckLine accepts a line that is not JSON")
 	}
