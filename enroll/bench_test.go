@@ -45,25 +45,25 @@ const benchDuration = 10 * time.Second
 func BenchmarkPasskeySignIn(b *testing.B) {
 	if d := os.Getenv("PASSBRIDGE_BENCH_ONLY"); d == "http" {
 		r := benchLibraryHTTP(b)
-		b.Logf("go-webauthn behind bare net/http: %.0f ceremonies/s, p50 %s, p99 %s, %d errors", r.Rate, r.P50, r.P99, r.Errors)
+		b.Logf("go-webauthn behind bare net/http: %.0f ceremonies/s, p50 %s, p99 %s, %d errors; per ceremony %s CPU, %.1f KiB allocated", r.Rate, r.P50, r.P99, r.Errors, r.CPUPerOp, r.AllocPerOp/1024)
 		return
 	} else if d != "" {
 		// One database alone, no library run: for a profile of the portal.
 		r := benchPortal(b, d)
-		b.Logf("portal on %s, %d clients: %.0f ceremonies/s, p50 %s, p99 %s, %d errors", d, benchClients, r.Rate, r.P50, r.P99, r.Errors)
+		b.Logf("portal on %s, %d clients: %.0f ceremonies/s, p50 %s, p99 %s, %d errors; per ceremony %s CPU, %.1f KiB allocated", d, benchClients, r.Rate, r.P50, r.P99, r.Errors, r.CPUPerOp, r.AllocPerOp/1024)
 		return
 	}
 	lib := benchLibrary(b)
-	b.Logf("go-webauthn in process (library limit): %.0f ceremonies/s, p50 %s, p99 %s", lib.Rate, lib.P50, lib.P99)
+	b.Logf("go-webauthn in process (library limit): %.0f ceremonies/s, p50 %s, p99 %s; per ceremony %s CPU, %.1f KiB allocated", lib.Rate, lib.P50, lib.P99, lib.CPUPerOp, lib.AllocPerOp/1024)
 	b.ReportMetric(lib.Rate, "lib-ceremonies/s")
 	bare := benchLibraryHTTP(b)
-	b.Logf("go-webauthn behind bare net/http, no database (%.0f%% of the library limit): %.0f ceremonies/s, p50 %s, p99 %s, %d errors",
-		100*bare.Rate/lib.Rate, bare.Rate, bare.P50, bare.P99, bare.Errors)
+	b.Logf("go-webauthn behind bare net/http, no database (%.0f%% of the library limit): %.0f ceremonies/s, p50 %s, p99 %s, %d errors; per ceremony %s CPU, %.1f KiB allocated",
+		100*bare.Rate/lib.Rate, bare.Rate, bare.P50, bare.P99, bare.Errors, bare.CPUPerOp, bare.AllocPerOp/1024)
 	bare.Report(b, "http", "ceremonies")
 	for _, driver := range []string{"sqlite", "postgres"} {
 		r := benchPortal(b, driver)
-		b.Logf("portal on %s, %d clients: %.0f ceremonies/s (%.0f%% of the library limit), p50 %s, p99 %s, %d errors",
-			driver, benchClients, r.Rate, 100*r.Rate/lib.Rate, r.P50, r.P99, r.Errors)
+		b.Logf("portal on %s, %d clients: %.0f ceremonies/s (%.0f%% of the library limit), p50 %s, p99 %s, %d errors; per ceremony %s CPU in passbridge and its clients, %.1f KiB allocated",
+			driver, benchClients, r.Rate, 100*r.Rate/lib.Rate, r.P50, r.P99, r.Errors, r.CPUPerOp, r.AllocPerOp/1024)
 		r.Report(b, driver, "ceremonies")
 	}
 }
