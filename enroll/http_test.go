@@ -16,6 +16,7 @@ import (
 	"github.com/descope/virtualwebauthn"
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/protocol/webauthncose"
+	"github.com/go-webauthn/webauthn/webauthn"
 
 	"github.com/passbridge/passbridge/config"
 	"github.com/passbridge/passbridge/schema"
@@ -451,6 +452,26 @@ func TestInterop(t *testing.T) {
 			// And the passkey signs in to the portal as well.
 			if r := c.passkeySignIn(&cred); r.status != http.StatusOK {
 				t.Fatalf("portal sign-in: %d %s", r.status, r.body)
+			}
+			// After it, credential_json is still the whole record the
+			// library made at registration, attestation included, and the
+			// columns hold the sign-in's counter.
+			var after struct {
+				SignCount int64  `db:"sign_count"`
+				JSON      string `db:"credential_json"`
+			}
+			if err := store.Get(context.Background(), e.db, &after, "SELECT "+q("sign_count")+", "+q("credential_json")+" FROM "+n.Credentials+" WHERE "+q("credential_id")+" = ?", []byte(parsed.RawID)); err != nil {
+				t.Fatal(err)
+			}
+			var whole webauthn.Credential
+			if err := json.Unmarshal([]byte(after.JSON), &whole); err != nil {
+				t.Fatalf("credential_json after a sign-in: %v", err)
+			}
+			if len(whole.Attestation.Object) == 0 || len(whole.Attestation.ClientDataJSON) == 0 || !bytes.Equal(whole.ID, parsed.RawID) {
+				t.Errorf("credential_json after a sign-in lost the registration's record: %s", after.JSON)
+			}
+			if after.SignCount != int64(cred.Counter) {
+				t.Errorf("sign_count %d after the portal sign-in, want the authenticator's %d", after.SignCount, cred.Counter)
 			}
 		})
 	}
