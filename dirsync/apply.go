@@ -82,6 +82,10 @@ type applyStream struct {
 	batch []Change
 	work  chan applyBatch
 	done  chan struct{}
+	// spare holds the arrays of written batches for the next ones (a
+	// first sync's thousand batches of 1,000 changes were as many
+	// allocations of a few hundred kilobytes).
+	spare chan []Change
 
 	// mu guards what the writers share; err is the first batch's error
 	// and applied the count, read after done.
@@ -111,7 +115,8 @@ func (s *Syncer) startApply(ctx context.Context, cursor, prev *directory.Cursor,
 	size := s.batchSize() // as the plan grouped its creates
 	st := &applyStream{s: s, a: &applier{s: s, keys: map[string]any{}, failed: map[string]bool{}}, ctx: ctx,
 		cursor: cursor, prev: prev, runID: runID, size: size, writers: s.writers(),
-		batch: make([]Change, 0, size), work: make(chan applyBatch, applyDepth), done: make(chan struct{})}
+		batch: make([]Change, 0, size), work: make(chan applyBatch, applyDepth), done: make(chan struct{}),
+		spare: make(chan []Change, applyDepth+s.writers()+1)}
 	go st.loop()
 	return st
 }
@@ -186,6 +191,11 @@ func (st *applyStream) write(n int, b applyBatch) {
 	}
 	st.mu.Unlock()
 	applied, err := st.run(n, b)
+	clear(b.changes)
+	select {
+	case st.spare <- b.changes[:0]:
+	default:
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.busy--; st.busy == 0 {
@@ -235,7 +245,11 @@ func (st *applyStream) add(c Change) error {
 		if err := st.send(applyBatch{changes: st.batch}); err != nil {
 			return err
 		}
-		st.batch = make([]Change, 0, st.size)
+		select {
+		case st.batch = <-st.spare:
+		default:
+			st.batch = make([]Change, 0, st.size)
+		}
 	}
 	st.batch = append(st.batch, c)
 	return nil
@@ -390,7 +404,7 @@ func (a *applier) insertRows(ctx context.Context, tx *sqlx.Tx, rows []Change) er
 		for _, r := range group {
 			args = append(args, r.Args...)
 		}
-		if _, err := store.Exec(ctx, tx, group[0].stmt, args...); err != nil {
+		if _, err := store.Exec(ctx, tx, group[0].groupSQL(), args...); err != nil {
 			return createError(group, err)
 		}
 		rows = rows[len(group):]

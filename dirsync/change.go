@@ -53,11 +53,28 @@ type Change struct {
 	// (ProvisionFailure stands for it).
 	OnFail *Statement `json:"on_fail,omitempty"`
 
-	// stmt, on the first create of a group, is the multi-row INSERT the
-	// group runs as; stmtRows is how many creates it holds (this one and
-	// the next stmtRows-1). Both are zero on the other rows of a group.
-	stmt     string
-	stmtRows int
+	// stmtHead and stmtRow, on the first create of a group, are the
+	// multi-row INSERT the group runs as (groupSQL: the head, then the row
+	// stmtRows times); stmtRows is how many creates it holds (this one and
+	// the next stmtRows-1). All are zero on the other rows of a group. The
+	// statement is put together only where it runs: PostgreSQL COPYs the
+	// rows instead, and a first sync's groups are 1,000 rows each.
+	stmtHead, stmtRow string
+	stmtRows          int
+}
+
+// groupSQL is the multi-row INSERT of the group of creates that c heads.
+func (c *Change) groupSQL() string {
+	var b strings.Builder
+	b.Grow(len(c.stmtHead) + c.stmtRows*(len(c.stmtRow)+2))
+	b.WriteString(c.stmtHead)
+	for i := range c.stmtRows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c.stmtRow)
+	}
+	return b.String()
 }
 
 // Statement is one planned SQL statement with its arguments.
@@ -137,7 +154,7 @@ type spooled struct {
 	Args                                          []spooledArg
 	OnFailSQL                                     string
 	OnFailArgs                                    []spooledArg
-	Stmt                                          string
+	StmtHead, StmtRow                             string
 	StmtRows                                      int
 }
 
@@ -166,7 +183,7 @@ const (
 
 func toSpooled(c Change) spooled {
 	sp := spooled{Kind: c.Kind, DirectoryID: c.DirectoryID, Username: c.Username, Description: c.Description, SQL: c.SQL,
-		Args: spoolArgs(c.Args), Stmt: c.stmt, StmtRows: c.stmtRows}
+		Args: spoolArgs(c.Args), StmtHead: c.stmtHead, StmtRow: c.stmtRow, StmtRows: c.stmtRows}
 	if c.OnFail != nil {
 		sp.OnFailSQL, sp.OnFailArgs = c.OnFail.SQL, spoolArgs(c.OnFail.Args)
 	}
@@ -202,7 +219,7 @@ func spoolArgs(args []any) []spooledArg {
 
 func (sp *spooled) change() (Change, error) {
 	c := Change{Kind: sp.Kind, DirectoryID: sp.DirectoryID, Username: sp.Username, Description: sp.Description, SQL: sp.SQL,
-		stmt: sp.Stmt, stmtRows: sp.StmtRows}
+		stmtHead: sp.StmtHead, stmtRow: sp.StmtRow, stmtRows: sp.StmtRows}
 	var err error
 	if c.Args, err = unspoolArgs(sp.Args); err != nil {
 		return c, err
@@ -298,27 +315,21 @@ func (p *plan) addRow(c Change, head, row string, params int) error {
 }
 
 // flush writes the pending group: its first create carries the group's
-// statement.
+// statement. The changes are written by value, so the group's array is
+// the next group's.
 func (p *plan) flush() error {
 	if len(p.pending) == 0 {
 		return nil
 	}
-	var b strings.Builder
-	b.WriteString(p.head)
-	for i := range p.pending {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(p.row)
-	}
 	group := p.pending
-	p.pending = nil
-	group[0].stmt, group[0].stmtRows = b.String(), len(group)
+	group[0].stmtHead, group[0].stmtRow, group[0].stmtRows = p.head, p.row, len(group)
 	for _, c := range group {
 		if err := p.write(c); err != nil {
 			return err
 		}
 	}
+	clear(group)
+	p.pending = group[:0]
 	return nil
 }
 

@@ -46,8 +46,8 @@ func TestPlanGroupsCreates(t *testing.T) {
 			if c.Username == "j" {
 				h = head2
 			}
-			if want := h + strings.TrimSuffix(strings.Repeat(row+", ", c.stmtRows), ", "); c.stmt != want {
-				t.Errorf("%s: statement %q, want %q", c.Username, c.stmt, want)
+			if want := h + strings.TrimSuffix(strings.Repeat(row+", ", c.stmtRows), ", "); c.groupSQL() != want {
+				t.Errorf("%s: statement %q, want %q", c.Username, c.groupSQL(), want)
 			}
 		}
 		return nil

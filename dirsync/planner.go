@@ -137,7 +137,11 @@ func (p *planner) Upsert(ctx context.Context, page []directory.Identity) error {
 	if err != nil {
 		return err
 	}
-	keep := page[:0:0]
+	// The page is the diff's own (the pipe hands over a copy): the entries
+	// kept are filtered in place, and those that want a link are named by
+	// their index, not copied again (a first sync allocated a page's
+	// identities three times over).
+	keep := page[:0]
 	for _, it := range page {
 		first := true
 		if row := cur[it.DirectoryID]; row != nil {
@@ -153,13 +157,14 @@ func (p *planner) Upsert(ctx context.Context, page []directory.Identity) error {
 		keep = append(keep, it)
 	}
 	p.upserted += len(keep)
-	var toLink []linkInput
-	var linkRows []*identityRow // nil for a new identity
-	var linkIdentities []directory.Identity
-	for _, it := range keep {
+	toLink := make([]linkInput, 0, len(keep))
+	linkRows := make([]*identityRow, 0, len(keep)) // nil for a new identity
+	linkIdentities := make([]int, 0, len(keep))    // in keep
+	for i := range keep {
+		it := &keep[i]
 		row := cur[it.DirectoryID]
 		if row != nil {
-			if err := p.diff(row, it); err != nil {
+			if err := p.diff(row, *it); err != nil {
 				return err
 			}
 			if row.LinkState == schema.LinkManual || row.UserKey != nil {
@@ -168,14 +173,14 @@ func (p *planner) Upsert(ctx context.Context, page []directory.Identity) error {
 		}
 		toLink = append(toLink, linkInput{DirectoryID: it.DirectoryID, Username: it.Username, Email: it.Email})
 		linkRows = append(linkRows, row)
-		linkIdentities = append(linkIdentities, it)
+		linkIdentities = append(linkIdentities, i)
 	}
 	results, err := p.match(ctx, toLink)
 	if err != nil {
 		return err
 	}
 	for i, res := range results {
-		if err := p.decide(linkIdentities[i], linkRows[i], res); err != nil {
+		if err := p.decide(keep[linkIdentities[i]], linkRows[i], res); err != nil {
 			return err
 		}
 	}
@@ -279,16 +284,18 @@ func (p *planner) create(it directory.Identity, res linkResult) error {
 	if res.State == schema.LinkLinked {
 		key = res.Key
 	}
-	desc := fmt.Sprintf("new identity %s (%s)", it.DN, state)
+	// One concatenation (a first sync describes a million creates).
+	because := ""
 	if it.Disabled {
-		desc += ": " + reason
+		because = ": " + reason
 	}
+	var desc string
 	switch res.State {
 	case schema.LinkLinked:
-		desc += "; linked: " + res.Detail
+		desc = "new identity " + it.DN + " (" + state + ")" + because + "; linked: " + res.Detail
 		p.linked++
 	default:
-		desc += "; " + res.State + ": " + res.Detail
+		desc = "new identity " + it.DN + " (" + state + ")" + because + "; " + res.State + ": " + res.Detail
 	}
 	err := p.plan.addRow(Change{
 		Kind: KindCreate, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,7 +71,13 @@ func BenchmarkFullSync(b *testing.B) {
 			} {
 				b.Run(step.name, func(b *testing.B) {
 					for b.Loop() {
+						// What the run allocates and how many collections
+						// it costs: the same for every run of one build,
+						// unlike its time on a shared machine.
+						var m0, m1 runtime.MemStats
+						runtime.ReadMemStats(&m0)
 						sum, err := s.Run(context.Background(), RunOptions{Full: true, Trigger: "bench"})
+						runtime.ReadMemStats(&m1)
 						if err != nil {
 							b.Fatal(err)
 						}
@@ -79,6 +86,8 @@ func BenchmarkFullSync(b *testing.B) {
 						}
 						b.ReportMetric(float64(sum.LDAPMillis)/1000, "ldap-s")
 						b.ReportMetric(float64(sum.DBMillis)/1000, "db-s")
+						b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/(1<<20), "alloc-MiB")
+						b.ReportMetric(float64(m1.NumGC-m0.NumGC), "gc")
 					}
 				})
 			}
