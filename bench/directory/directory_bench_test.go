@@ -175,9 +175,15 @@ func measure(b *testing.B, users int) *figures {
 		}
 	}
 
-	// 100 users change, spread over the directory.
+	// 100 users change, spread over the directory: one in each of 100
+	// equal slices, at the same place in each (an entry that exists for
+	// any size from 100 users up).
+	step := users / changed
+	if step == 0 {
+		b.Fatalf("the delta changes %d users: the directory needs at least as many (PASSBRIDGE_BENCH_DIRECTORY_USERS=%d)", changed, users)
+	}
 	for k := range changed {
-		i := 1 + k*(users/changed) + 37
+		i := 1 + k*step + min(37, step-1)
 		srv.Modify(b, "uid="+testsrv.SeedUID(i)+","+srv.PeopleDN, map[string][]string{"displayName": {fmt.Sprintf("Changed User %06d", i)}})
 	}
 	for _, driver := range drivers {
