@@ -127,16 +127,16 @@ func (p *planner) match(ctx context.Context, in []linkInput) ([]linkResult, erro
 // the (lower-case) values, case-insensitively, by lower-case value.
 func (d dbState) usersBy(ctx context.Context, col string, values []string) (map[string][]any, error) {
 	s := d.s
-	out := map[string][]any{}
-	uniq := map[string]bool{}
-	var vals []string
+	out := make(map[string][]any, len(values))
+	uniq := make(map[string]bool, len(values))
+	vals := make([]string, 0, len(values))
 	for _, v := range values {
 		if !uniq[v] {
 			uniq[v] = true
 			vals = append(vals, v)
 		}
 	}
-	seen := map[string]bool{}
+	seen := make(map[string]bool, len(values))
 	collect := func(q string, args []any) error {
 		t0 := time.Now()
 		defer func() { s.addDBTime(time.Since(t0)) }()

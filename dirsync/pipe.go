@@ -26,6 +26,9 @@ type pipe struct {
 	// pages it handed over (the reader's goroutine only).
 	waited time.Duration
 	pages  int
+	// spare holds the arrays of pages the diff is done with, for the
+	// next copies (the diff keeps nothing of a page's array).
+	spare chan []directory.Identity
 }
 
 type pipeOp struct {
@@ -49,7 +52,7 @@ const (
 const pipeDepth = 2
 
 func newPipe(p *planner) *pipe {
-	q := &pipe{p: p, ops: make(chan pipeOp, pipeDepth), done: make(chan struct{})}
+	q := &pipe{p: p, ops: make(chan pipeOp, pipeDepth), done: make(chan struct{}), spare: make(chan []directory.Identity, pipeDepth+2)}
 	go q.run()
 	return q
 }
@@ -74,7 +77,13 @@ func (q *pipe) apply(op pipeOp) (err error) {
 	}()
 	switch op.kind {
 	case opUpsert:
-		return q.p.Upsert(op.ctx, op.page)
+		err := q.p.Upsert(op.ctx, op.page)
+		clear(op.page)
+		select {
+		case q.spare <- op.page[:0]:
+		default:
+		}
+		return err
 	case opPresent:
 		return q.p.Present(op.ctx, op.ids)
 	case opGone:
@@ -114,7 +123,12 @@ func (q *pipe) close() error {
 // pipe hands over copies.
 
 func (q *pipe) Upsert(ctx context.Context, page []directory.Identity) error {
-	if err := q.send(pipeOp{ctx: ctx, kind: opUpsert, page: append([]directory.Identity(nil), page...)}); err != nil {
+	var cp []directory.Identity
+	select {
+	case cp = <-q.spare:
+	default:
+	}
+	if err := q.send(pipeOp{ctx: ctx, kind: opUpsert, page: append(cp, page...)}); err != nil {
 		return err
 	}
 	q.pages++

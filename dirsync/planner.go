@@ -41,6 +41,10 @@ type planner struct {
 	// create's statement (one string for the run, not one per create).
 	createHead, createRow, createSQL string
 	createParams                     int
+	// nowArg and runArg are now and runID as arguments, boxed once: a
+	// create has three of the one and one of the other, and each boxing
+	// was an allocation.
+	nowArg, runArg any
 
 	upserted, presents int
 	invalidCount       int
@@ -54,6 +58,7 @@ type planner struct {
 // newPlanner starts the diff of run runID over cur (nil: the database).
 func (s *Syncer) newPlanner(runID int64, cur state) (*planner, error) {
 	p := &planner{s: s, state: cur, runID: runID, now: s.now().UTC(), log: s.log, seen: newSeen()}
+	p.nowArg, p.runArg = p.now, p.runID
 	var err error
 	if p.plan, err = newPlan(s.batchSize()); err != nil {
 		return nil, err
@@ -268,7 +273,7 @@ func (p *planner) create(it directory.Identity, res linkResult) error {
 	state, reason := schema.StateActive, ""
 	var changedAt any
 	if it.Disabled {
-		state, reason, changedAt = schema.StateDisabled, it.DisabledReason, p.now
+		state, reason, changedAt = schema.StateDisabled, it.DisabledReason, p.nowArg
 	}
 	if p.createHead == "" {
 		quoted := make([]string, len(createColumns))
@@ -301,7 +306,7 @@ func (p *planner) create(it directory.Identity, res linkResult) error {
 		Kind: KindCreate, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
 		SQL: p.createSQL,
 		Args: []any{it.DirectoryID, it.DN, it.Username, nullString(it.Email), nullString(it.DisplayName), nullString(it.Department),
-			state, nullString(reason), changedAt, key, res.State, nullString(res.Detail), p.runID, p.now, p.now, p.now, mappedHash(it)},
+			state, nullString(reason), changedAt, key, res.State, nullString(res.Detail), p.runArg, p.nowArg, p.nowArg, p.nowArg, mappedHash(it)},
 	}, p.createHead, p.createRow, p.createParams)
 	if err != nil {
 		return err

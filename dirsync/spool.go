@@ -127,7 +127,9 @@ func (s *spool[T]) readRecord(r *bufio.Reader, buf []byte, v *T) ([]byte, error)
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return buf, err
 	}
-	rec := &record{b: buf}
+	// The record's strings are cut from one string of the whole record:
+	// one allocation instead of one per field.
+	rec := &record{b: buf, s: string(buf)}
 	if err := s.codec.decode(rec, v); err != nil {
 		return buf, err
 	}
@@ -161,7 +163,11 @@ func appendBool(b []byte, v bool) []byte {
 // record is a record being decoded; the first error sticks, and every
 // read after it returns the zero value.
 type record struct {
-	b   []byte
+	b []byte
+	// s, when set, is the whole record as a string: string() returns
+	// parts of it instead of copies (the record's bytes are a reused
+	// buffer).
+	s   string
 	err error
 }
 
@@ -178,7 +184,13 @@ func (r *record) string() string {
 		r.fail("string")
 		return ""
 	}
-	v := string(r.b[k : k+int(n)])
+	var v string
+	if r.s != "" {
+		at := len(r.s) - len(r.b) + k
+		v = r.s[at : at+int(n)]
+	} else {
+		v = string(r.b[k : k+int(n)])
+	}
 	r.b = r.b[k+int(n):]
 	return v
 }
