@@ -78,8 +78,9 @@ func (s *spool[T]) add(v *T) error {
 	return nil
 }
 
-// each calls fn for every value, in the order added. Values may be added
-// again afterwards.
+// each calls fn for every value, in the order added; the value is fn's
+// only during the call (the next record is decoded into it). Values may
+// be added again afterwards.
 func (s *spool[T]) each(fn func(*T) error) error {
 	if err := s.w.Flush(); err != nil {
 		return fmt.Errorf("spool %s: %w", s.what, err)
@@ -93,8 +94,11 @@ func (s *spool[T]) each(fn func(*T) error) error {
 		dec = gob.NewDecoder(r)
 	}
 	var buf []byte
+	// One value, reset for each record: fn must not keep the pointer
+	// (resolve and plan.each copy what they keep).
+	var v, zero T
 	for i := 0; i < s.n; i++ {
-		var v T
+		v = zero
 		var err error
 		if dec != nil {
 			err = dec.Decode(&v)
