@@ -294,13 +294,9 @@ func (p *planner) create(it directory.Identity, res linkResult) error {
 	if it.Disabled {
 		because = ": " + reason
 	}
-	var desc string
-	switch res.State {
-	case schema.LinkLinked:
-		desc = "new identity " + it.DN + " (" + state + ")" + because + "; linked: " + res.Detail
+	desc := "new identity " + it.DN + " (" + state + ")" + because + "; " + res.State + ": " + res.Detail
+	if res.State == schema.LinkLinked {
 		p.linked++
-	default:
-		desc = "new identity " + it.DN + " (" + state + ")" + because + "; " + res.State + ": " + res.Detail
 	}
 	err := p.plan.addRow(Change{
 		Kind: KindCreate, DirectoryID: it.DirectoryID, Username: it.Username, Description: desc,
