@@ -291,6 +291,10 @@ type Log struct {
 	Format string `yaml:"format"` // auto | text | json
 }
 
+// DefaultServerConns is the pool of a database server when
+// database.max_open_conns is 0.
+const DefaultServerConns = 10
+
 // MinServerConns is the smallest pool that works on a database server:
 // locks (store.TryLock) hold a connection each while they are held (a
 // sync's, the campaign engine's), and a first sync writes batches on two

@@ -134,8 +134,8 @@ func validateDatabase(cfg *Config, bad badFunc, oneOf oneOfFunc) {
 	case n < 0:
 		bad("database.max_open_conns", "must be 0 (driver default) or more")
 	case n > 0 && n < MinServerConns && cfg.Database.Driver != "sqlite":
-		bad("database.max_open_conns", "must be 0 (the default, 10) or at least %d on %s (got %d): a sync holds a connection for its lock, the campaign engine another, and a first sync writes on two more",
-			MinServerConns, cfg.Database.Driver, n)
+		bad("database.max_open_conns", "must be 0 (the default, %d) or at least %d on %s (got %d): a sync holds a connection for its lock, the campaign engine another, and a first sync writes on two more",
+			DefaultServerConns, MinServerConns, cfg.Database.Driver, n)
 	}
 
 	ut := cfg.UsersTable

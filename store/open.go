@@ -252,7 +252,7 @@ func (d Dialect) pool(db *sql.DB, t target, maxOpen int) {
 	case d.kind == SQLite:
 		maxOpen = 1
 	default:
-		maxOpen = 10
+		maxOpen = config.DefaultServerConns
 	}
 	db.SetMaxOpenConns(maxOpen)
 	db.SetMaxIdleConns(maxOpen)
