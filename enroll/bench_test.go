@@ -45,27 +45,32 @@ const benchDuration = 10 * time.Second
 func BenchmarkPasskeySignIn(b *testing.B) {
 	if d := os.Getenv("PASSBRIDGE_BENCH_ONLY"); d == "http" {
 		r := benchLibraryHTTP(b)
-		b.Logf("go-webauthn behind bare net/http: %.0f ceremonies/s, p50 %s, p99 %s, %d errors; per ceremony %s CPU, %.1f KiB allocated", r.Rate, r.P50, r.P99, r.Errors, r.CPUPerOp, r.AllocPerOp/1024)
+		b.Logf("go-webauthn behind bare net/http: %.0f ceremonies/s, p50 %s, p99 %s, %d errors; %s", r.Rate, r.P50, r.P99, r.Errors, perCeremony(r))
 		return
 	} else if d != "" {
 		// One database alone, no library run: for a profile of the portal.
 		r := benchPortal(b, d)
-		b.Logf("portal on %s, %d clients: %.0f ceremonies/s, p50 %s, p99 %s, %d errors; per ceremony %s CPU, %.1f KiB allocated", d, benchClients, r.Rate, r.P50, r.P99, r.Errors, r.CPUPerOp, r.AllocPerOp/1024)
+		b.Logf("portal on %s, %d clients: %.0f ceremonies/s, p50 %s, p99 %s, %d errors; %s", d, benchClients, r.Rate, r.P50, r.P99, r.Errors, perCeremony(r))
 		return
 	}
 	lib := benchLibrary(b)
-	b.Logf("go-webauthn in process (library limit): %.0f ceremonies/s, p50 %s, p99 %s; per ceremony %s CPU, %.1f KiB allocated", lib.Rate, lib.P50, lib.P99, lib.CPUPerOp, lib.AllocPerOp/1024)
+	b.Logf("go-webauthn in process (library limit): %.0f ceremonies/s, p50 %s, p99 %s; %s", lib.Rate, lib.P50, lib.P99, perCeremony(lib))
 	b.ReportMetric(lib.Rate, "lib-ceremonies/s")
 	bare := benchLibraryHTTP(b)
-	b.Logf("go-webauthn behind bare net/http, no database (%.0f%% of the library limit): %.0f ceremonies/s, p50 %s, p99 %s, %d errors; per ceremony %s CPU, %.1f KiB allocated",
-		100*bare.Rate/lib.Rate, bare.Rate, bare.P50, bare.P99, bare.Errors, bare.CPUPerOp, bare.AllocPerOp/1024)
+	b.Logf("go-webauthn behind bare net/http, no database (%.0f%% of the library limit): %.0f ceremonies/s, p50 %s, p99 %s, %d errors; %s",
+		100*bare.Rate/lib.Rate, bare.Rate, bare.P50, bare.P99, bare.Errors, perCeremony(bare))
 	bare.Report(b, "http", "ceremonies")
 	for _, driver := range []string{"sqlite", "postgres"} {
 		r := benchPortal(b, driver)
-		b.Logf("portal on %s, %d clients: %.0f ceremonies/s (%.0f%% of the library limit), p50 %s, p99 %s, %d errors; per ceremony %s CPU in passbridge and its clients, %.1f KiB allocated",
-			driver, benchClients, r.Rate, 100*r.Rate/lib.Rate, r.P50, r.P99, r.Errors, r.CPUPerOp, r.AllocPerOp/1024)
+		b.Logf("portal on %s, %d clients: %.0f ceremonies/s (%.0f%% of the library limit), p50 %s, p99 %s, %d errors; %s (passbridge and its clients)",
+			driver, benchClients, r.Rate, 100*r.Rate/lib.Rate, r.P50, r.P99, r.Errors, perCeremony(r))
 		r.Report(b, driver, "ceremonies")
 	}
+}
+
+// perCeremony is what one ceremony cost the test process, for the logs.
+func perCeremony(m testsrv.Measured) string {
+	return fmt.Sprintf("per ceremony %s CPU, %.1f KiB allocated", m.CPUPerOp, m.AllocPerOp/1024)
 }
 
 func benchPortal(b *testing.B, driver string) testsrv.Measured {
